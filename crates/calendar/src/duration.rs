@@ -30,7 +30,9 @@ pub enum Error {
     #[error("`{0}` is not a duration: write a number and a unit, e.g. `3wd`, `4wh`, `7d` or `12h`")]
     Syntax(String),
     /// The unit is not one of wd, wh, d, h.
-    #[error("`{0}` has an unknown unit: use `wd` (working days), `wh` (working hours), `d` (calendar days) or `h` (hours)")]
+    #[error(
+        "`{0}` has an unknown unit: use `wd` (working days), `wh` (working hours), `d` (calendar days) or `h` (hours)"
+    )]
     Unit(String),
     /// Zero or larger than [`DURATION_NUMBER_MAX`].
     #[error("`{0}` is out of range: the number must be between 1 and {DURATION_NUMBER_MAX}")]
@@ -91,6 +93,9 @@ mod tests {
         assert!(matches!("3".parse::<Duration>(), Err(Error::Syntax(_))));
         assert!(matches!("3w".parse::<Duration>(), Err(Error::Unit(_))));
         assert!(matches!("0wd".parse::<Duration>(), Err(Error::Range(_))));
-        assert!(matches!("99999999999wd".parse::<Duration>(), Err(Error::Range(_))));
+        assert!(matches!(
+            "99999999999wd".parse::<Duration>(),
+            Err(Error::Range(_))
+        ));
     }
 }
