@@ -137,6 +137,11 @@ pub struct Step {
     pub supplement: bool,
     /// Where a rejection sends the dossier.
     pub on_reject: OnReject,
+    /// The step is not part of the normal flow: it opens only when a later step's `on_reject`
+    /// names it (e.g. the land office completing cadastral data at the tax office's request).
+    /// Such a step has no `after`, no step waits for it, and when it completes the dossier goes
+    /// back to the step that sent it there. Validation guarantees all three.
+    pub rework_only: bool,
 }
 
 /// A validated procedure definition, pinned by content hash.
@@ -180,7 +185,14 @@ impl Workflow {
 
     /// Steps with no `after` that are not only reachable as rework targets: opened at receipt.
     pub fn initial_steps(&self) -> impl Iterator<Item = &Step> {
-        self.steps.iter().filter(|s| s.after.is_empty())
+        self.steps
+            .iter()
+            .filter(|s| s.after.is_empty() && !s.rework_only)
+    }
+
+    /// Steps that are entered only through a rework (`rework_only = true`).
+    pub fn rework_only_steps(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|s| s.rework_only)
     }
 
     /// Steps that wait for `id` (directly).
