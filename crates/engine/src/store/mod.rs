@@ -1,0 +1,308 @@
+//! The durable, hash-chained, group-committed event store.
+//!
+//! Every dossier is an append-only stream of sealed events (see [`chain`]): seq 1..n with no gaps,
+//! each event's `prev_hash` the previous event's SHA-256. Every event also gets a position in one
+//! global feed (strictly increasing, no gaps), which is the outbox the publisher and the
+//! projections tail.
+//!
+//! - [`EventStore`] is the contract. It names no sled type, so a second backend can be added and
+//!   run through the same [`conformance`] suite.
+//! - [`SledStore`] implements it on sled 0.34.7 (see [`sled_store`] for the layout, the group
+//!   commit and the hazards of that sled release).
+//!
+//! Errors keep the three kinds apart that callers must treat differently: a *conflict*
+//! ([`Error::Conflict`], [`Error::DuplicateKey`]: another writer won; reload, retry or replay),
+//! a *rejection* of the request itself ([`Error::Invalid`], [`Error::Limit`]: retrying will not
+//! help), and a *fault* ([`Error::Corrupt`], [`Error::Io`], [`Error::Poisoned`] ...).
+//!
+//! Visibility: reads only ever return what is durable. An append is visible to readers once its
+//! group has been flushed *and* fsynced, i.e. when its receiver yields `Ok`, never before: a
+//! reader (the outbox publisher, a query) can therefore never see an event that a crash could
+//! still take back.
+
+pub mod chain;
+pub mod conformance;
+pub mod keys;
+pub mod sled_store;
+mod sync;
+mod writer;
+
+use lienthong_proto::v1::{Event, SealedEvent};
+use tokio::sync::oneshot;
+
+use crate::ids::{DossierCode, DossierId};
+
+pub use chain::{ChainError, Link};
+pub use sled_store::{SledStore, Stats};
+
+/// Events accepted in one append (one command rarely produces more than a handful).
+pub const EVENTS_PER_APPEND_MAX: usize = 64;
+/// Size of one event's `raw` encoding, in bytes. Documents are stored by reference, so an event
+/// is small; this keeps sled values far below its off-log blob threshold (128 KiB).
+pub const EVENT_BYTES_MAX: usize = 32 * 1024;
+/// Definitions (workflow or calendar texts) carried by one append.
+pub const DEFINITIONS_PER_APPEND_MAX: usize = 8;
+/// Size of one definition text, in bytes.
+pub const DEFINITION_BYTES_MAX: usize = 256 * 1024;
+/// Length of an idempotency actor or key, in bytes.
+pub const IDEMPOTENCY_PART_BYTES_MAX: usize = 256;
+/// Length of a dossier code prefix (`UBND.XA-261122`), in bytes.
+pub const CODE_PREFIX_BYTES_MAX: usize = 64;
+/// Records returned by one [`EventStore::read_feed`] call, whatever `limit` asks for.
+pub const FEED_READ_MAX: usize = 10_000;
+
+/// The contract of an event store. See the module docs for visibility and error kinds.
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends events to one stream. Durable when the receiver yields `Ok`: the events are
+    /// written, flushed AND fsynced. Many concurrent appends share one flush (group commit).
+    /// All of one request is written or none of it (events, head, feed, code, idempotency,
+    /// definitions).
+    fn append(&self, req: AppendRequest) -> oneshot::Receiver<Result<Appended, Error>>;
+    /// The whole stream, seq 1..n, chain checked on read (and against the stored head).
+    /// Empty when the dossier does not exist.
+    fn read_stream(&self, dossier: &DossierId) -> Result<Vec<Recorded>, Error>;
+    /// The stream's head, `None` when the dossier does not exist.
+    fn head(&self, dossier: &DossierId) -> Result<Option<Head>, Error>;
+    /// Up to `limit` (at most [`FEED_READ_MAX`]) events after `after_position`, in global order.
+    fn read_feed(&self, after_position: u64, limit: usize) -> Result<Vec<Recorded>, Error>;
+    /// The position of the last durable event (0 when empty).
+    fn last_position(&self) -> Result<u64, Error>;
+    /// Every dossier with its code, in id order.
+    fn dossiers(&self) -> Result<Vec<(DossierId, DossierCode)>, Error>;
+    /// The dossier a code belongs to.
+    fn dossier_by_code(&self, code: &str) -> Result<Option<DossierId>, Error>;
+    /// What `(actor, key)` did when it was first used.
+    fn idempotency(&self, actor: &str, key: &str) -> Result<Option<IdempotencyRecord>, Error>;
+    /// A content-addressed text (workflow definition, calendar) by its lower-case hex SHA-256.
+    fn definition(&self, hash: &str) -> Result<Option<String>, Error>;
+    /// Recomputes every chain and checks that heads, feed, codes, idempotency records and
+    /// definitions agree with the streams. Finds damage; never repairs.
+    fn verify(&self) -> Result<VerifyReport, Error>;
+}
+
+/// One append: events for one stream, and what must be written atomically with them.
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    /// The stream.
+    pub dossier: DossierId,
+    /// The head seq the caller decided on (0 = a new dossier). Anything else is a conflict.
+    pub expected_seq: u64,
+    /// The events. Their envelopes carry `dossier_id`, `recorded_at`, `actor` and `command_id`;
+    /// the store stamps `seq`, `global_position`, `prev_hash` and `dossier_code`, then seals.
+    /// A caller may leave `dossier_code` empty or set it to the dossier's code.
+    pub events: Vec<Event>,
+    /// Stored in the same atomic batch; a key already used gives [`Error::DuplicateKey`].
+    pub idempotency: Option<IdempotencyKey>,
+    /// Required exactly when `expected_seq == 0`: the store allocates the dossier's code.
+    pub new_dossier: Option<NewDossier>,
+    /// Content-addressed texts to keep: `(lower-case hex SHA-256 of text, text)`. Idempotent;
+    /// a hash that is not the text's SHA-256 is [`Error::Invalid`].
+    pub definitions: Vec<(String, String)>,
+}
+
+/// The idempotency key of a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// Who sent the command (agency code). Non-empty, no `\0`.
+    pub actor: String,
+    /// The caller's key. Non-empty, no `\0`.
+    pub key: String,
+    /// SHA-256 of the command, to tell a retry from a reuse of the key.
+    pub fingerprint: [u8; 32],
+}
+
+/// What the store needs to open a new dossier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDossier {
+    /// `<receiving agency prefix>-<yymmdd>`, e.g. `UBND.XA-261122`; the store appends the next
+    /// daily sequence number under this prefix: `UBND.XA-261122-0001`.
+    pub code_prefix: String,
+}
+
+/// A successful append.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    /// The stream appended to.
+    pub dossier: DossierId,
+    /// Its code (allocated now for a new dossier).
+    pub code: DossierCode,
+    /// Seq of the first event appended.
+    pub first_seq: u64,
+    /// Seq of the last event appended (the new head).
+    pub last_seq: u64,
+    /// The events as stored.
+    pub events: Vec<Recorded>,
+}
+
+/// An event as stored: the sealed bytes, and the event decoded from them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    /// Decoded from `sealed.raw`, for convenience.
+    pub event: Event,
+    /// The stored bytes and their hash.
+    pub sealed: SealedEvent,
+}
+
+impl Recorded {
+    /// The event's seq (0 if it had no envelope, which a stored event never lacks).
+    pub fn seq(&self) -> u64 {
+        self.event.envelope.as_ref().map_or(0, |e| e.seq)
+    }
+
+    /// The event's global position.
+    pub fn position(&self) -> u64 {
+        self.event
+            .envelope
+            .as_ref()
+            .map_or(0, |e| e.global_position)
+    }
+}
+
+/// The head of a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Seq of the last event.
+    pub seq: u64,
+    /// Hash of the last event.
+    pub hash: [u8; 32],
+    /// The dossier code.
+    pub code: DossierCode,
+}
+
+/// What the first use of an idempotency key did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// Fingerprint of the command the key was first used with.
+    pub fingerprint: [u8; 32],
+    /// The dossier it appended to.
+    pub dossier: DossierId,
+    /// First seq it appended.
+    pub first_seq: u64,
+    /// Last seq it appended.
+    pub last_seq: u64,
+}
+
+/// Damage found in a store other than a broken chain (or a chain break, wrapped).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    /// A stream's hash chain is broken.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// A head disagrees with its stream.
+    #[error("head of dossier {dossier} disagrees with its stream at seq {seq}: {reason}")]
+    Head {
+        /// The dossier.
+        dossier: DossierId,
+        /// The seq the head claims (or the stream's last seq).
+        seq: u64,
+        /// What disagrees.
+        reason: String,
+    },
+    /// The feed disagrees with the streams.
+    #[error("feed position {position} is damaged: {reason}")]
+    Feed {
+        /// The position.
+        position: u64,
+        /// What disagrees.
+        reason: String,
+    },
+    /// An index record (code, counter, idempotency, definition, meta) is damaged.
+    #[error("record `{key}` is damaged: {reason}")]
+    Record {
+        /// The key, printable.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The storage engine itself reported corruption.
+    #[error("storage engine reports corruption: {0}")]
+    Backend(String),
+}
+
+/// What [`EventStore::verify`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Dossiers and events whose chains were recomputed, and the first break of each stream.
+    pub chains: chain::Report,
+    /// Position of the last durable event when the check started (later events are skipped).
+    pub last_position: u64,
+    /// Feed entries checked.
+    pub feed_entries: u64,
+    /// Definitions whose hash was recomputed.
+    pub definitions: u64,
+    /// Everything else that disagrees (heads, feed, codes, idempotency, definitions).
+    pub problems: Vec<Corruption>,
+}
+
+impl VerifyReport {
+    /// True when nothing is broken.
+    pub fn is_clean(&self) -> bool {
+        self.chains.is_clean() && self.problems.is_empty()
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another writer appended first: the head is not `expected`. Reload and retry.
+    #[error("dossier {dossier}: expected head seq {expected} but it is {actual}; reload and retry")]
+    Conflict {
+        /// The stream.
+        dossier: DossierId,
+        /// What the caller expected.
+        expected: u64,
+        /// The actual head seq (0: no such dossier).
+        actual: u64,
+    },
+    /// The idempotency key was used before; nothing was written.
+    #[error("idempotency key already used (dossier {}, seq {}..={})", record.dossier, record.first_seq, record.last_seq)]
+    DuplicateKey {
+        /// What its first use did.
+        record: IdempotencyRecord,
+    },
+    /// The request is malformed (a caller bug); nothing was written.
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    /// The request exceeds a limit; nothing was written.
+    #[error("limit exceeded: {what} is {actual}, at most {max}")]
+    Limit {
+        /// What is limited, with its unit.
+        what: &'static str,
+        /// The limit.
+        max: u64,
+        /// What the request had.
+        actual: u64,
+    },
+    /// The writer's queue is full; nothing was written. Back off and retry.
+    #[error("store overloaded: {queued_max} appends already queued; retry later")]
+    Overloaded {
+        /// The queue's capacity.
+        queued_max: usize,
+    },
+    /// The stored data is damaged. Stop and run `lienthong verify`; restore from a backup.
+    #[error("store is corrupt: {0}")]
+    Corrupt(#[from] Corruption),
+    /// The directory holds a store of another schema version.
+    #[error(
+        "store schema version {found} is not the supported version {supported}; use a matching lienthong release or migrate the store"
+    )]
+    Schema {
+        /// The version on disk (0: unreadable).
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// An I/O error from the storage.
+    #[error("store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A storage-engine failure that is not plain I/O.
+    #[error("storage engine error: {0}")]
+    Backend(String),
+    /// A flush or fsync failed earlier: what is on disk is unknown, so the store refuses all
+    /// appends until it is reopened (recovery then decides what survived).
+    #[error("store refuses appends after a failed flush ({0}); restart the process to recover")]
+    Poisoned(String),
+    /// The store was closed.
+    #[error("store is closed")]
+    Closed,
+}

@@ -1,0 +1,519 @@
+//! The single writer thread of [`SledStore`](super::SledStore): validation, stamping, sealing and
+//! the group commit.
+//!
+//! One thread owns every write, so validation (expected seq, idempotency key, code counter) and
+//! position allocation need no locks and cannot race. It blocks for the first queued request,
+//! then takes whatever else is queued, up to [`GROUP_COMMIT_MAX_REQUESTS`]: while one group is
+//! being fsynced, the next one accumulates, so the number of fsyncs adapts to the load.
+//!
+//! For each group:
+//! 1. Each request is validated and staged against the stored state *plus* the requests staged
+//!    before it in the same group (an overlay): two appends to one dossier in one group chain
+//!    onto each other, and the second of two equal idempotency keys is a duplicate. An invalid
+//!    request fails alone; it stages nothing.
+//! 2. The events are stamped (seq, position, `prev_hash`, code), sealed and checked with
+//!    [`chain::check`] before anything is written: the write path asserts the chain it writes.
+//! 3. All staged writes of the group go into ONE `sled::Batch`, applied atomically, then
+//!    `flush()` and the explicit fdatasync ([`Syncer`]). Only then is the durable position
+//!    advanced (making the group visible to readers) and every request answered.
+//! 4. If apply, flush or fsync fails, the whole group fails and the store is poisoned: after a
+//!    failed fsync the state of the page cache is unknown (a retry may "succeed" on pages the
+//!    kernel already dropped), so only a reopen, which recovers from what is on disk, is safe.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+use lienthong_proto::v1::SealedEvent;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use super::chain::{self, GENESIS_HASH, Link};
+use super::keys::{self, HeadValue, IdemValue};
+use super::sled_store::{GROUP_COMMIT_BYTES_MAX, GROUP_COMMIT_MAX_REQUESTS, Shared, backend};
+use super::sync::Syncer;
+use super::{
+    AppendRequest, Appended, CODE_PREFIX_BYTES_MAX, Corruption, DEFINITION_BYTES_MAX,
+    DEFINITIONS_PER_APPEND_MAX, EVENT_BYTES_MAX, EVENTS_PER_APPEND_MAX, Error,
+    IDEMPOTENCY_PART_BYTES_MAX, IdempotencyRecord, Recorded,
+};
+use crate::ids::{DossierCode, DossierId};
+
+/// One queued append and where to send its answer.
+pub(crate) struct Pending {
+    /// The request.
+    pub(crate) req: AppendRequest,
+    /// The caller's receiver waits on this.
+    pub(crate) reply: oneshot::Sender<Result<Appended, Error>>,
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    /// The database and the counters shared with readers.
+    shared: Arc<Shared>,
+    /// Makes flushed data durable.
+    syncer: Syncer,
+    /// Position of the last event written (and durable, since a failed group poisons).
+    last_position: u64,
+}
+
+/// What the requests staged earlier in the same group changed, not yet in sled.
+#[derive(Default)]
+struct Overlay {
+    /// New heads by dossier.
+    heads: HashMap<DossierId, HeadValue>,
+    /// New idempotency records by key.
+    idempotency: HashMap<Vec<u8>, IdemValue>,
+    /// New code counters by prefix.
+    counters: HashMap<String, u64>,
+    /// Codes given out.
+    codes: HashSet<String>,
+    /// Definitions written.
+    definitions: HashSet<String>,
+}
+
+/// Everything one valid request writes.
+struct Staged {
+    /// Key/value pairs for the batch.
+    writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The new head.
+    head: HeadValue,
+    /// The idempotency record, if any.
+    idempotency: Option<(Vec<u8>, IdemValue)>,
+    /// The code counter, for a new dossier.
+    counter: Option<(String, u64)>,
+    /// Definitions newly written.
+    definitions: Vec<String>,
+    /// The answer once durable.
+    appended: Appended,
+}
+
+impl Writer {
+    pub(crate) fn new(shared: Arc<Shared>, syncer: Syncer, last_position: u64) -> Writer {
+        Writer {
+            shared,
+            syncer,
+            last_position,
+        }
+    }
+
+    /// Serves the queue until every sender is gone, then returns (after answering everything
+    /// that was queued).
+    pub(crate) fn run(mut self, queue: Receiver<Pending>) {
+        // Requests a full group pushed to the next one.
+        let mut carried: VecDeque<Pending> = VecDeque::new();
+        loop {
+            let mut group = Vec::with_capacity(GROUP_COMMIT_MAX_REQUESTS);
+            group.extend(carried.drain(..));
+            if group.is_empty() {
+                match queue.recv() {
+                    Ok(p) => group.push(p),
+                    Err(_) => break,
+                }
+            }
+            while group.len() < GROUP_COMMIT_MAX_REQUESTS {
+                match queue.try_recv() {
+                    Ok(p) => group.push(p),
+                    Err(_) => break,
+                }
+            }
+            carried = self.commit(group);
+        }
+        tracing::debug!("store writer stopped: queue closed and drained");
+    }
+
+    /// Validates, writes and makes durable one group, then answers each request. Returns the
+    /// requests left for the next group once the group reached [`GROUP_COMMIT_BYTES_MAX`].
+    fn commit(&mut self, group: Vec<Pending>) -> VecDeque<Pending> {
+        let span = tracing::debug_span!("group_commit", requests = group.len());
+        let _enter = span.enter();
+        if let Some(reason) = self.shared.poison_reason() {
+            for p in group {
+                let _ = p.reply.send(Err(Error::Poisoned(reason.clone())));
+            }
+            return VecDeque::new();
+        }
+        let mut overlay = Overlay::default();
+        let mut batch = sled::Batch::default();
+        let mut position = self.last_position;
+        let mut answers = Vec::with_capacity(group.len());
+        let mut staged_requests = 0u64;
+        let mut staged_events = 0u64;
+        let mut batch_bytes = 0usize;
+        let mut group: VecDeque<Pending> = group.into();
+        while let Some(Pending { req, reply }) = group.pop_front() {
+            if batch_bytes >= GROUP_COMMIT_BYTES_MAX {
+                group.push_front(Pending { req, reply });
+                break;
+            }
+            match self.stage(&req, &overlay, position) {
+                Ok(staged) => {
+                    position = staged.head.last_position;
+                    for (k, v) in staged.writes {
+                        batch_bytes += k.len() + v.len();
+                        batch.insert(k, v);
+                    }
+                    overlay.heads.insert(req.dossier, staged.head);
+                    if let Some((k, v)) = staged.idempotency {
+                        overlay.idempotency.insert(k, v);
+                    }
+                    if let Some((prefix, n)) = staged.counter {
+                        overlay.codes.insert(staged.appended.code.0.clone());
+                        overlay.counters.insert(prefix, n);
+                    }
+                    overlay.definitions.extend(staged.definitions);
+                    staged_requests += 1;
+                    staged_events += staged.appended.events.len() as u64;
+                    answers.push((reply, Ok(staged.appended)));
+                }
+                Err(e) => answers.push((reply, Err(e))),
+            }
+        }
+        let rejected = answers.len() as u64 - staged_requests;
+        if staged_requests > 0 {
+            let started = Instant::now();
+            if let Err((kind, reason)) = self.persist(batch) {
+                tracing::error!(
+                    %reason,
+                    "group commit failed; the store refuses appends until it is reopened"
+                );
+                self.shared.poison(reason.clone());
+                for (reply, answer) in answers {
+                    let answer = answer.and_then(|_| {
+                        Err(Error::Io(io::Error::new(
+                            kind,
+                            format!("group commit failed, outcome unknown until reopen: {reason}"),
+                        )))
+                    });
+                    let _ = reply.send(answer);
+                }
+                for p in group {
+                    let _ = p.reply.send(Err(Error::Poisoned(reason.clone())));
+                }
+                return VecDeque::new();
+            }
+            self.last_position = position;
+            // Readers see the group from here on, and only from here on.
+            self.shared.durable.store(position, Ordering::Release);
+            let stats = &self.shared.stats;
+            stats.groups.fetch_add(1, Ordering::Relaxed);
+            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            stats.appends.fetch_add(staged_requests, Ordering::Relaxed);
+            stats.events.fetch_add(staged_events, Ordering::Relaxed);
+            stats
+                .largest_group
+                .fetch_max(staged_requests, Ordering::Relaxed);
+            tracing::trace!(
+                requests = staged_requests,
+                events = staged_events,
+                micros = started.elapsed().as_micros() as u64,
+                "group committed"
+            );
+        }
+        self.shared
+            .stats
+            .rejected
+            .fetch_add(rejected, Ordering::Relaxed);
+        for (reply, answer) in answers {
+            let _ = reply.send(answer);
+        }
+        group
+    }
+
+    /// Applies the batch and makes it durable: apply (atomic), flush, fdatasync.
+    fn persist(&mut self, batch: sled::Batch) -> Result<(), (io::ErrorKind, String)> {
+        let sled_err = |what: &str, e: sled::Error| {
+            let kind = match &e {
+                sled::Error::Io(io) => io.kind(),
+                _ => io::ErrorKind::Other,
+            };
+            (kind, format!("{what}: {e}"))
+        };
+        self.shared
+            .db
+            .apply_batch(batch)
+            .map_err(|e| sled_err("apply batch", e))?;
+        self.shared.db.flush().map_err(|e| sled_err("flush", e))?;
+        self.syncer
+            .sync()
+            .map_err(|e| (e.kind(), format!("fdatasync: {e}")))
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
+        self.shared.db.get(key).map_err(backend)
+    }
+
+    /// Validates one request against the store and the overlay and builds its writes.
+    fn stage(
+        &self,
+        req: &AppendRequest,
+        overlay: &Overlay,
+        position: u64,
+    ) -> Result<Staged, Error> {
+        let n = req.events.len();
+        if n == 0 {
+            return Err(Error::Invalid("an append needs at least one event".into()));
+        }
+        limit("events per append", EVENTS_PER_APPEND_MAX, n)?;
+        limit(
+            "definitions per append",
+            DEFINITIONS_PER_APPEND_MAX,
+            req.definitions.len(),
+        )?;
+        for (hash, text) in &req.definitions {
+            limit("definition text bytes", DEFINITION_BYTES_MAX, text.len())?;
+            if hex::encode(Sha256::digest(text.as_bytes())) != *hash {
+                return Err(Error::Invalid(format!(
+                    "definition `{hash}` is not the lower-case hex SHA-256 of its text"
+                )));
+            }
+        }
+
+        let idempotency = match &req.idempotency {
+            None => None,
+            Some(k) => {
+                for (what, part) in [("actor", &k.actor), ("key", &k.key)] {
+                    if part.is_empty() || part.contains('\0') {
+                        return Err(Error::Invalid(format!(
+                            "idempotency {what} must be non-empty and free of NUL"
+                        )));
+                    }
+                    limit(
+                        "idempotency actor or key bytes",
+                        IDEMPOTENCY_PART_BYTES_MAX,
+                        part.len(),
+                    )?;
+                }
+                let key = keys::idempotency_key(&k.actor, &k.key);
+                let existing = match overlay.idempotency.get(&key) {
+                    Some(v) => Some(v.clone()),
+                    None => match self.get(&key)? {
+                        Some(v) => {
+                            Some(IdemValue::decode(&v).ok_or_else(|| Corruption::Record {
+                                key: printable(&key),
+                                reason: "not an idempotency record".into(),
+                            })?)
+                        }
+                        None => None,
+                    },
+                };
+                if let Some(v) = existing {
+                    return Err(Error::DuplicateKey {
+                        record: IdempotencyRecord {
+                            fingerprint: v.fingerprint,
+                            dossier: v.dossier,
+                            first_seq: v.first_seq,
+                            last_seq: v.last_seq,
+                        },
+                    });
+                }
+                Some((key, k.fingerprint))
+            }
+        };
+
+        let head = match overlay.heads.get(&req.dossier) {
+            Some(h) => Some(h.clone()),
+            None => read_head(&self.shared.db, &req.dossier)?,
+        };
+        let actual = head.as_ref().map_or(0, |h| h.seq);
+        if req.expected_seq != actual {
+            return Err(Error::Conflict {
+                dossier: req.dossier,
+                expected: req.expected_seq,
+                actual,
+            });
+        }
+
+        let mut writes = Vec::with_capacity(2 * n + 4);
+        let (code, first_position, counter) = match (&head, &req.new_dossier) {
+            (Some(h), None) => (h.code.clone(), h.first_position, None),
+            (Some(_), Some(_)) => {
+                return Err(Error::Invalid(
+                    "new_dossier given for a dossier that exists".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(Error::Invalid(
+                    "a new dossier (expected seq 0) needs new_dossier with a code prefix".into(),
+                ));
+            }
+            (None, Some(new)) => {
+                let prefix = &new.code_prefix;
+                limit("code prefix bytes", CODE_PREFIX_BYTES_MAX, prefix.len())?;
+                if prefix.is_empty() || prefix.chars().any(|c| c.is_control() || c == ' ') {
+                    return Err(Error::Invalid(format!(
+                        "code prefix `{prefix}` must be non-empty, without spaces or control characters"
+                    )));
+                }
+                let counter_key = keys::counter_key(prefix);
+                let last = match overlay.counters.get(prefix) {
+                    Some(n) => *n,
+                    None => match self.get(&counter_key)? {
+                        Some(v) => keys::u64_from(&v).ok_or_else(|| Corruption::Record {
+                            key: printable(&counter_key),
+                            reason: "not a counter".into(),
+                        })?,
+                        None => 0,
+                    },
+                };
+                let next = last + 1;
+                let code = format!("{prefix}-{next:04}");
+                let code_key = keys::code_key(&code);
+                if overlay.codes.contains(&code) || self.get(&code_key)?.is_some() {
+                    return Err(Corruption::Record {
+                        key: printable(&counter_key),
+                        reason: format!("counter is {last} but code `{code}` is already taken"),
+                    }
+                    .into());
+                }
+                writes.push((counter_key, next.to_be_bytes().to_vec()));
+                writes.push((code_key, req.dossier.as_bytes().to_vec()));
+                (code, position + 1, Some((prefix.clone(), next)))
+            }
+        };
+
+        let dossier_text = req.dossier.to_string();
+        let mut prev: Option<Link> = head.as_ref().map(|h| Link {
+            seq: h.seq,
+            hash: h.hash,
+        });
+        let mut events = Vec::with_capacity(n);
+        for (i, event) in req.events.iter().enumerate() {
+            let seq = actual + 1 + i as u64;
+            let global_position = position + 1 + i as u64;
+            let mut event = event.clone();
+            let Some(envelope) = event.envelope.as_mut() else {
+                return Err(Error::Invalid(format!("event {i} has no envelope")));
+            };
+            if envelope.dossier_id != dossier_text {
+                return Err(Error::Invalid(format!(
+                    "event {i} names dossier `{}`, the append is for {dossier_text}",
+                    envelope.dossier_id
+                )));
+            }
+            if !envelope.dossier_code.is_empty() && envelope.dossier_code != code {
+                return Err(Error::Invalid(format!(
+                    "event {i} names code `{}`, the dossier's code is `{code}`",
+                    envelope.dossier_code
+                )));
+            }
+            envelope.seq = seq;
+            envelope.global_position = global_position;
+            envelope.prev_hash = prev.map_or(GENESIS_HASH, |l| l.hash).to_vec();
+            envelope.dossier_code = code.clone();
+            let sealed = chain::seal(&event);
+            limit("event bytes", EVENT_BYTES_MAX, sealed.raw.len())?;
+            // Assert on the write path: what we are about to write must check as we will read it.
+            let decoded = chain::check(prev.as_ref(), &req.dossier, seq, &sealed)
+                .map_err(|e| Error::Corrupt(e.into()))?;
+            prev = Some(Link {
+                seq,
+                hash: chain::hash_of(&sealed.raw),
+            });
+            writes.push((keys::stream_key(&req.dossier, seq), sealed.encode_to_vec()));
+            writes.push((
+                keys::feed_key(global_position),
+                keys::feed_value(&req.dossier, seq),
+            ));
+            events.push(Recorded {
+                event: decoded,
+                sealed,
+            });
+        }
+        let last = prev.ok_or_else(|| Error::Invalid("no events".into()))?;
+        let new_head = HeadValue {
+            seq: last.seq,
+            last_position: position + n as u64,
+            first_position,
+            hash: last.hash,
+            code: code.clone(),
+        };
+        writes.push((keys::head_key(&req.dossier), new_head.encode()));
+
+        let idempotency = idempotency.map(|(key, fingerprint)| {
+            let value = IdemValue {
+                fingerprint,
+                dossier: req.dossier,
+                first_seq: actual + 1,
+                last_seq: last.seq,
+                position: new_head.last_position,
+            };
+            writes.push((key.clone(), value.encode()));
+            (key, value)
+        });
+
+        let mut definitions = Vec::new();
+        for (hash, text) in &req.definitions {
+            let key = keys::definition_key(hash);
+            if overlay.definitions.contains(hash)
+                || definitions.contains(hash)
+                || self.shared.db.contains_key(&key).map_err(backend)?
+            {
+                continue;
+            }
+            writes.push((key, text.as_bytes().to_vec()));
+            definitions.push(hash.clone());
+        }
+
+        Ok(Staged {
+            writes,
+            head: new_head,
+            idempotency,
+            counter,
+            definitions,
+            appended: Appended {
+                dossier: req.dossier,
+                code: DossierCode(code),
+                first_seq: actual + 1,
+                last_seq: last.seq,
+                events,
+            },
+        })
+    }
+}
+
+/// Reads and decodes a stored head.
+pub(crate) fn read_head(db: &sled::Db, dossier: &DossierId) -> Result<Option<HeadValue>, Error> {
+    let key = keys::head_key(dossier);
+    match db.get(&key).map_err(backend)? {
+        None => Ok(None),
+        Some(v) => HeadValue::decode(&v).map(Some).ok_or_else(|| {
+            Corruption::Head {
+                dossier: *dossier,
+                seq: 0,
+                reason: "the stored head does not decode".into(),
+            }
+            .into()
+        }),
+    }
+}
+
+/// Decodes a stored `SealedEvent` value.
+pub(crate) fn decode_sealed(v: &[u8]) -> Result<SealedEvent, prost::DecodeError> {
+    SealedEvent::decode(v)
+}
+
+fn limit(what: &'static str, max: usize, actual: usize) -> Result<(), Error> {
+    if actual > max {
+        return Err(Error::Limit {
+            what,
+            max: max as u64,
+            actual: actual as u64,
+        });
+    }
+    Ok(())
+}
+
+/// A key in a form fit for a message: text where it is text, hex where it is not.
+pub(crate) fn printable(key: &[u8]) -> String {
+    let (prefix, rest) = key.split_at(key.len().min(2));
+    let prefix = String::from_utf8_lossy(prefix);
+    match std::str::from_utf8(rest) {
+        Ok(text) if !text.chars().any(char::is_control) => format!("{prefix}{text}"),
+        _ => format!("{prefix}{}", hex::encode(rest)),
+    }
+}
