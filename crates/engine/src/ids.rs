@@ -65,8 +65,14 @@ mod tests {
 
     #[test]
     fn code_has_four_digits_at_least() {
-        assert_eq!(DossierCode::new("UBND.XA", "261122", 1).0, "UBND.XA-261122-0001");
-        assert_eq!(DossierCode::new("UBND.XA", "261122", 12345).0, "UBND.XA-261122-12345");
+        assert_eq!(
+            DossierCode::new("UBND.XA", "261122", 1).0,
+            "UBND.XA-261122-0001"
+        );
+        assert_eq!(
+            DossierCode::new("UBND.XA", "261122", 12345).0,
+            "UBND.XA-261122-12345"
+        );
     }
 
     #[test]

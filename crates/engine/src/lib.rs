@@ -7,6 +7,10 @@
 //! - [`runtime`]: the in-process command loop: serialises commands per dossier, runs `decide`,
 //!   appends durably, and only then answers.
 
+pub mod dossier;
 pub mod ids;
+pub mod runtime;
+pub mod store;
+pub mod view;
 
 pub use ids::{DossierCode, DossierId};

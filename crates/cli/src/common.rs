@@ -1,0 +1,80 @@
+//! Helpers shared by the subcommands: logging, opening the store and the workflows, time zones.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use lienthong_engine::store::SledStore;
+use lienthong_workflow::Catalog;
+
+/// Default data directory of the embedded engine.
+pub const DATA_DIR_DEFAULT: &str = "data";
+
+/// Default workflow directory (relative to where the binary runs).
+pub const WORKFLOWS_DIR_DEFAULT: &str = "workflows";
+
+/// Logs to stderr; `RUST_LOG` overrides the level chosen by `-v`.
+pub fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Opens (or creates) the sled store under `dir`.
+pub fn open_store(dir: &Path) -> Result<Arc<SledStore>> {
+    let store = SledStore::open(dir)
+        .with_context(|| format!("cannot open the event store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Opens an existing store under `dir`; a missing directory is an error (reading commands must not
+/// create an empty store by accident).
+pub fn open_existing_store(dir: &Path) -> Result<Arc<SledStore>> {
+    if !dir.exists() {
+        anyhow::bail!(
+            "no data directory at {}: run `lienthong demo --data {}` first, or pass --data",
+            dir.display(),
+            dir.display()
+        );
+    }
+    open_store(dir)
+}
+
+/// Loads and validates the workflows under `dir`, printing every diagnostic on failure.
+pub fn load_catalog(dir: &Path) -> Result<Arc<Catalog>> {
+    match Catalog::load(dir) {
+        Ok(c) => Ok(Arc::new(c)),
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("{d}\n");
+            }
+            anyhow::bail!(
+                "{} error(s) in the workflows under {}; fix them (see `lienthong check {}`)",
+                diags.len(),
+                dir.display(),
+                dir.display()
+            )
+        }
+    }
+}
+
+/// The workflow directory: the flag, else `./workflows`.
+pub fn workflows_dir(flag: &Option<PathBuf>) -> PathBuf {
+    flag.clone()
+        .unwrap_or_else(|| PathBuf::from(WORKFLOWS_DIR_DEFAULT))
+}
+
+/// Parses a time-zone name (IANA) for display.
+pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz> {
+    name.parse::<chrono_tz::Tz>().map_err(|_| {
+        anyhow::anyhow!("unknown time zone `{name}` (use an IANA name such as Asia/Ho_Chi_Minh)")
+    })
+}

@@ -1,0 +1,523 @@
+//! The embedded runtime: the in-process command loop.
+//!
+//! One [`Engine`] (a cheap `Clone` handle) serves every dossier of one store:
+//!
+//! 1. A command for an existing dossier takes that dossier's lock, so commands for one dossier are
+//!    serialised while different dossiers proceed concurrently.
+//! 2. The dossier state comes from the cache or from a fold of its stream (chain checked on read);
+//!    the workflow definition comes from the content-addressed copy the dossier is pinned to, never
+//!    from the current file, so editing a workflow never changes a running dossier.
+//! 3. The pure `decide` runs with the time passed in from the [`Clock`]; its events are wrapped in
+//!    envelopes (actor, idempotency key, recorded-at) and appended with the expected sequence.
+//! 4. The call returns only when the store reports the append durable (group-committed: many
+//!    concurrent commands share one flush + fdatasync).
+//!
+//! Idempotency: the same (actor agency, idempotency key) returns the original result and appends
+//! nothing; the same key with a different command is rejected. The fingerprint is the SHA-256 of
+//! the command's canonical JSON together with the target dossier.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use lienthong_calendar::Calendar;
+use lienthong_proto::v1::{Actor, Envelope, Event};
+use lienthong_workflow::{Catalog, Workflow};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+use crate::dossier::{self, Command, DecideContext, DossierState};
+use crate::ids::{DossierCode, DossierId};
+use crate::store::{self, AppendRequest, EventStore, IdempotencyKey, NewDossier, Recorded};
+
+/// Retries after a sequence conflict before giving up with [`Error::Conflict`]. Conflicts come
+/// only from another process writing the same store, so a few retries are plenty.
+pub const CONFLICT_RETRIES_MAX: u32 = 3;
+
+/// Dossier states kept in memory; beyond this, idle entries are dropped and re-folded on demand.
+pub const CACHED_DOSSIERS_MAX: usize = 100_000;
+
+/// Longest idempotency key accepted, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+
+/// Where the runtime gets the time. `decide` never reads a clock; the runtime passes this in.
+pub trait Clock: Send + Sync + 'static {
+    /// The current instant.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The machine's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Why a command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command is not allowed now (a business rule); nothing was written.
+    #[error("rejected: {0}")]
+    Rejected(#[from] dossier::Rejection),
+    /// No dossier with this id.
+    #[error("dossier {0} not found")]
+    NotFound(String),
+    /// No procedure with this code in the loaded workflows.
+    #[error("unknown procedure `{0}`: run `lienthong check` to list the procedures that load")]
+    UnknownProcedure(String),
+    /// The same idempotency key was used before with a different command.
+    #[error(
+        "idempotency key `{key}` of `{actor}` was already used for a different command; use a new key for a new command"
+    )]
+    KeyReused {
+        /// The acting agency.
+        actor: String,
+        /// The reused key.
+        key: String,
+    },
+    /// The idempotency key is empty or too long.
+    #[error("idempotency key must be 1..={IDEMPOTENCY_KEY_BYTES_MAX} bytes, got {0}")]
+    BadKey(usize),
+    /// Another writer kept winning the race for this dossier; retry later.
+    #[error("dossier {0} is being changed concurrently; retry")]
+    Conflict(DossierId),
+    /// The pinned workflow or calendar could not be loaded.
+    #[error("definition {hash} of dossier {dossier}: {reason}")]
+    Definition {
+        /// The dossier.
+        dossier: String,
+        /// The pinned definition hash.
+        hash: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A storage fault (I/O, corruption, store closed).
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// A command addressed to the engine.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The dossier; `None` for a submission (a new dossier).
+    pub dossier: Option<DossierId>,
+    /// Who acts.
+    pub actor: Actor,
+    /// The caller's idempotency key: a retry with the same key returns the first answer.
+    pub idempotency_key: String,
+    /// What to do.
+    pub command: Command,
+}
+
+/// What a command did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The dossier.
+    pub dossier: DossierId,
+    /// Its human code.
+    pub code: DossierCode,
+    /// The events the command appended (for a replayed retry: the ones it appended the first time).
+    pub events: Vec<Recorded>,
+    /// The dossier's state after the command (for a replayed retry: the current state).
+    pub state: DossierState,
+    /// True when this answer is the original one returned again for a retried key.
+    pub replayed: bool,
+}
+
+/// Cheap handle on the embedded engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Durable event store (group-committed appends).
+    store: Arc<dyn EventStore>,
+    /// Agencies, calendars and current procedure definitions loaded from `workflows/`.
+    catalog: Arc<Catalog>,
+    /// Source of `now` for every decision.
+    clock: Arc<dyn Clock>,
+    /// Per-dossier lock and cached state (`None` until first folded).
+    dossiers: Mutex<HashMap<DossierId, Arc<tokio::sync::Mutex<Option<DossierState>>>>>,
+    /// Parsed definitions by content hash (pinned versions of running dossiers).
+    definitions: Mutex<HashMap<String, Arc<Workflow>>>,
+}
+
+impl Engine {
+    /// An engine over `store`, routing with `catalog`, taking time from `clock`.
+    pub fn new(store: Arc<dyn EventStore>, catalog: Arc<Catalog>, clock: Arc<dyn Clock>) -> Self {
+        let definitions = catalog
+            .procedures
+            .values()
+            .map(|wf| (wf.hash.clone(), wf.clone()))
+            .collect();
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                catalog,
+                clock,
+                dossiers: Mutex::new(HashMap::new()),
+                definitions: Mutex::new(definitions),
+            }),
+        }
+    }
+
+    /// The store behind this engine.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    /// The loaded workflows.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.inner.catalog
+    }
+
+    /// The engine's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// Executes one command; returns once its events are durable (or it was rejected).
+    #[tracing::instrument(skip_all, fields(dossier = ?req.dossier, agency = %req.actor.agency, command = req.command.kind()))]
+    pub async fn execute(&self, req: Request) -> Result<Outcome, Error> {
+        let key_len = req.idempotency_key.len();
+        if key_len == 0 || key_len > IDEMPOTENCY_KEY_BYTES_MAX {
+            return Err(Error::BadKey(key_len));
+        }
+        let fingerprint = fingerprint(&req);
+        if let Some(outcome) = self.replay_if_known(&req, &fingerprint).await? {
+            return Ok(outcome);
+        }
+        let result = match req.dossier {
+            None => self.submit(&req, fingerprint).await,
+            Some(id) => self.act(id, &req, fingerprint).await,
+        };
+        match result {
+            // A concurrent retry with the same key won the race: answer as it did.
+            Err(Error::Store(store::Error::DuplicateKey { .. })) => self
+                .replay_if_known(&req, &fingerprint)
+                .await?
+                .ok_or_else(|| Error::Conflict(req.dossier.unwrap_or_default())),
+            other => other,
+        }
+    }
+
+    /// The current state of a dossier (folded from its verified stream).
+    pub async fn state(&self, id: DossierId) -> Result<DossierState, Error> {
+        let slot = self.slot(id);
+        let mut guard = slot.lock().await;
+        self.loaded(id, &mut guard).await.cloned()
+    }
+
+    async fn replay_if_known(
+        &self,
+        req: &Request,
+        fingerprint: &[u8; 32],
+    ) -> Result<Option<Outcome>, Error> {
+        let Some(record) = self
+            .inner
+            .store
+            .idempotency(&req.actor.agency, &req.idempotency_key)?
+        else {
+            return Ok(None);
+        };
+        if &record.fingerprint != fingerprint {
+            return Err(Error::KeyReused {
+                actor: req.actor.agency.clone(),
+                key: req.idempotency_key.clone(),
+            });
+        }
+        let stream = self.inner.store.read_stream(&record.dossier)?;
+        let events: Vec<Recorded> = stream
+            .iter()
+            .filter(|r| envelope_seq(&r.event) >= record.first_seq)
+            .filter(|r| envelope_seq(&r.event) <= record.last_seq)
+            .cloned()
+            .collect();
+        let state = dossier::fold(
+            &stream
+                .iter()
+                .map(|r| r.event.clone())
+                .collect::<Vec<Event>>(),
+        );
+        Ok(Some(Outcome {
+            dossier: record.dossier,
+            code: DossierCode(state.code.clone()),
+            events,
+            state,
+            replayed: true,
+        }))
+    }
+
+    async fn submit(&self, req: &Request, fingerprint: [u8; 32]) -> Result<Outcome, Error> {
+        let Command::Submit(submit) = &req.command else {
+            return Err(Error::NotFound("(no dossier id given)".into()));
+        };
+        let workflow = self
+            .inner
+            .catalog
+            .procedure(&submit.procedure_code)
+            .cloned()
+            .ok_or_else(|| Error::UnknownProcedure(submit.procedure_code.clone()))?;
+        let calendar = self.calendar_for(&workflow, "(new)")?;
+        let receiving = self
+            .inner
+            .catalog
+            .agencies
+            .get(&workflow.receiving_agency.0)
+            .map(|a| a.code_prefix.clone())
+            .unwrap_or_else(|| workflow.receiving_agency.0.to_uppercase());
+        let now = self.now();
+        let id = DossierId::new();
+        let state = DossierState::default();
+        let bodies = dossier::decide(
+            &state,
+            &req.command,
+            &DecideContext {
+                now,
+                actor: &req.actor,
+                workflow: &workflow,
+                calendar,
+            },
+        )?;
+        let local = now.with_timezone(&calendar.timezone());
+        let prefix = format!("{receiving}-{}", local.format("%y%m%d"));
+        let events = envelopes(id, "", req, now, bodies);
+        let appended = self
+            .inner
+            .store
+            .append(AppendRequest {
+                dossier: id,
+                expected_seq: 0,
+                events,
+                idempotency: Some(IdempotencyKey {
+                    actor: req.actor.agency.clone(),
+                    key: req.idempotency_key.clone(),
+                    fingerprint,
+                }),
+                new_dossier: Some(NewDossier {
+                    code_prefix: prefix,
+                }),
+                definitions: vec![(workflow.hash.clone(), workflow.source.clone())],
+            })
+            .await
+            .map_err(|_| store::Error::Closed)??;
+        let mut state = state;
+        for r in &appended.events {
+            state = dossier::evolve(state, &r.event);
+        }
+        let slot = self.slot(id);
+        *slot.lock().await = Some(state.clone());
+        Ok(Outcome {
+            dossier: id,
+            code: appended.code,
+            events: appended.events,
+            state,
+            replayed: false,
+        })
+    }
+
+    async fn act(
+        &self,
+        id: DossierId,
+        req: &Request,
+        fingerprint: [u8; 32],
+    ) -> Result<Outcome, Error> {
+        let slot = self.slot(id);
+        let mut guard = slot.lock().await;
+        let mut attempts = 0;
+        loop {
+            let state = self.loaded(id, &mut guard).await?.clone();
+            let workflow = self.pinned_workflow(&state)?;
+            let calendar = self.calendar_for(&workflow, &state.code)?;
+            let now = self.now();
+            let bodies = dossier::decide(
+                &state,
+                &req.command,
+                &DecideContext {
+                    now,
+                    actor: &req.actor,
+                    workflow: &workflow,
+                    calendar,
+                },
+            )?;
+            let events = envelopes(id, &state.code, req, now, bodies);
+            let result = self
+                .inner
+                .store
+                .append(AppendRequest {
+                    dossier: id,
+                    expected_seq: state.seq,
+                    events,
+                    idempotency: Some(IdempotencyKey {
+                        actor: req.actor.agency.clone(),
+                        key: req.idempotency_key.clone(),
+                        fingerprint,
+                    }),
+                    new_dossier: None,
+                    definitions: Vec::new(),
+                })
+                .await
+                .map_err(|_| store::Error::Closed)?;
+            match result {
+                Ok(appended) => {
+                    let mut state = state;
+                    for r in &appended.events {
+                        state = dossier::evolve(state, &r.event);
+                    }
+                    *guard = Some(state.clone());
+                    drop(guard);
+                    self.trim_cache();
+                    return Ok(Outcome {
+                        dossier: id,
+                        code: appended.code,
+                        events: appended.events,
+                        state,
+                        replayed: false,
+                    });
+                }
+                Err(store::Error::Conflict { .. }) if attempts < CONFLICT_RETRIES_MAX => {
+                    attempts += 1;
+                    *guard = None;
+                }
+                Err(store::Error::Conflict { .. }) => return Err(Error::Conflict(id)),
+                Err(e) => {
+                    // The outcome of a failed append is unknown to the cache: re-read next time.
+                    *guard = None;
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// The dossier's state, folding its stream if not cached.
+    async fn loaded<'a>(
+        &self,
+        id: DossierId,
+        slot: &'a mut Option<DossierState>,
+    ) -> Result<&'a DossierState, Error> {
+        if slot.is_none() {
+            let stream = self.inner.store.read_stream(&id)?;
+            if stream.is_empty() {
+                return Err(Error::NotFound(id.to_string()));
+            }
+            let events: Vec<Event> = stream.into_iter().map(|r| r.event).collect();
+            *slot = Some(dossier::fold(&events));
+        }
+        slot.as_ref().ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    fn slot(&self, id: DossierId) -> Arc<tokio::sync::Mutex<Option<DossierState>>> {
+        self.inner
+            .dossiers
+            .lock()
+            .entry(id)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
+            .clone()
+    }
+
+    /// Drops idle cache entries once the cache is over its bound (closed dossiers first).
+    fn trim_cache(&self) {
+        let mut map = self.inner.dossiers.lock();
+        if map.len() <= CACHED_DOSSIERS_MAX {
+            return;
+        }
+        map.retain(|_, slot| Arc::strong_count(slot) > 1);
+    }
+
+    /// The definition a dossier is pinned to: from memory, else from the store's content-addressed copy.
+    fn pinned_workflow(&self, state: &DossierState) -> Result<Arc<Workflow>, Error> {
+        let hash = &state.definition_hash;
+        if let Some(wf) = self.inner.definitions.lock().get(hash) {
+            return Ok(wf.clone());
+        }
+        let err = |reason: String| Error::Definition {
+            dossier: state.code.clone(),
+            hash: hash.clone(),
+            reason,
+        };
+        let text = self
+            .inner
+            .store
+            .definition(hash)?
+            .ok_or_else(|| err("not in the store".into()))?;
+        let families: Vec<&str> = self
+            .inner
+            .catalog
+            .calendars
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let wf = Workflow::parse(
+            &text,
+            &format!("store:{hash}"),
+            &self.inner.catalog.agencies,
+            &families,
+        )
+        .map_err(|d| err(format!("{} diagnostics, first: {}", d.len(), d[0])))?;
+        let wf = Arc::new(wf);
+        self.inner
+            .definitions
+            .lock()
+            .insert(hash.clone(), wf.clone());
+        Ok(wf)
+    }
+
+    fn calendar_for(&self, wf: &Workflow, dossier: &str) -> Result<&Calendar, Error> {
+        self.inner
+            .catalog
+            .calendar(&wf.calendar)
+            .ok_or_else(|| Error::Definition {
+                dossier: dossier.to_string(),
+                hash: wf.hash.clone(),
+                reason: format!("calendar family `{}` is not loaded", wf.calendar),
+            })
+    }
+}
+
+fn envelope_seq(e: &Event) -> u64 {
+    e.envelope.as_ref().map_or(0, |env| env.seq)
+}
+
+/// Wraps decided bodies into events; the store stamps seq, position, hash link (and a new code).
+fn envelopes(
+    id: DossierId,
+    code: &str,
+    req: &Request,
+    now: DateTime<Utc>,
+    bodies: Vec<lienthong_proto::v1::event::Body>,
+) -> Vec<Event> {
+    let recorded_at = prost_types::Timestamp {
+        seconds: now.timestamp(),
+        nanos: now.timestamp_subsec_nanos() as i32,
+    };
+    bodies
+        .into_iter()
+        .map(|body| Event {
+            envelope: Some(Envelope {
+                dossier_id: id.to_string(),
+                dossier_code: code.to_string(),
+                seq: 0,
+                global_position: 0,
+                recorded_at: Some(recorded_at),
+                actor: Some(req.actor.clone()),
+                command_id: req.idempotency_key.clone(),
+                prev_hash: Vec::new(),
+            }),
+            body: Some(body),
+        })
+        .collect()
+}
+
+/// SHA-256 over the target dossier and the command's canonical JSON (struct fields in declaration
+/// order, maps ordered): a retry of the same command has the same fingerprint.
+fn fingerprint(req: &Request) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(req.dossier.map(|d| d.to_string()).unwrap_or_default());
+    h.update([0u8]);
+    h.update(serde_json::to_vec(&req.command).unwrap_or_default());
+    h.finalize().into()
+}

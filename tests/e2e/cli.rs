@@ -1,0 +1,118 @@
+//! End-to-end: the `lienthong` binary as users run it.
+//!
+//! Proves the auditor's path across separate processes: a demo run writes a store; `dossiers`
+//! lists it; `replay` shows a timeline; `export` writes JSON Lines that `verify --export` accepts
+//! with nothing but the file; a single flipped byte in an exported event makes `verify` fail and
+//! name the dossier and seq; `check` accepts the shipped workflows and rejects a broken one with
+//! file:line:column.
+
+use base64::Engine as _;
+use lienthong_e2e::{run, stderr, stdout};
+
+#[test]
+fn demo_then_audit_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+
+    let out = run(&["demo", "--dossiers", "40", "--data", data, "--seed", "7"]);
+    assert!(
+        out.status.success(),
+        "demo failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("40 dossiers closed"), "{text}");
+    assert!(text.contains("verify: ok"), "{text}");
+
+    let out = run(&["dossiers", "--data", data, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 40);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"].as_str().unwrap().starts_with("closed"))
+    );
+    let code = rows[0]["code"].as_str().unwrap().to_string();
+
+    let out = run(&["replay", &code, "--data", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let timeline = stdout(&out);
+    assert!(timeline.contains("received for procedure"), "{timeline}");
+    assert!(timeline.contains("closed:"), "{timeline}");
+
+    let out = run(&["export", "--data", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let export = stdout(&out);
+    let file = dir.path().join("audit.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let out = run(&["verify", "--export", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).starts_with("ok:"), "{}", stdout(&out));
+
+    // Tamper: flip one byte inside the raw bytes of the 3rd line's event.
+    let mut lines: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let victim = &mut lines[2];
+    let (dossier, seq) = (
+        victim["dossier_id"].as_str().unwrap().to_string(),
+        victim["seq"].as_u64().unwrap(),
+    );
+    let mut raw = b64.decode(victim["raw"].as_str().unwrap()).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 0x01;
+    victim["raw"] = serde_json::Value::String(b64.encode(&raw));
+    let tampered: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, tampered).unwrap();
+    let out = run(&["verify", "--export", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let verdict = stdout(&out);
+    assert!(verdict.contains(&dossier), "{verdict}");
+    assert!(verdict.contains(&format!("seq {seq}")), "{verdict}");
+}
+
+#[test]
+fn check_accepts_shipped_workflows_and_names_errors() {
+    let out = run(&["check", "workflows"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("ok:"), "{}", stdout(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = lienthong_e2e::repo_root().join("workflows");
+    std::fs::create_dir_all(dir.path().join("procedures")).unwrap();
+    std::fs::create_dir_all(dir.path().join("calendars")).unwrap();
+    std::fs::copy(root.join("agencies.toml"), dir.path().join("agencies.toml")).unwrap();
+    for f in std::fs::read_dir(root.join("calendars")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(
+            &f,
+            dir.path().join("calendars").join(f.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let bad = "[procedure]\ncode = \"9.999\"\nname = \"x\"\nversion = 1\nlimit = \"3wd\"\ncalendar = \"vn\"\nreceiving_agency = \"ubnd-xa\"\n\n[[step]]\nid = \"a\"\nname = \"a\"\nagency = \"cong-ann\"\nbudget = \"1wd\"\n";
+    std::fs::write(dir.path().join("procedures/bad.toml"), bad).unwrap();
+    let out = run(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml:12:10"), "{err}");
+    assert!(err.contains("cong-ann"), "{err}");
+}
+
+#[test]
+fn graph_prints_the_birth_group() {
+    let out = run(&["graph", "2.000986", "--format", "mermaid"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let g = stdout(&out);
+    assert!(g.contains("flowchart") || g.contains("graph"), "{g}");
+    let out = run(&["graph", "2.000986", "--format", "dot"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("digraph"));
+}
