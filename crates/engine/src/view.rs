@@ -27,6 +27,9 @@ pub fn kind(event: &Event) -> &'static str {
         Some(Body::ApologyIssued(_)) => "apology-issued",
         Some(Body::ResultReturned(_)) => "result-returned",
         Some(Body::Closed(_)) => "closed",
+        Some(Body::DeadlinesMoved(_)) => "deadlines-moved",
+        Some(Body::DeadlineWarning(_)) => "deadline-warning",
+        Some(Body::DeadlineMissed(_)) => "deadline-missed",
         None => "unknown",
     }
 }
@@ -72,6 +75,14 @@ where
         .with_timezone(tz)
         .format("%Y-%m-%d %H:%M")
         .to_string()
+}
+
+fn target(step_id: &str) -> String {
+    if step_id.is_empty() {
+        "the dossier's appointment".to_string()
+    } else {
+        format!("step {step_id}")
+    }
 }
 
 fn docs(d: &[DocumentRef]) -> String {
@@ -150,6 +161,34 @@ where
             docs(&r.results)
         ),
         Some(Body::Closed(c)) => format!("closed: {}", outcome_name(c.outcome)),
+        Some(Body::DeadlinesMoved(m)) => {
+            let mut line = format!(
+                "deadlines moved ({}): appointment {}",
+                m.rule,
+                local(m.appointment.as_ref(), tz)
+            );
+            for d in &m.steps {
+                line.push_str(&format!(
+                    ", {} due {}",
+                    d.step_id,
+                    local(d.due.as_ref(), tz)
+                ));
+            }
+            line
+        }
+        Some(Body::DeadlineWarning(w)) => format!(
+            "deadline warning to {}: {} due {} (lead {})",
+            w.agency,
+            target(&w.step_id),
+            local(w.due.as_ref(), tz),
+            w.lead
+        ),
+        Some(Body::DeadlineMissed(m)) => format!(
+            "DEADLINE MISSED by {}: {} was due {}",
+            m.agency,
+            target(&m.step_id),
+            local(m.due.as_ref(), tz)
+        ),
         None => "unknown event (written by a newer version?)".to_string(),
     }
 }
@@ -216,6 +255,7 @@ pub fn to_json(event: &Event) -> Value {
         Some(Body::SupplementRequested(s)) => json!({
             "step_id": s.step_id, "requested_by": s.requested_by, "items": s.items,
             "reason": s.reason, "addressed_to": s.addressed_to, "ordinal": s.ordinal,
+            "late_by_rule": s.late_by_rule,
         }),
         Some(Body::SupplementProvided(s)) => json!({
             "step_id": s.step_id, "documents": docs_json(&s.documents), "note": s.note,
@@ -234,6 +274,17 @@ pub fn to_json(event: &Event) -> Value {
             "agency": r.agency, "results": docs_json(&r.results), "channel": channel_name(r.channel),
         }),
         Some(Body::Closed(c)) => json!({"outcome": outcome_name(c.outcome)}),
+        Some(Body::DeadlinesMoved(m)) => json!({
+            "rule": m.rule, "appointment": ts_json(m.appointment.as_ref()),
+            "steps": m.steps.iter().map(|d| json!({"step_id": d.step_id, "due": ts_json(d.due.as_ref())})).collect::<Vec<_>>(),
+            "excluded_working_seconds": m.excluded_working_seconds, "calendar_hash": m.calendar_hash,
+        }),
+        Some(Body::DeadlineWarning(w)) => json!({
+            "step_id": w.step_id, "agency": w.agency, "due": ts_json(w.due.as_ref()), "lead": w.lead,
+        }),
+        Some(Body::DeadlineMissed(m)) => json!({
+            "step_id": m.step_id, "agency": m.agency, "due": ts_json(m.due.as_ref()),
+        }),
         None => Value::Null,
     };
     json!({

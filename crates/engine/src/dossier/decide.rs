@@ -599,6 +599,7 @@ impl<'c> Decision<'c> {
             reason: c.reason.clone(),
             addressed_to: c.addressed_to.as_str().to_string(),
             ordinal,
+            late_by_rule: ordinal > 1,
         }));
         self.finish()
     }

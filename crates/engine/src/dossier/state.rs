@@ -602,6 +602,21 @@ pub fn evolve(mut state: DossierState, event: &Event) -> DossierState {
                 at,
             });
         }
+        Body::DeadlinesMoved(m) => {
+            if let Some(t) = instant(m.appointment.as_ref()) {
+                state.appointment = Some(t);
+            }
+            for d in &m.steps {
+                match state.steps.get_mut(&d.step_id) {
+                    Some(rec) => rec.due = instant(d.due.as_ref()),
+                    None => {
+                        state.anomaly(format!("deadline moved for unknown step `{}`", d.step_id))
+                    }
+                }
+            }
+        }
+        // Notices change no rule-relevant state; readers (projections) fold them.
+        Body::DeadlineWarning(_) | Body::DeadlineMissed(_) => {}
         Body::ApologyIssued(a) => {
             if state.apology.is_some() {
                 state.anomaly("second apology".into());
