@@ -1,0 +1,279 @@
+//! The embedded runtime against a real sled store and the real shipped workflows.
+//!
+//! Proves what callers rely on: a retried command (same actor, same idempotency key) returns the
+//! first answer and appends nothing; the same key with another command is refused; concurrent
+//! commands on one dossier never fork its stream (exactly one of two racing completions wins);
+//! a dossier stays pinned to the workflow definition it started with even after the file changes
+//! and the engine restarts; everything acknowledged is there after a reopen.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use lienthong_engine::DossierId;
+use lienthong_engine::dossier::{Applicant, Command, CompleteStep, Document, Status, Submit};
+use lienthong_engine::runtime::{Clock, Engine, Error, Request};
+use lienthong_engine::store::{EventStore, SledStore};
+use lienthong_proto::v1::{Actor, Channel};
+use lienthong_workflow::{AttrValue, Catalog, StepId};
+use parking_lot::Mutex;
+
+/// A clock the test sets.
+struct TestClock(Mutex<DateTime<Utc>>);
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock()
+    }
+}
+
+fn workflows() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows")
+}
+
+fn tuesday_9am() -> DateTime<Utc> {
+    chrono_tz::Asia::Ho_Chi_Minh
+        .with_ymd_and_hms(2026, 11, 24, 9, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn engine_on(store: Arc<SledStore>, catalog: Catalog) -> Engine {
+    Engine::new(
+        store,
+        Arc::new(catalog),
+        Arc::new(TestClock(Mutex::new(tuesday_9am()))),
+    )
+}
+
+fn actor(agency: &str) -> Actor {
+    Actor {
+        agency: agency.into(),
+        officer: "test".into(),
+        channel: Channel::System as i32,
+    }
+}
+
+fn birth(age_months: i64) -> Command {
+    let mut attributes = BTreeMap::new();
+    attributes.insert("child.age_months".to_string(), AttrValue::Integer(age_months));
+    let born = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+    attributes.insert("child.birth_date".to_string(), AttrValue::Date(born));
+    Command::Submit(Submit {
+        procedure_code: "2.000986".into(),
+        channel: Channel::InPerson,
+        applicant: Applicant {
+            full_name: "Trần Thị Hà".into(),
+            id_number: "001190000001".into(),
+            ..Default::default()
+        },
+        attributes,
+        documents: vec![Document {
+            kind: "to-khai-khai-sinh".into(),
+            uri: "dms://t/1".into(),
+            sha256: "00".repeat(32),
+        }],
+    })
+}
+
+fn submit_req(key: &str, cmd: Command) -> Request {
+    Request {
+        dossier: None,
+        actor: actor("ubnd-xa"),
+        idempotency_key: key.into(),
+        command: cmd,
+    }
+}
+
+fn complete(dossier: DossierId, agency: &str, step: &str, key: &str) -> Request {
+    Request {
+        dossier: Some(dossier),
+        actor: actor(agency),
+        idempotency_key: key.into(),
+        command: Command::CompleteStep(CompleteStep {
+            step: StepId(step.into()),
+            outcome: "approve".into(),
+            results: vec![],
+            note: String::new(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_retried_command_returns_the_first_answer_and_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let engine = engine_on(store.clone(), Catalog::load(&workflows()).unwrap());
+
+    let first = engine.execute(submit_req("k-1", birth(3))).await.unwrap();
+    assert!(!first.replayed);
+    let again = engine.execute(submit_req("k-1", birth(3))).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.dossier, first.dossier);
+    assert_eq!(again.code, first.code);
+    assert_eq!(
+        again.events.iter().map(|r| r.sealed.hash.clone()).collect::<Vec<_>>(),
+        first.events.iter().map(|r| r.sealed.hash.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(store.dossiers().unwrap().len(), 1, "the retry created no dossier");
+
+    // The same key with another command is refused, and writes nothing.
+    let before = store.last_position().unwrap();
+    let err = engine
+        .execute(submit_req("k-1", birth(90)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::KeyReused { .. }), "{err}");
+    assert_eq!(store.last_position().unwrap(), before);
+
+    // Keys are per actor: another agency may use the same key text.
+    let d = first.dossier;
+    let done = engine
+        .execute(complete(d, "tu-phap", "register-birth", "k-1"))
+        .await
+        .unwrap();
+    assert!(!done.replayed);
+    let retry = engine
+        .execute(complete(d, "tu-phap", "register-birth", "k-1"))
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.events.len(), done.events.len());
+}
+
+#[tokio::test]
+async fn racing_commands_on_one_dossier_never_fork_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let engine = engine_on(store.clone(), Catalog::load(&workflows()).unwrap());
+    let d = engine
+        .execute(submit_req("s", birth(3)))
+        .await
+        .unwrap()
+        .dossier;
+
+    // 16 officers complete the same step at once with different keys: one wins, the rest are
+    // told the step is no longer open.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            engine
+                .execute(complete(d, "tu-phap", "register-birth", &format!("race-{i}")))
+                .await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(Error::Rejected(r)) => assert_eq!(r.code(), "step-not-open", "{r}"),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let stream = store.read_stream(&d).unwrap();
+    let completed = stream
+        .iter()
+        .filter(|r| lienthong_engine::view::kind(&r.event) == "step-completed")
+        .count();
+    assert_eq!(completed, 1);
+    for (i, r) in stream.iter().enumerate() {
+        assert_eq!(r.seq(), i as u64 + 1);
+    }
+}
+
+#[tokio::test]
+async fn a_dossier_stays_pinned_to_its_definition_across_edits_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let original = Catalog::load(&workflows()).unwrap();
+    let old_hash = original.procedure("2.000986").unwrap().hash.clone();
+
+    let (d, code) = {
+        let store = Arc::new(SledStore::open(&data).unwrap());
+        let engine = engine_on(store.clone(), original);
+        let out = engine.execute(submit_req("p", birth(3))).await.unwrap();
+        store.close().unwrap();
+        (out.dossier, out.code)
+    };
+
+    // A designer edits the birth workflow: the police step now belongs to another agency.
+    let edited_dir = dir.path().join("workflows");
+    copy_dir(&workflows(), &edited_dir);
+    let path = edited_dir.join("procedures/birth.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen("agency = \"cong-an\"", "agency = \"tu-phap\"", 1);
+    assert_ne!(text, edited, "the birth workflow names cong-an");
+    std::fs::write(&path, edited).unwrap();
+    let catalog = Catalog::load(&edited_dir).unwrap();
+    let new_hash = catalog.procedure("2.000986").unwrap().hash.clone();
+    assert_ne!(old_hash, new_hash);
+
+    // After a restart on the edited files, the running dossier still follows its own version:
+    // the residence step opens for the police.
+    let store = Arc::new(SledStore::open(&data).unwrap());
+    let engine = engine_on(store.clone(), catalog);
+    let state = engine.state(d).await.unwrap();
+    assert_eq!(state.code, code.0);
+    assert_eq!(state.definition_hash, old_hash);
+    let out = engine
+        .execute(complete(d, "tu-phap", "register-birth", "c"))
+        .await
+        .unwrap();
+    assert_eq!(out.state.steps["register-residence"].agency, "cong-an");
+
+    // A new dossier uses the edited version.
+    let fresh = engine.execute(submit_req("p2", birth(3))).await.unwrap();
+    assert_eq!(fresh.state.definition_hash, new_hash);
+    let fresh = engine
+        .execute(complete(fresh.dossier, "tu-phap", "register-birth", "c2"))
+        .await
+        .unwrap();
+    assert_eq!(fresh.state.steps["register-residence"].agency, "tu-phap");
+}
+
+#[tokio::test]
+async fn everything_acknowledged_is_there_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked = Vec::new();
+    {
+        let store = Arc::new(SledStore::open(dir.path()).unwrap());
+        let engine = engine_on(store.clone(), Catalog::load(&workflows()).unwrap());
+        for i in 0..20 {
+            let out = engine
+                .execute(submit_req(&format!("r{i}"), birth(i * 5)))
+                .await
+                .unwrap();
+            let out = engine
+                .execute(complete(out.dossier, "tu-phap", "register-birth", &format!("c{i}")))
+                .await
+                .unwrap();
+            acked.push(out.state);
+        }
+        store.close().unwrap();
+    }
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let engine = engine_on(store.clone(), Catalog::load(&workflows()).unwrap());
+    for s in acked {
+        let id: DossierId = s.id.parse().unwrap();
+        let now = engine.state(id).await.unwrap();
+        assert_eq!(now, s);
+        assert_eq!(now.status(), Status::Processing);
+    }
+    assert!(store.verify().unwrap().is_clean());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
