@@ -9,7 +9,11 @@
 //! - every step is open before it is completed or rejected;
 //! - a step (in particular a join) never opens before every step in its `after` is done;
 //! - "ready to return" means every step is done in the routing view, and the appointment only
-//!   moves through the one apology.
+//!   moves through the one apology or a clock rule (`DeadlinesMoved`), which never moves it
+//!   earlier, excludes no negative time and names the calendar;
+//! - timers (fired at random deadlines, current or stale) notice each deadline at most once, a
+//!   miss only after its due, and only for a deadline that was current; a stale timer decides
+//!   nothing.
 //!
 //! How: the harness applies each accepted decision with `evolve` as the runtime would; the
 //! stream-level invariants are then checked by re-folding the history one event at a time.
@@ -20,7 +24,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use lienthong_engine::dossier::{self, Command, DecideContext, DossierState, Status};
+use lienthong_engine::dossier::{
+    self, Command, DecideContext, DossierState, Status, TimerKind, current_deadlines,
+};
 use lienthong_proto::v1::event::Body;
 use lienthong_workflow::{AttrValue, Workflow};
 use proptest::prelude::*;
@@ -56,6 +62,11 @@ enum What {
         days: i64,
     },
     Return,
+    /// Fire a timer for the `pick`-th current deadline (or a stale one when none).
+    Fire {
+        warning: bool,
+        pick: usize,
+    },
 }
 
 fn what() -> impl Strategy<Value = What> {
@@ -73,6 +84,7 @@ fn what() -> impl Strategy<Value = What> {
         1 => (proptest::option::of(0usize..5), -1i64..5)
             .prop_map(|(step, days)| What::Apology { step, days }),
         3 => Just(What::Return),
+        4 => (any::<bool>(), 0usize..6).prop_map(|(warning, pick)| What::Fire { warning, pick }),
     ]
 }
 
@@ -168,6 +180,20 @@ fn command(d: &Dossier, act: &Act) -> (String, Command) {
             (who, cmd)
         }
         What::Return => (wf.receiving_agency.0.clone(), return_result()),
+        What::Fire { warning, pick } => {
+            let kind = if *warning {
+                TimerKind::Warning
+            } else {
+                TimerKind::Missed
+            };
+            let deadlines = current_deadlines(&d.state, wf);
+            let cmd = match deadlines.get(pick % deadlines.len().max(1)) {
+                Some(dl) => fire(kind, dl.step.as_deref(), dl.due),
+                // Stale: a deadline the dossier never had.
+                None => fire(kind, None, d.now - chrono::Duration::days(1)),
+            };
+            (ENGINE.to_string(), cmd)
+        }
     };
     let who = match act.who {
         0 => natural,
@@ -201,12 +227,20 @@ fn run(wf: Arc<Workflow>, acts: &[Act]) -> Result<(Dossier, usize), TestCaseErro
         };
         let again = dossier::decide(&d.state, &cmd, &ctx);
         let before = d.state.clone();
+        let is_fire = matches!(cmd, Command::FireTimer(_));
         let result = d.when(&who, cmd);
         prop_assert_eq!(&again, &result);
         match result {
             Ok(bodies) => {
-                prop_assert!(!bodies.is_empty(), "an accepted command decides something");
-                accepted += 1;
+                prop_assert!(
+                    is_fire || !bodies.is_empty(),
+                    "an accepted command decides something"
+                );
+                if bodies.is_empty() {
+                    prop_assert_eq!(&before, &d.state);
+                } else {
+                    accepted += 1;
+                }
             }
             Err(_) => prop_assert_eq!(&before, &d.state),
         }
@@ -247,6 +281,8 @@ fn check_stream(d: &Dossier) -> Result<(), TestCaseError> {
     let mut open: BTreeSet<String> = BTreeSet::new();
     let mut closed = false;
     let mut appointment = None;
+    let mut noticed: BTreeSet<(bool, String, Option<chrono::DateTime<chrono::Utc>>)> =
+        BTreeSet::new();
     for (i, event) in d.events.iter().enumerate() {
         prop_assert!(!closed, "event {} after Closed", i + 1);
         let seq = event.envelope.as_ref().map_or(0, |e| e.seq);
@@ -304,6 +340,40 @@ fn check_stream(d: &Dossier) -> Result<(), TestCaseError> {
                 prop_assert_eq!(i, 0, "the receipt comes first");
                 appointment = r.appointment;
             }
+            Body::DeadlinesMoved(m) => {
+                prop_assert!(
+                    dossier_instant(m.appointment) >= dossier_instant(appointment),
+                    "a clock rule never moves the appointment earlier"
+                );
+                prop_assert!(m.excluded_working_seconds >= 0);
+                prop_assert_eq!(&m.calendar_hash, vn().hash());
+                appointment = m.appointment;
+            }
+            Body::DeadlineWarning(_) | Body::DeadlineMissed(_) => {
+                let (warning, step_id, due) = match body {
+                    Body::DeadlineWarning(w) => (true, &w.step_id, dossier_instant(w.due)),
+                    Body::DeadlineMissed(m) => (false, &m.step_id, dossier_instant(m.due)),
+                    _ => unreachable!(),
+                };
+                prop_assert!(
+                    noticed.insert((warning, step_id.clone(), due)),
+                    "deadline {step_id} {due:?} noticed twice"
+                );
+                let step = (!step_id.is_empty()).then_some(step_id.as_str());
+                prop_assert!(
+                    current_deadlines(&state, &d.wf)
+                        .iter()
+                        .any(|dl| dl.step.as_deref() == step && Some(dl.due) == due),
+                    "a notice for a deadline that was not current"
+                );
+                let at = event
+                    .envelope
+                    .as_ref()
+                    .and_then(|e| dossier_instant(e.recorded_at));
+                if !warning {
+                    prop_assert!(at > due, "a miss before its due");
+                }
+            }
             Body::ApologyIssued(a) => {
                 prop_assert_eq!(a.previous_appointment, appointment);
                 prop_assert!(
@@ -317,7 +387,7 @@ fn check_stream(d: &Dossier) -> Result<(), TestCaseError> {
         prop_assert_eq!(
             state.appointment,
             dossier_instant(appointment),
-            "the appointment moves only through the apology"
+            "the appointment moves only through the apology or a clock rule"
         );
     }
     prop_assert_eq!(&state, &d.state);
@@ -371,6 +441,12 @@ fn generated_histories_reach_every_outcome() {
         if d.state.supplements.len() > 1 {
             seen.insert("second-supplement".to_string());
         }
+        if !d.state.notices.is_empty() {
+            seen.insert("deadline-notice".to_string());
+        }
+        if !d.state.deadline_moves.is_empty() {
+            seen.insert("deadlines-moved".to_string());
+        }
     }
     for want in [
         "closed:result-returned",
@@ -379,6 +455,8 @@ fn generated_histories_reach_every_outcome() {
         "closed:withdrawn",
         "rework",
         "second-supplement",
+        "deadline-notice",
+        "deadlines-moved",
     ] {
         assert!(seen.contains(want), "never reached {want}: {seen:?}");
     }

@@ -305,6 +305,13 @@ fn rework_goes_back_and_never_restarts_the_appointment() {
     d.ok(DESK, complete("return-result"));
     assert_eq!(d.status(), "ready-to-return");
     assert_eq!(d.state.appointment, appointment);
+    assert!(
+        !d.events
+            .iter()
+            .any(|e| matches!(e.body, Some(Body::DeadlinesMoved(_)))),
+        "a transfer never moves a deadline"
+    );
+    assert!(d.state.deadline_moves.is_empty());
 }
 
 #[test]
@@ -428,7 +435,14 @@ fn supplement_round_trip_and_second_request_ordinal() {
     assert_eq!(r.code(), "awaiting-supplement");
     assert_eq!(d.rejected(BHXH, provide()).code(), "not-allowed");
     d.now = local(2026, 3, 2, 15, 0);
-    assert_eq!(d.ok(CITIZEN, provide()), ["supplement provided"]);
+    // 09:00-11:30 and 13:00-15:00 waited: 4.5 working hours excluded (the birth group pauses).
+    assert_eq!(
+        d.ok(CITIZEN, provide()),
+        [
+            "supplement provided",
+            "deadlines moved (supplement-pause) excluding 16200s"
+        ]
+    );
     assert_eq!(d.status(), "processing");
     assert_eq!(
         d.rejected(CITIZEN, provide()).code(),
@@ -692,39 +706,4 @@ fn evolve_records_surprises_as_anomalies_and_decide_stops() {
     let s = dossier::evolve(d.state.clone(), &Event::default());
     assert_eq!(s.anomalies.len(), 3, "{:?}", s.anomalies);
     assert_eq!(s.status().as_str(), "processing");
-}
-
-#[test]
-fn supplement_time_pauses_or_restarts_the_appointment_for_readers() {
-    use lienthong_engine::dossier::adjusted_appointment;
-    // Pause (the birth group's setting): asked Monday 09:00, provided 15:00 = 4.5 working
-    // hours waited; Thursday 09:00 + 4.5h = Thursday 15:00.
-    let mut d = Dossier::birth().given(&[
-        (DESK, submit(2)),
-        (TU_PHAP, request(Some("register-birth"))),
-    ]);
-    d.now = local(2026, 3, 2, 15, 0);
-    d.ok(CITIZEN, provide());
-    assert_eq!(
-        d.state.appointment,
-        Some(local(2026, 3, 5, 9, 0)),
-        "events never shift it"
-    );
-    assert_eq!(
-        adjusted_appointment(&d.state, &d.wf, vn()),
-        Ok(Some(local(2026, 3, 5, 15, 0)))
-    );
-    // At intake the clock restarts: provided Tuesday 10:00, 3wd later is Friday 10:00.
-    let mut d = Dossier::birth().given(&[(DESK, submit(2)), (DESK, request(None))]);
-    assert_eq!(
-        adjusted_appointment(&d.state, &d.wf, vn()),
-        Ok(d.state.appointment),
-        "an outstanding request is not counted yet"
-    );
-    d.now = local(2026, 3, 3, 10, 0);
-    d.ok(CITIZEN, provide());
-    assert_eq!(
-        adjusted_appointment(&d.state, &d.wf, vn()),
-        Ok(Some(local(2026, 3, 6, 10, 0)))
-    );
 }

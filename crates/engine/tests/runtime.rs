@@ -57,7 +57,10 @@ fn actor(agency: &str) -> Actor {
 
 fn birth(age_months: i64) -> Command {
     let mut attributes = BTreeMap::new();
-    attributes.insert("child.age_months".to_string(), AttrValue::Integer(age_months));
+    attributes.insert(
+        "child.age_months".to_string(),
+        AttrValue::Integer(age_months),
+    );
     let born = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
     attributes.insert("child.birth_date".to_string(), AttrValue::Date(born));
     Command::Submit(Submit {
@@ -113,10 +116,22 @@ async fn a_retried_command_returns_the_first_answer_and_appends_nothing() {
     assert_eq!(again.dossier, first.dossier);
     assert_eq!(again.code, first.code);
     assert_eq!(
-        again.events.iter().map(|r| r.sealed.hash.clone()).collect::<Vec<_>>(),
-        first.events.iter().map(|r| r.sealed.hash.clone()).collect::<Vec<_>>()
+        again
+            .events
+            .iter()
+            .map(|r| r.sealed.hash.clone())
+            .collect::<Vec<_>>(),
+        first
+            .events
+            .iter()
+            .map(|r| r.sealed.hash.clone())
+            .collect::<Vec<_>>()
     );
-    assert_eq!(store.dossiers().unwrap().len(), 1, "the retry created no dossier");
+    assert_eq!(
+        store.dossiers().unwrap().len(),
+        1,
+        "the retry created no dossier"
+    );
 
     // The same key with another command is refused, and writes nothing.
     let before = store.last_position().unwrap();
@@ -160,7 +175,12 @@ async fn racing_commands_on_one_dossier_never_fork_it() {
         let engine = engine.clone();
         tasks.push(tokio::spawn(async move {
             engine
-                .execute(complete(d, "tu-phap", "register-birth", &format!("race-{i}")))
+                .execute(complete(
+                    d,
+                    "tu-phap",
+                    "register-birth",
+                    &format!("race-{i}"),
+                ))
                 .await
         }));
     }
@@ -247,7 +267,12 @@ async fn everything_acknowledged_is_there_after_a_reopen() {
                 .await
                 .unwrap();
             let out = engine
-                .execute(complete(out.dossier, "tu-phap", "register-birth", &format!("c{i}")))
+                .execute(complete(
+                    out.dossier,
+                    "tu-phap",
+                    "register-birth",
+                    &format!("c{i}"),
+                ))
                 .await
                 .unwrap();
             acked.push(out.state);

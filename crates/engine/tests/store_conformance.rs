@@ -44,6 +44,11 @@ fn definitions_are_content_addressed() {
 }
 
 #[test]
+fn timers_are_set_and_cleared_with_the_events() {
+    with_store(conformance::timers_are_set_and_cleared_with_the_events);
+}
+
+#[test]
 fn invalid_requests_write_nothing() {
     with_store(conformance::invalid_requests_write_nothing);
 }
@@ -59,6 +64,7 @@ fn all_checks_share_one_store() {
         conformance::expected_seq_conflict_has_one_winner(store);
         conformance::definitions_are_content_addressed(store);
         conformance::invalid_requests_write_nothing(store);
+        conformance::timers_are_set_and_cleared_with_the_events(store);
     });
 }
 
@@ -67,6 +73,15 @@ fn reopen_keeps_everything() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().to_path_buf();
     conformance::reopen_keeps_everything(&move || -> Box<dyn EventStore> {
+        Box::new(SledStore::open(&path).expect("open store"))
+    });
+}
+
+#[test]
+fn timers_survive_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_path_buf();
+    conformance::timers_survive_reopen(&move || -> Box<dyn EventStore> {
         Box::new(SledStore::open(&path).expect("open store"))
     });
 }

@@ -277,6 +277,7 @@ fn crash_child_writer() {
                                 idempotency: None,
                                 new_dossier: None,
                                 definitions: Vec::new(),
+                                timers: Vec::new(),
                             }
                         }
                     };

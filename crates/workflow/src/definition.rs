@@ -142,6 +142,11 @@ pub struct Step {
     /// Such a step has no `after`, no step waits for it, and when it completes the dossier goes
     /// back to the step that sent it there. Validation guarantees all three.
     pub rework_only: bool,
+    /// The step is the wait for the citizen's payment (e.g. tax confirming that the amount was
+    /// paid): while it is open the work waits for the citizen, so when the procedure's
+    /// `payment_counts` is false the time it stays open is excluded from the dossier's deadlines.
+    /// Validation guarantees it is a normal step (not rework-only) that asks for no supplement.
+    pub payment: bool,
 }
 
 /// A validated procedure definition, pinned by content hash.
@@ -193,6 +198,11 @@ impl Workflow {
     /// Steps that are entered only through a rework (`rework_only = true`).
     pub fn rework_only_steps(&self) -> impl Iterator<Item = &Step> {
         self.steps.iter().filter(|s| s.rework_only)
+    }
+
+    /// Steps that are the wait for the citizen's payment (`payment = true`).
+    pub fn payment_steps(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|s| s.payment)
     }
 
     /// Steps that wait for `id` (directly).

@@ -50,12 +50,17 @@
 //! rework_only = false          # optional (default false); the step opens only when a later
 //!                              #   step's on_reject names it; it has no `after` and nothing
 //!                              #   waits for it; when done the dossier returns to the sender
+//! payment = false              # optional (default false); the step is the wait for the
+//!                              #   citizen's payment: with `payment_counts = false` the time it
+//!                              #   stays open does not count toward the deadlines; it must be a
+//!                              #   normal step (not rework-only) with `supplement = false`
 //! ```
 //!
 //! Unknown keys are errors everywhere. Validation also rejects: unknown agencies and calendar
 //! families, bad durations and cut-off times, duplicate step ids, `after` naming no step, cycles,
 //! steps that can never run (a constantly false `when`; a rework-only step no `on_reject` names),
-//! steps that can never open (waiting for a rework-only step), and conditions that do not parse
+//! steps that can never open (waiting for a rework-only step), payment steps that are rework-only
+//! or may ask for a supplement, and conditions that do not parse
 //! or do not type-check. Steps in [`Workflow::steps`] are in a topological order of `after` (file
 //! order among steps that are ready together).
 //!

@@ -93,6 +93,8 @@ pub struct RawStep {
     pub on_reject: Option<Spanned<String>>,
     /// Whether the step opens only as a rework target.
     pub rework_only: Option<Spanned<bool>>,
+    /// Whether the step is the wait for the citizen's payment.
+    pub payment: Option<Spanned<bool>>,
 }
 
 /// Keys of a step.
@@ -106,6 +108,7 @@ pub const STEP_KEYS: &[&str] = &[
     "supplement",
     "on_reject",
     "rework_only",
+    "payment",
 ];
 
 /// Top-level keys of a workflow file.

@@ -530,6 +530,31 @@ impl Validator<'_> {
                 Some(r) if r.get_ref() == "refuse" => OnReject::Refuse,
                 Some(r) => OnReject::Rework(StepId(r.get_ref().clone())),
             };
+            let payment = s.payment.as_ref().is_some_and(|b| *b.get_ref());
+            let rework_only = s.rework_only.as_ref().is_some_and(|b| *b.get_ref());
+            let supplement = s.supplement.as_ref().is_none_or(|b| *b.get_ref());
+            if let Some(p) = s.payment.as_ref().filter(|_| payment) {
+                // The waiting time of a payment step is the citizen's: it may be excluded from
+                // the deadlines as a whole, so it must not also be a supplement pause, and it
+                // must be part of the normal flow (a rework-only step runs only on rework).
+                if rework_only {
+                    self.error(
+                        "bad-payment",
+                        p.span(),
+                        format!("step `{id_text}` cannot be both a payment step and rework-only"),
+                        Some("the payment is part of the normal flow: remove `rework_only`, or `payment`".into()),
+                    );
+                }
+                if supplement {
+                    let span = s.supplement.as_ref().map_or(p.span(), Spanned::span);
+                    self.error(
+                        "bad-payment",
+                        span,
+                        format!("payment step `{id_text}` may not ask for a supplement"),
+                        Some("while it is open the dossier waits for the citizen's payment, not for documents; write `supplement = false`".into()),
+                    );
+                }
+            }
             let (Some(agency), Some(budget)) = (agency, budget) else {
                 continue;
             };
@@ -557,9 +582,10 @@ impl Validator<'_> {
                     after,
                     when,
                     budget,
-                    supplement: s.supplement.as_ref().is_none_or(|b| *b.get_ref()),
+                    supplement,
                     on_reject,
-                    rework_only: s.rework_only.as_ref().is_some_and(|b| *b.get_ref()),
+                    rework_only,
+                    payment,
                 },
                 header: header.clone(),
                 after_spans: s
@@ -1016,6 +1042,29 @@ budget = "1wd"
             "after = [\"register-residence\", \"issue-health-card\", \"fix\"]",
         );
         assert_eq!(codes(&src), ["never-finishes"]);
+    }
+
+    #[test]
+    fn payment_steps_are_normal_steps_that_ask_for_no_supplement() {
+        // Given a payment step written as it should be
+        let src = BIRTH.replace(
+            "budget = \"4wh\"\n",
+            "budget = \"4wh\"\npayment = true\nsupplement = false\n",
+        );
+        let wf = parse(&src).expect("valid");
+        // Then it is marked, and no other step is
+        let payment: Vec<&str> = wf.payment_steps().map(|s| s.id.0.as_str()).collect();
+        assert_eq!(payment, ["return-result"]);
+        assert!(!parse(BIRTH).expect("valid").steps.iter().any(|s| s.payment));
+        // A payment step that may ask for a supplement (the default) is refused
+        let src = BIRTH.replace("budget = \"4wh\"\n", "budget = \"4wh\"\npayment = true\n");
+        assert_eq!(codes(&src), ["bad-payment"]);
+        // And so is a rework-only payment step
+        let src = format!(
+            "{BIRTH}\n[[step]]\nid = \"pay\"\nagency = \"tu-phap\"\nbudget = \"1wd\"\nrework_only = true\npayment = true\nsupplement = false\n"
+        )
+        .replace("on_reject = \"register-birth\"", "on_reject = \"pay\"");
+        assert_eq!(codes(&src), ["bad-payment"]);
     }
 
     #[test]

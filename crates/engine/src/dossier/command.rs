@@ -10,12 +10,17 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use lienthong_calendar::Duration;
 use lienthong_proto::v1::{self as pb, Channel};
 use lienthong_workflow::{AgencyCode, AttrValue, StepId};
 use serde::{Deserialize, Serialize};
 
+use super::timers::TimerKind;
+
 /// The agency code of the applicant acting for themself (online filing, withdrawal, supplements).
 pub const CITIZEN: &str = "citizen";
+/// The agency code of the engine's own acts (timers), as the contract's `Actor` documents.
+pub const ENGINE: &str = "engine";
 
 /// Anything the dossier state machine can be asked to do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,6 +46,8 @@ pub enum Command {
     IssueApology(IssueApology),
     /// Hand the result back to the citizen.
     ReturnResult(ReturnResult),
+    /// A durable timer came due: warn about a near deadline, or record a missed one (engine).
+    FireTimer(FireTimer),
 }
 
 impl Command {
@@ -57,6 +64,7 @@ impl Command {
             Command::Withdraw(_) => "withdraw",
             Command::IssueApology(_) => "issue-apology",
             Command::ReturnResult(_) => "return-result",
+            Command::FireTimer(_) => "fire-timer",
         }
     }
 }
@@ -220,6 +228,25 @@ pub struct ReturnResult {
     pub channel: Channel,
 }
 
+/// A timer came due (sent by the engine's timer loop, actor [`ENGINE`], channel SYSTEM).
+///
+/// It says which deadline the timer was set for; `decide` records the notice only when that
+/// deadline is still current (same due, step still open or dossier not processed, clock not on
+/// hold) and was not noticed before: otherwise the timer is stale and nothing is recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FireTimer {
+    /// A warning (the deadline is near) or a miss (it passed).
+    pub timer: TimerKind,
+    /// The step whose due it watches; `None` for the dossier's appointment.
+    #[serde(with = "opt_step_id")]
+    pub step: Option<StepId>,
+    /// The deadline it watches, exactly as recorded in the events.
+    pub due: DateTime<Utc>,
+    /// For a warning: the lead it was set with, written on the notice.
+    #[serde(with = "opt_duration", default)]
+    pub lead: Option<Duration>,
+}
+
 /// The applicant as written on the receipt.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applicant {
@@ -321,6 +348,25 @@ mod opt_step_id {
     }
 }
 
+/// Serde for an optional duration, as its text (`1wd`) or null.
+mod opt_duration {
+    use lienthong_calendar::Duration;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| t.parse().map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
 /// Serde for typed attributes: `{"child.age_months": {"integer": 14}}`, dates as `YYYY-MM-DD`.
 mod attrs {
     use std::collections::BTreeMap;
@@ -410,6 +456,12 @@ mod tests {
             Command::Refuse(Refuse {
                 step: None,
                 reason: "x".into(),
+            }),
+            Command::FireTimer(FireTimer {
+                timer: TimerKind::Warning,
+                step: Some(StepId("register-birth".into())),
+                due: DateTime::from_timestamp(1_772_416_800, 5).expect("valid"),
+                lead: Some(Duration::WorkingDays(1)),
             }),
         ];
         for c in cmds {

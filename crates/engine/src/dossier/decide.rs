@@ -15,13 +15,15 @@ use lienthong_calendar::{Calendar, Duration};
 use lienthong_proto::v1::{self as pb, Actor, Envelope, Event, Outcome, event::Body};
 use lienthong_workflow::{AttrType, AttrValue, OnReject, Step, StepId, Workflow};
 
+use super::clock;
 use super::command::{
-    Addressee, CITIZEN, Command, CompleteStep, Document, IssueApology, ProvideSupplement, Refuse,
-    RejectStep, RequestSupplement, ReturnResult, Stop, Submit, Withdraw,
+    Addressee, CITIZEN, Command, CompleteStep, Document, ENGINE, FireTimer, IssueApology,
+    ProvideSupplement, Refuse, RejectStep, RequestSupplement, ReturnResult, Stop, Submit, Withdraw,
 };
 use super::convert::{attrs_to_proto, timestamp};
 use super::rejection::{AttributeProblem, Rejection, when};
 use super::state::{DossierState, Status, StepView, evolve};
+use super::timers::{TimerKind, current_deadlines};
 
 /// Most documents one command may carry.
 pub const DOCUMENTS_PER_COMMAND_MAX: usize = 100;
@@ -63,6 +65,9 @@ pub fn decide(
         Command::Withdraw(c) => d.guarded()?.withdraw(c),
         Command::IssueApology(c) => d.guarded()?.issue_apology(c),
         Command::ReturnResult(c) => d.guarded()?.return_result(c),
+        // A timer of a dossier that ended (or never began) is stale: nothing to record.
+        Command::FireTimer(_) if state.closed.is_some() || !state.is_received() => Ok(Vec::new()),
+        Command::FireTimer(c) => d.guarded()?.fire_timer(c),
     }
 }
 
@@ -348,7 +353,9 @@ impl<'c> Decision<'c> {
     /// Opens a step: due from the later of now and the clock start, by the step's budget.
     fn open(&mut self, step: &Step) -> Result<(), Rejection> {
         let now = self.ctx.now;
-        let base = self.scratch.clock_started_at.map_or(now, |c| c.max(now));
+        let base = clock::clock_base(&self.scratch, self.wf(), self.ctx.calendar)
+            .map_err(calendar_err)?
+            .map_or(now, |c| c.max(now));
         let due = self
             .ctx
             .calendar
@@ -491,6 +498,18 @@ impl<'c> Decision<'c> {
             results,
             note: c.note.clone(),
         }));
+        if step.payment
+            && let Some(m) = clock::after_payment(
+                &self.scratch,
+                self.wf(),
+                self.ctx.calendar,
+                &step.id.0,
+                self.ctx.now,
+            )
+            .map_err(calendar_err)?
+        {
+            self.emit(Body::DeadlinesMoved(m));
+        }
         self.route()?;
         self.finish()
     }
@@ -631,11 +650,15 @@ impl<'c> Decision<'c> {
         let step_id = s.step.clone().unwrap_or_default();
         text_limit("the note", &c.note)?;
         let docs = documents(&c.documents)?;
+        let moved =
+            clock::after_supplement(&self.scratch, self.wf(), self.ctx.calendar, s, self.ctx.now)
+                .map_err(calendar_err)?;
         self.emit(Body::SupplementProvided(pb::SupplementProvided {
             step_id,
             documents: docs,
             note: c.note.clone(),
         }));
+        self.emit(Body::DeadlinesMoved(moved));
         self.finish()
     }
 
@@ -730,6 +753,49 @@ impl<'c> Decision<'c> {
             new_appointment: Some(timestamp(c.new_appointment)),
             late: notice_limit > current,
         }));
+        self.finish()
+    }
+
+    /// Records a deadline notice when the timer's deadline is still current and not yet noticed
+    /// (see [`current_deadlines`]); a stale timer records nothing.
+    fn fire_timer(mut self, c: &FireTimer) -> Result<Vec<Body>, Rejection> {
+        if self.actor() != ENGINE {
+            return Err(Rejection::NotAllowed {
+                actor: self.actor().to_string(),
+                action: "fire a deadline timer".to_string(),
+                dossier: self.dossier(),
+                allowed: format!("the engine (`{ENGINE}`)"),
+            });
+        }
+        let step = c.step.as_ref().map(|s| s.0.as_str());
+        let Some(deadline) = current_deadlines(&self.scratch, self.wf())
+            .into_iter()
+            .find(|d| d.step.as_deref() == step && d.due == c.due)
+        else {
+            return self.finish();
+        };
+        let now = self.ctx.now;
+        match c.timer {
+            // A warning after the deadline passed says nothing the miss does not.
+            TimerKind::Warning if deadline.warned || deadline.missed || now > c.due => {}
+            TimerKind::Warning => {
+                self.emit(Body::DeadlineWarning(pb::DeadlineWarning {
+                    step_id: deadline.step.unwrap_or_default(),
+                    agency: deadline.agency,
+                    due: Some(timestamp(c.due)),
+                    lead: c.lead.map(|l| l.to_string()).unwrap_or_default(),
+                }));
+            }
+            // The due instant itself is still on time.
+            TimerKind::Missed if deadline.missed || now <= c.due => {}
+            TimerKind::Missed => {
+                self.emit(Body::DeadlineMissed(pb::DeadlineMissed {
+                    step_id: deadline.step.unwrap_or_default(),
+                    agency: deadline.agency,
+                    due: Some(timestamp(c.due)),
+                }));
+            }
+        }
         self.finish()
     }
 

@@ -5,7 +5,9 @@
 //!   the [`DecideContext`]; nothing is read from a clock, randomness or storage.
 //! - [`evolve`]`(state, event) -> state`: no rules, never fails; surprises become anomalies.
 //! - [`fold`] and [`state_at`]: the state after a history, or at an instant of it (auditors).
-//! - [`adjusted_appointment`]: the appointment with supplement time taken out (pause/restart).
+//! - [`clock`]: the legal clock rules (supplement pause/restart, intake completion, payment
+//!   waits) that `decide` records as `DeadlinesMoved`.
+//! - [`timers`]: the current deadlines and the durable timers they need ([`timers_for`]).
 //!
 //! The runtime wraps the bodies `decide` returns into events with envelopes, appends them, and
 //! applies each with `evolve`. Commands are in [`command`], the state in [`state`], the rejections
@@ -18,11 +20,12 @@ pub mod convert;
 mod decide;
 pub mod rejection;
 pub mod state;
+pub mod timers;
 
-pub use clock::adjusted_appointment;
 pub use command::{
-    Addressee, Applicant, CITIZEN, Command, CompleteStep, Document, IssueApology,
-    ProvideSupplement, Refuse, RejectStep, RequestSupplement, ReturnResult, Stop, Submit, Withdraw,
+    Addressee, Applicant, CITIZEN, Command, CompleteStep, Document, ENGINE, FireTimer,
+    IssueApology, ProvideSupplement, Refuse, RejectStep, RequestSupplement, ReturnResult, Stop,
+    Submit, Withdraw,
 };
 pub use convert::{attr_from_proto, attr_to_proto, attrs_from_proto, attrs_to_proto};
 pub use decide::{
@@ -31,6 +34,10 @@ pub use decide::{
 };
 pub use rejection::{AttributeProblem, Rejection};
 pub use state::{
-    Anomaly, Apology, Closure, DossierState, Ending, Status, StepRecord, StepStatus, StepView,
-    Supplement, evolve, fold, state_at,
+    Anomaly, Apology, Closure, DeadlineMove, DossierState, Ending, Notice, Status, StepRecord,
+    StepStatus, StepView, Supplement, evolve, fold, state_at,
+};
+pub use timers::{
+    Deadline, Timer, TimerKind, TimerOp, TimerPolicy, current_deadlines, needed_timers, timers_for,
+    warning_instant,
 };

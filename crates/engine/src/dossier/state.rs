@@ -19,6 +19,7 @@ use lienthong_workflow::{AttrValue, OnReject, Step, Workflow};
 
 use super::command::Addressee;
 use super::convert::{attrs_from_proto, instant};
+use super::timers::TimerKind;
 
 /// Where a dossier stands, for listings and for the rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -212,6 +213,9 @@ pub struct Supplement {
     pub provided_at: Option<DateTime<Utc>>,
     /// What was handed in.
     pub documents: Vec<DocumentRef>,
+    /// Flagged by the request: from the second request on, the dossier counts as late under the
+    /// national rule (Decision 766).
+    pub late_by_rule: bool,
 }
 
 impl Supplement {
@@ -238,6 +242,36 @@ pub struct Apology {
     pub new_appointment: Option<DateTime<Utc>>,
     /// Issued later than 1 working day before the previous appointment.
     pub late: bool,
+}
+
+/// A deadline notice recorded by a timer (`DeadlineWarning` or `DeadlineMissed`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    /// Warning or miss.
+    pub kind: TimerKind,
+    /// The step; `None` for the dossier's appointment.
+    pub step: Option<String>,
+    /// Who held the work.
+    pub agency: String,
+    /// The deadline noticed.
+    pub due: Option<DateTime<Utc>>,
+    /// When it was recorded.
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// A change of the dossier's deadlines by a clock rule (`DeadlinesMoved`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadlineMove {
+    /// The rule: `supplement-pause`, `supplement-restart`, `intake-complete`, `payment-excluded`.
+    pub rule: String,
+    /// When it was recorded.
+    pub at: Option<DateTime<Utc>>,
+    /// The appointment before.
+    pub previous_appointment: Option<DateTime<Utc>>,
+    /// The appointment after.
+    pub appointment: Option<DateTime<Utc>>,
+    /// Working seconds excluded by a pause (0 for a restart).
+    pub excluded_working_seconds: i64,
 }
 
 /// How and why the dossier ended (the act before `Closed`).
@@ -306,7 +340,7 @@ pub struct DossierState {
     pub received_at: Option<DateTime<Utc>>,
     /// When the clock started (cut-off and office hours applied).
     pub clock_started_at: Option<DateTime<Utc>>,
-    /// The current appointment (after an apology, the new one).
+    /// The current appointment (after a clock rule or an apology moved it, the new one).
     pub appointment: Option<DateTime<Utc>>,
     /// Calendar name the deadlines were computed with.
     pub calendar_name: String,
@@ -324,6 +358,10 @@ pub struct DossierState {
     pub supplements: Vec<Supplement>,
     /// The apology, if issued.
     pub apology: Option<Apology>,
+    /// Deadline changes by the clock rules, in order.
+    pub deadline_moves: Vec<DeadlineMove>,
+    /// Deadline warnings and misses recorded, in order.
+    pub notices: Vec<Notice>,
     /// The act that ended the dossier (refusal, stop, withdrawal, returned result).
     pub ending: Option<Ending>,
     /// The closing.
@@ -351,6 +389,30 @@ impl DossierState {
     /// Whether a receipt was recorded.
     pub fn is_received(&self) -> bool {
         !self.procedure_code.is_empty()
+    }
+
+    /// Late under the national rule: more than one supplement request (Decision 766).
+    pub fn late_by_rule(&self) -> bool {
+        self.supplements
+            .iter()
+            .any(|s| s.late_by_rule || s.ordinal > 1)
+    }
+
+    /// Working time the clock rules excluded so far (supplement pauses, payment waits).
+    pub fn excluded_working_time(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::seconds(
+            self.deadline_moves
+                .iter()
+                .map(|m| m.excluded_working_seconds)
+                .sum(),
+        )
+    }
+
+    /// Whether a notice of `kind` was recorded for the deadline `(step, due)`.
+    pub fn noticed(&self, kind: TimerKind, step: Option<&str>, due: DateTime<Utc>) -> bool {
+        self.notices
+            .iter()
+            .any(|n| n.kind == kind && n.step.as_deref() == step && n.due == Some(due))
     }
 
     /// The supplement request waiting for an answer, if any.
@@ -558,6 +620,7 @@ pub fn evolve(mut state: DossierState, event: &Event) -> DossierState {
                 provided: false,
                 provided_at: None,
                 documents: Vec::new(),
+                late_by_rule: r.late_by_rule,
             });
         }
         Body::SupplementProvided(p) => match state.supplements.last_mut() {
@@ -603,9 +666,17 @@ pub fn evolve(mut state: DossierState, event: &Event) -> DossierState {
             });
         }
         Body::DeadlinesMoved(m) => {
+            let previous_appointment = state.appointment;
             if let Some(t) = instant(m.appointment.as_ref()) {
                 state.appointment = Some(t);
             }
+            state.deadline_moves.push(DeadlineMove {
+                rule: m.rule.clone(),
+                at,
+                previous_appointment,
+                appointment: state.appointment,
+                excluded_working_seconds: m.excluded_working_seconds,
+            });
             for d in &m.steps {
                 match state.steps.get_mut(&d.step_id) {
                     Some(rec) => rec.due = instant(d.due.as_ref()),
@@ -615,8 +686,20 @@ pub fn evolve(mut state: DossierState, event: &Event) -> DossierState {
                 }
             }
         }
-        // Notices change no rule-relevant state; readers (projections) fold them.
-        Body::DeadlineWarning(_) | Body::DeadlineMissed(_) => {}
+        Body::DeadlineWarning(w) => state.notices.push(Notice {
+            kind: TimerKind::Warning,
+            step: (!w.step_id.is_empty()).then(|| w.step_id.clone()),
+            agency: w.agency.clone(),
+            due: instant(w.due.as_ref()),
+            at,
+        }),
+        Body::DeadlineMissed(m) => state.notices.push(Notice {
+            kind: TimerKind::Missed,
+            step: (!m.step_id.is_empty()).then(|| m.step_id.clone()),
+            agency: m.agency.clone(),
+            due: instant(m.due.as_ref()),
+            at,
+        }),
         Body::ApologyIssued(a) => {
             if state.apology.is_some() {
                 state.anomaly("second apology".into());

@@ -12,13 +12,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::DateTime;
 use lienthong_proto::v1::{Actor, Envelope, Event, StepCompleted, event::Body};
 use sha2::{Digest, Sha256};
 
 use super::chain::{GENESIS_HASH, hash_of};
 use super::{
     AppendRequest, Appended, EVENTS_PER_APPEND_MAX, Error, EventStore, IdempotencyKey,
-    IdempotencyRecord, NewDossier, Recorded,
+    IdempotencyRecord, NewDossier, Recorded, Timer, TimerKind, TimerOp,
 };
 use crate::ids::DossierId;
 
@@ -71,6 +72,7 @@ pub fn open_request(dossier: &DossierId, prefix: &str, n: usize) -> AppendReques
             code_prefix: prefix.into(),
         }),
         definitions: Vec::new(),
+        timers: Vec::new(),
     }
 }
 
@@ -85,6 +87,7 @@ pub fn next_request(dossier: &DossierId, expected_seq: u64, n: usize) -> AppendR
         idempotency: None,
         new_dossier: None,
         definitions: Vec::new(),
+        timers: Vec::new(),
     }
 }
 
@@ -613,4 +616,133 @@ pub fn reopen_keeps_everything(open: &dyn Fn() -> Box<dyn EventStore>) {
         "the daily counter continues"
     );
     assert_stream(&*store, &d, 6);
+}
+
+/// A timer of `dossier` firing at second `at_s` (a warning with a 1wd lead, or a miss).
+pub fn timer(dossier: &DossierId, at_s: i64, kind: TimerKind, step: Option<&str>) -> Timer {
+    let at = DateTime::from_timestamp(at_s, 0).expect("a valid instant");
+    Timer {
+        at,
+        dossier: *dossier,
+        kind,
+        step: step.map(str::to_string),
+        due: at + chrono::TimeDelta::milliseconds(1_500),
+        lead: (kind == TimerKind::Warning).then_some(lienthong_calendar::Duration::WorkingDays(1)),
+    }
+}
+
+/// The due timers of `dossier` only (other checks may share the store).
+pub fn timers_of(store: &dyn EventStore, dossier: &DossierId, until_s: i64) -> Vec<Timer> {
+    let until = DateTime::from_timestamp(until_s, 0).expect("a valid instant");
+    store
+        .due_timers(until, super::TIMERS_READ_MAX)
+        .expect("due_timers")
+        .into_iter()
+        .filter(|t| t.dossier == *dossier)
+        .collect()
+}
+
+/// Clears timers and waits for the answer.
+pub fn clear(store: &dyn EventStore, timers: Vec<Timer>) -> Result<(), Error> {
+    store
+        .clear_timers(timers)
+        .blocking_recv()
+        .unwrap_or(Err(Error::Closed))
+}
+
+/// Timers are set and cleared in the same atomic append as the events; `due_timers` lists them
+/// by firing time up to `until` (inclusive), within `limit`; a refused append sets none; a
+/// clear alone removes them.
+pub fn timers_are_set_and_cleared_with_the_events(store: &dyn EventStore) {
+    let d = DossierId::new();
+    let t0 = 1_790_000_000;
+    let warn = timer(&d, t0 + 100, TimerKind::Warning, Some("register-birth"));
+    let miss = timer(&d, t0 + 200, TimerKind::Missed, Some("register-birth"));
+    let appt = timer(&d, t0 + 300, TimerKind::Missed, None);
+    let mut req = open_request(&d, &fresh_prefix(), 1);
+    req.timers = vec![
+        TimerOp::Set(appt.clone()),
+        TimerOp::Set(miss.clone()),
+        TimerOp::Set(warn.clone()),
+    ];
+    ok(store, req, "open with timers");
+    assert_eq!(
+        timers_of(store, &d, t0 + 1_000),
+        [warn.clone(), miss.clone(), appt.clone()],
+        "earliest first, exactly as set"
+    );
+    assert_eq!(timers_of(store, &d, t0 + 200), [warn.clone(), miss.clone()]);
+    assert_eq!(timers_of(store, &d, t0 + 99), Vec::<Timer>::new());
+    let first = store
+        .due_timers(DateTime::from_timestamp(t0 + 1_000, 0).expect("valid"), 1)
+        .expect("due_timers");
+    assert_eq!(first.len(), 1, "the limit holds");
+
+    // A refused append (wrong expected seq) sets and clears nothing.
+    let later = timer(&d, t0 + 400, TimerKind::Missed, Some("return-result"));
+    let mut bad = next_request(&d, 7, 1);
+    bad.timers = vec![TimerOp::Clear(warn.clone()), TimerOp::Set(later.clone())];
+    assert!(matches!(append(store, bad), Err(Error::Conflict { .. })));
+    assert_eq!(timers_of(store, &d, t0 + 1_000).len(), 3);
+
+    // An accepted one clears and sets with its events; clearing and setting one timer keeps it.
+    let mut next = next_request(&d, 1, 1);
+    next.timers = vec![
+        TimerOp::Clear(warn.clone()),
+        TimerOp::Set(later.clone()),
+        TimerOp::Clear(appt.clone()),
+        TimerOp::Set(appt.clone()),
+    ];
+    ok(store, next, "append with timers");
+    assert_eq!(
+        timers_of(store, &d, t0 + 1_000),
+        [miss.clone(), appt.clone(), later.clone()]
+    );
+
+    // Timers of another dossier in an append are refused.
+    let mut stray = next_request(&d, 2, 1);
+    stray.timers = vec![TimerOp::Set(timer(
+        &DossierId::new(),
+        t0,
+        TimerKind::Missed,
+        None,
+    ))];
+    assert!(matches!(append(store, stray), Err(Error::Invalid(_))));
+    // So is a firing time that is not a whole second.
+    let mut odd = next_request(&d, 2, 1);
+    let mut t = miss.clone();
+    t.at += chrono::TimeDelta::milliseconds(5);
+    odd.timers = vec![TimerOp::Set(t)];
+    assert!(matches!(append(store, odd), Err(Error::Invalid(_))));
+
+    // A clear alone (a stale timer) removes without appending; clearing twice is fine.
+    let position = store.last_position().expect("last_position");
+    clear(store, vec![miss.clone(), later.clone()]).expect("clear");
+    clear(store, vec![miss.clone()]).expect("clear again");
+    assert_eq!(timers_of(store, &d, t0 + 1_000), [appt]);
+    assert_eq!(
+        store.last_position().expect("last_position"),
+        position,
+        "a clear appends no event"
+    );
+    assert_stream(store, &d, 2);
+}
+
+/// Timers survive closing and reopening the store, with their leads and exact dues.
+pub fn timers_survive_reopen(open: &dyn Fn() -> Box<dyn EventStore>) {
+    let store = open();
+    let d = DossierId::new();
+    let t0 = 1_790_000_000;
+    let warn = timer(&d, t0 + 10, TimerKind::Warning, None);
+    let miss = timer(&d, t0 + 20, TimerKind::Missed, Some("issue-health-card"));
+    let mut req = open_request(&d, &fresh_prefix(), 1);
+    req.timers = vec![TimerOp::Set(warn.clone()), TimerOp::Set(miss.clone())];
+    ok(&*store, req, "open with timers");
+    drop(store);
+
+    let store = open();
+    assert_eq!(timers_of(&*store, &d, t0 + 20), [warn.clone(), miss]);
+    verify_is_clean(&*store);
+    clear(&*store, vec![warn]).expect("clear after reopen");
+    assert_eq!(timers_of(&*store, &d, t0 + 20).len(), 1);
 }

@@ -13,12 +13,21 @@
 //! | `c/` code (UTF-8)                     | dossier (16)                                           |
 //! | `n/` code prefix (UTF-8)              | last daily sequence number (u64)                       |
 //! | `d/` hash (lower-case hex)            | definition text (UTF-8)                                |
+//! | `t/` at dossier kind due step         | [`TimerValue`]: position of the append that set it, lead |
 //! | `m/schema`                            | schema version (u32)                                   |
+//!
+//! A timer key sorts by firing time first, so the due timers are a prefix scan: `t/`, the firing
+//! second (i64, sign bit flipped, big-endian: 8), the dossier (16), the kind (`w` or `m`: 1), the
+//! watched due's second (8, same encoding) and nanosecond (u32: 4), then the step id (UTF-8, the
+//! rest; empty for the appointment). The watched due is part of the key so that two deadlines of
+//! one step never share a timer.
 //!
 //! Public so that tools and tests can inspect (or, in corruption tests, damage) a store directly.
 
+use chrono::DateTime;
 use uuid::Uuid;
 
+use crate::dossier::{Timer, TimerKind};
 use crate::ids::DossierId;
 
 /// Prefix of the event records.
@@ -35,6 +44,8 @@ pub const CODE: &[u8] = b"c/";
 pub const COUNTER: &[u8] = b"n/";
 /// Prefix of the content-addressed definitions.
 pub const DEFINITION: &[u8] = b"d/";
+/// Prefix of the durable timers.
+pub const TIMER: &[u8] = b"t/";
 /// The schema version key.
 pub const META_SCHEMA: &[u8] = b"m/schema";
 
@@ -120,6 +131,103 @@ pub fn counter_key(prefix: &str) -> Vec<u8> {
 /// `d/<hash>`: a definition text.
 pub fn definition_key(hash: &str) -> Vec<u8> {
     key(DEFINITION, &[hash.as_bytes()])
+}
+
+/// An i64 as 8 bytes that sort like the numbers (sign bit flipped, big-endian).
+pub fn sortable_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Reads [`sortable_i64`] back from exactly 8 bytes.
+pub fn i64_from_sortable(b: &[u8]) -> Option<i64> {
+    Some((u64_from(b)? ^ (1 << 63)) as i64)
+}
+
+fn kind_byte(kind: TimerKind) -> u8 {
+    match kind {
+        TimerKind::Warning => b'w',
+        TimerKind::Missed => b'm',
+    }
+}
+
+/// `t/<at><dossier><kind><due s><due ns><step>`: one timer (see the module docs).
+pub fn timer_key(t: &Timer) -> Vec<u8> {
+    let step = t.step.as_deref().unwrap_or("");
+    key(
+        TIMER,
+        &[
+            &sortable_i64(t.at.timestamp()),
+            t.dossier.as_bytes(),
+            &[kind_byte(t.kind)],
+            &sortable_i64(t.due.timestamp()),
+            &t.due.timestamp_subsec_nanos().to_be_bytes(),
+            step.as_bytes(),
+        ],
+    )
+}
+
+/// The first key after every timer firing at or before second `at_s`.
+pub fn timer_key_after(at_s: i64) -> Vec<u8> {
+    match at_s.checked_add(1) {
+        Some(next) => key(TIMER, &[&sortable_i64(next)]),
+        // Past the last second: the first key after the whole prefix.
+        None => key(b"t0", &[]),
+    }
+}
+
+/// The stored value of a timer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimerValue {
+    /// Global position of the last event of the append that set it (decides visibility).
+    pub position: u64,
+    /// The warning's lead as text (`1wd`); empty for a miss.
+    pub lead: String,
+}
+
+impl TimerValue {
+    /// `position | lead (UTF-8)`.
+    pub fn encode(&self) -> Vec<u8> {
+        key(b"", &[&self.position.to_be_bytes(), self.lead.as_bytes()])
+    }
+
+    /// Decodes a value; `None` when the bytes are not one.
+    pub fn decode(v: &[u8]) -> Option<TimerValue> {
+        Some(TimerValue {
+            position: u64_at(v, 0)?,
+            lead: String::from_utf8(v.get(8..)?.to_vec()).ok()?,
+        })
+    }
+}
+
+/// A timer and its visibility from a `t/` key and its value; `None` when either is damaged.
+pub fn parse_timer(k: &[u8], v: &[u8]) -> Option<(Timer, u64)> {
+    let rest = k.strip_prefix(TIMER)?;
+    let at = DateTime::from_timestamp(i64_from_sortable(rest.get(0..8)?)?, 0)?;
+    let dossier = dossier_from(rest.get(8..24)?)?;
+    let kind = match *rest.get(24)? {
+        b'w' => TimerKind::Warning,
+        b'm' => TimerKind::Missed,
+        _ => return None,
+    };
+    let due_s = i64_from_sortable(rest.get(25..33)?)?;
+    let due_ns = u32::from_be_bytes(rest.get(33..37)?.try_into().ok()?);
+    let due = DateTime::from_timestamp(due_s, due_ns)?;
+    let step = std::str::from_utf8(rest.get(37..)?).ok()?;
+    let value = TimerValue::decode(v)?;
+    let lead = match (kind, value.lead.as_str()) {
+        (TimerKind::Missed, "") => None,
+        (TimerKind::Warning, text) => Some(text.parse().ok()?),
+        (TimerKind::Missed, _) => return None,
+    };
+    let timer = Timer {
+        at,
+        dossier,
+        kind,
+        step: (!step.is_empty()).then(|| step.to_string()),
+        due,
+        lead,
+    };
+    Some((timer, value.position))
 }
 
 /// A dossier id from 16 bytes.
@@ -253,5 +361,39 @@ mod tests {
         };
         assert_eq!(IdemValue::decode(&i.encode()), Some(i));
         assert_eq!(HeadValue::decode(&[0; 10]), None);
+    }
+
+    #[test]
+    fn timers_round_trip_and_sort_by_firing_time() {
+        let d = DossierId::new();
+        let t = |at_s: i64, kind, step: Option<&str>| Timer {
+            at: DateTime::from_timestamp(at_s, 0).expect("valid"),
+            dossier: d,
+            kind,
+            step: step.map(str::to_string),
+            due: DateTime::from_timestamp(1_800_000_000, 123).expect("valid"),
+            lead: (kind == TimerKind::Warning)
+                .then_some(lienthong_calendar::Duration::WorkingDays(1)),
+        };
+        for timer in [
+            t(1_790_000_000, TimerKind::Warning, Some("register-birth")),
+            t(1_800_000_001, TimerKind::Missed, None),
+        ] {
+            let value = TimerValue {
+                position: 7,
+                lead: timer.lead.map(|l| l.to_string()).unwrap_or_default(),
+            };
+            assert_eq!(
+                parse_timer(&timer_key(&timer), &value.encode()),
+                Some((timer, 7))
+            );
+        }
+        let early = timer_key(&t(-5, TimerKind::Missed, None));
+        let later = timer_key(&t(5, TimerKind::Missed, None));
+        assert!(early < later, "negative seconds sort first");
+        assert!(later < timer_key_after(5) && timer_key_after(4) < later);
+        assert!(
+            timer_key(&t(100_000_000_000, TimerKind::Missed, None)) < timer_key_after(i64::MAX)
+        );
     }
 }

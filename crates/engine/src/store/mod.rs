@@ -15,6 +15,11 @@
 //! a *rejection* of the request itself ([`Error::Invalid`], [`Error::Limit`]: retrying will not
 //! help), and a *fault* ([`Error::Corrupt`], [`Error::Io`], [`Error::Poisoned`] ...).
 //!
+//! Timers: the store also keeps the dossiers' durable deadline timers ([`Timer`]), set and cleared
+//! in the same atomic batch as the events that create or settle the deadlines
+//! ([`AppendRequest::timers`]), or cleared alone ([`EventStore::clear_timers`]) when a timer
+//! turned out stale; [`EventStore::due_timers`] lists them by firing time.
+//!
 //! Visibility: reads only ever return what is durable. An append is visible to readers once its
 //! group has been flushed *and* fsynced, i.e. when its receiver yields `Ok`, never before: a
 //! reader (the outbox publisher, a query) can therefore never see an event that a crash could
@@ -30,8 +35,11 @@ mod writer;
 use lienthong_proto::v1::{Event, SealedEvent};
 use tokio::sync::oneshot;
 
+use chrono::{DateTime, Utc};
+
 use crate::ids::{DossierCode, DossierId};
 
+pub use crate::dossier::{Timer, TimerKind, TimerOp};
 pub use chain::{ChainError, Link};
 pub use sled_store::{SledStore, Stats};
 
@@ -50,12 +58,19 @@ pub const IDEMPOTENCY_PART_BYTES_MAX: usize = 256;
 pub const CODE_PREFIX_BYTES_MAX: usize = 64;
 /// Records returned by one [`EventStore::read_feed`] call, whatever `limit` asks for.
 pub const FEED_READ_MAX: usize = 10_000;
+/// Timer operations carried by one append or one [`EventStore::clear_timers`] call (a dossier
+/// has two timers per deadline and a deadline per step plus one).
+pub const TIMERS_PER_APPEND_MAX: usize = 256;
+/// Timers returned by one [`EventStore::due_timers`] call, whatever `limit` asks for.
+pub const TIMERS_READ_MAX: usize = 10_000;
+/// Length of a timer's step id, in bytes.
+pub const TIMER_STEP_BYTES_MAX: usize = 256;
 
 /// The contract of an event store. See the module docs for visibility and error kinds.
 pub trait EventStore: Send + Sync + 'static {
     /// Appends events to one stream. Durable when the receiver yields `Ok`: the events are
     /// written, flushed AND fsynced. Many concurrent appends share one flush (group commit).
-    /// All of one request is written or none of it (events, head, feed, code, idempotency,
+    /// All of one request is written or none of it (events, head, feed, code, idempotency, timers,
     /// definitions).
     fn append(&self, req: AppendRequest) -> oneshot::Receiver<Result<Appended, Error>>;
     /// The whole stream, seq 1..n, chain checked on read (and against the stored head).
@@ -75,9 +90,15 @@ pub trait EventStore: Send + Sync + 'static {
     fn idempotency(&self, actor: &str, key: &str) -> Result<Option<IdempotencyRecord>, Error>;
     /// A content-addressed text (workflow definition, calendar) by its lower-case hex SHA-256.
     fn definition(&self, hash: &str) -> Result<Option<String>, Error>;
-    /// Recomputes every chain and checks that heads, feed, codes, idempotency records and
-    /// definitions agree with the streams. Finds damage; never repairs.
+    /// Recomputes every chain and checks that heads, feed, codes, idempotency records,
+    /// definitions and timers agree with the streams. Finds damage; never repairs.
     fn verify(&self) -> Result<VerifyReport, Error>;
+    /// Up to `limit` (at most [`TIMERS_READ_MAX`]) durable timers firing at or before `until`,
+    /// earliest first. A timer is visible once the append that set it is durable.
+    fn due_timers(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, Error>;
+    /// Removes timers without appending events (a stale timer: its deadline moved or was met).
+    /// Durable when the receiver yields `Ok`; missing timers are fine.
+    fn clear_timers(&self, timers: Vec<Timer>) -> oneshot::Receiver<Result<(), Error>>;
 }
 
 /// One append: events for one stream, and what must be written atomically with them.
@@ -98,6 +119,9 @@ pub struct AppendRequest {
     /// Content-addressed texts to keep: `(lower-case hex SHA-256 of text, text)`. Idempotent;
     /// a hash that is not the text's SHA-256 is [`Error::Invalid`].
     pub definitions: Vec<(String, String)>,
+    /// Timers to set or clear with the events, all of this dossier, each firing at a whole
+    /// second. Clears apply before sets, so a request that clears and sets one timer keeps it.
+    pub timers: Vec<TimerOp>,
 }
 
 /// The idempotency key of a command.

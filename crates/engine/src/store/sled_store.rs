@@ -8,7 +8,7 @@
 //! Multi-tree transactions would also be atomic, but they retry on conflict, cost more, and in
 //! 0.34 take the same global lock anyway; with a single writer there is nothing to retry, so
 //! one tree and one batch is simpler and does the same. Corollary: keep everything an append
-//! must change atomically (events, feed, head, code, counter, idempotency, definitions) in
+//! must change atomically (events, feed, head, code, counter, idempotency, definitions, timers) in
 //! this one tree.
 //!
 //! # Durability
@@ -42,6 +42,7 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use lienthong_proto::v1::Event;
 use parking_lot::Mutex;
 use prost::Message;
@@ -54,7 +55,7 @@ use super::sync::Syncer;
 use super::writer::{Pending, Writer, decode_sealed, printable, read_head};
 use super::{
     AppendRequest, Appended, Corruption, Error, EventStore, FEED_READ_MAX, Head, IdempotencyRecord,
-    Recorded, VerifyReport,
+    Recorded, TIMERS_READ_MAX, Timer, VerifyReport,
 };
 use crate::ids::{DossierCode, DossierId};
 
@@ -259,6 +260,22 @@ impl SledStore {
         self.shared.durable.load(Ordering::Acquire)
     }
 
+    /// Hands a write to the writer thread, or answers it at once when the queue is closed or full.
+    fn enqueue(&self, pending: Pending) {
+        let queue = self.queue.lock();
+        let Some(queue) = queue.as_ref() else {
+            pending.fail(Error::Closed);
+            return;
+        };
+        match queue.try_send(pending) {
+            Ok(()) => {}
+            Err(TrySendError::Full(p)) => p.fail(Error::Overloaded {
+                queued_max: APPEND_QUEUE_CAPACITY,
+            }),
+            Err(TrySendError::Disconnected(p)) => p.fail(Error::Closed),
+        }
+    }
+
     fn db(&self) -> &sled::Db {
         &self.shared.db
     }
@@ -431,22 +448,7 @@ impl EventStore for SledStore {
             let _ = reply.send(Err(Error::Poisoned(reason)));
             return rx;
         }
-        let queue = self.queue.lock();
-        let Some(queue) = queue.as_ref() else {
-            let _ = reply.send(Err(Error::Closed));
-            return rx;
-        };
-        match queue.try_send(Pending { req, reply }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(p)) => {
-                let _ = p.reply.send(Err(Error::Overloaded {
-                    queued_max: APPEND_QUEUE_CAPACITY,
-                }));
-            }
-            Err(TrySendError::Disconnected(p)) => {
-                let _ = p.reply.send(Err(Error::Closed));
-            }
-        }
+        self.enqueue(Pending::Append { req, reply });
         rx
     }
 
@@ -597,6 +599,45 @@ impl EventStore for SledStore {
     fn verify(&self) -> Result<VerifyReport, Error> {
         Verification::new(self).run()
     }
+
+    fn due_timers(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, Error> {
+        let durable = self.durable();
+        let limit = limit.min(TIMERS_READ_MAX);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        for entry in self
+            .db()
+            .range(keys::TIMER.to_vec()..keys::timer_key_after(until.timestamp()))
+        {
+            let (k, v) = entry.map_err(backend)?;
+            let (timer, position) =
+                keys::parse_timer(&k, &v).ok_or_else(|| Corruption::Record {
+                    key: printable(&k),
+                    reason: "not a timer".into(),
+                })?;
+            // Set by an append still being made durable: not there yet.
+            if position > durable {
+                continue;
+            }
+            out.push(timer);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn clear_timers(&self, timers: Vec<Timer>) -> oneshot::Receiver<Result<(), Error>> {
+        let (reply, rx) = oneshot::channel();
+        if let Some(reason) = self.shared.poison_reason() {
+            let _ = reply.send(Err(Error::Poisoned(reason)));
+            return rx;
+        }
+        self.enqueue(Pending::ClearTimers { timers, reply });
+        rx
+    }
 }
 
 /// One run of [`EventStore::verify`]. Writes may continue meanwhile: everything past the
@@ -651,6 +692,7 @@ impl<'a> Verification<'a> {
         self.codes()?;
         self.idempotency()?;
         self.definitions()?;
+        self.timers()?;
         self.report.chains = std::mem::take(&mut self.verifier).finish();
         Ok(self.report)
     }
@@ -971,6 +1013,38 @@ impl<'a> Verification<'a> {
                     reason: format!(
                         "says dossier {} seq {}..={} at position {}, which the stream does not hold",
                         r.dossier, r.first_seq, r.last_seq, r.position
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every timer decodes, and every durable one belongs to a dossier that exists.
+    fn timers(&mut self) -> Result<(), Error> {
+        for entry in self.db().scan_prefix(keys::TIMER) {
+            let (k, v) = entry.map_err(backend)?;
+            let Some((timer, position)) = keys::parse_timer(&k, &v) else {
+                self.problem(Corruption::Record {
+                    key: printable(&k),
+                    reason: "not a timer".into(),
+                });
+                continue;
+            };
+            if position > self.durable {
+                continue;
+            }
+            let head = match read_head(self.db(), &timer.dossier) {
+                Ok(h) => h,
+                Err(Error::Corrupt(_)) => continue, // reported with the stream
+                Err(e) => return Err(e),
+            };
+            if head.is_none_or(|h| h.last_position < position) {
+                self.problem(Corruption::Record {
+                    key: printable(&k),
+                    reason: format!(
+                        "set at position {position} for dossier {}, whose stream does not reach it",
+                        timer.dossier
                     ),
                 });
             }

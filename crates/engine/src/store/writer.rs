@@ -33,22 +33,85 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::chain::{self, GENESIS_HASH, Link};
-use super::keys::{self, HeadValue, IdemValue};
+use super::keys::{self, HeadValue, IdemValue, TimerValue};
 use super::sled_store::{GROUP_COMMIT_BYTES_MAX, GROUP_COMMIT_MAX_REQUESTS, Shared, backend};
 use super::sync::Syncer;
 use super::{
     AppendRequest, Appended, CODE_PREFIX_BYTES_MAX, Corruption, DEFINITION_BYTES_MAX,
     DEFINITIONS_PER_APPEND_MAX, EVENT_BYTES_MAX, EVENTS_PER_APPEND_MAX, Error,
-    IDEMPOTENCY_PART_BYTES_MAX, IdempotencyRecord, Recorded,
+    IDEMPOTENCY_PART_BYTES_MAX, IdempotencyRecord, Recorded, TIMER_STEP_BYTES_MAX,
+    TIMERS_PER_APPEND_MAX, Timer, TimerKind, TimerOp,
 };
 use crate::ids::{DossierCode, DossierId};
 
-/// One queued append and where to send its answer.
-pub(crate) struct Pending {
-    /// The request.
-    pub(crate) req: AppendRequest,
-    /// The caller's receiver waits on this.
-    pub(crate) reply: oneshot::Sender<Result<Appended, Error>>,
+/// One queued write and where to send its answer.
+pub(crate) enum Pending {
+    /// An append (events and what goes with them).
+    Append {
+        /// The request.
+        req: AppendRequest,
+        /// The caller's receiver waits on this.
+        reply: oneshot::Sender<Result<Appended, Error>>,
+    },
+    /// Stale timers to remove, with no event.
+    ClearTimers {
+        /// The timers.
+        timers: Vec<Timer>,
+        /// The caller's receiver waits on this.
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
+impl Pending {
+    /// Answers with an error (the request was not written).
+    pub(crate) fn fail(self, e: Error) {
+        match self {
+            Pending::Append { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Pending::ClearTimers { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+}
+
+/// An answer waiting for the group's durability.
+enum Answer {
+    Append(
+        oneshot::Sender<Result<Appended, Error>>,
+        Result<Appended, Error>,
+    ),
+    Clear(oneshot::Sender<Result<(), Error>>, Result<(), Error>),
+}
+
+impl Answer {
+    fn is_ok(&self) -> bool {
+        match self {
+            Answer::Append(_, r) => r.is_ok(),
+            Answer::Clear(_, r) => r.is_ok(),
+        }
+    }
+
+    /// Sends the answer; a staged request gets `failed` instead when the group did not persist.
+    fn send(self, failed: Option<&dyn Fn() -> Error>) {
+        match self {
+            Answer::Append(reply, r) => {
+                let r = match (r, failed) {
+                    (Ok(_), Some(f)) => Err(f()),
+                    (r, _) => r,
+                };
+                let _ = reply.send(r);
+            }
+            Answer::Clear(reply, r) => {
+                let r = match (r, failed) {
+                    (Ok(()), Some(f)) => Err(f()),
+                    (r, _) => r,
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
 }
 
 /// The writer thread's state.
@@ -88,6 +151,8 @@ struct Staged {
     counter: Option<(String, u64)>,
     /// Definitions newly written.
     definitions: Vec<String>,
+    /// Keys to remove (cleared timers), applied before `writes`.
+    removes: Vec<Vec<u8>>,
     /// The answer once durable.
     appended: Appended,
 }
@@ -133,7 +198,7 @@ impl Writer {
         let _enter = span.enter();
         if let Some(reason) = self.shared.poison_reason() {
             for p in group {
-                let _ = p.reply.send(Err(Error::Poisoned(reason.clone())));
+                p.fail(Error::Poisoned(reason.clone()));
             }
             return VecDeque::new();
         }
@@ -143,16 +208,38 @@ impl Writer {
         let mut answers = Vec::with_capacity(group.len());
         let mut staged_requests = 0u64;
         let mut staged_events = 0u64;
+        let mut staged_clears = 0u64;
         let mut batch_bytes = 0usize;
         let mut group: VecDeque<Pending> = group.into();
-        while let Some(Pending { req, reply }) = group.pop_front() {
+        while let Some(pending) = group.pop_front() {
             if batch_bytes >= GROUP_COMMIT_BYTES_MAX {
-                group.push_front(Pending { req, reply });
+                group.push_front(pending);
                 break;
             }
+            let (req, reply) = match pending {
+                Pending::Append { req, reply } => (req, reply),
+                Pending::ClearTimers { timers, reply } => {
+                    match stage_clear(&timers) {
+                        Ok(removes) => {
+                            for k in removes {
+                                batch_bytes += k.len();
+                                batch.remove(k);
+                            }
+                            staged_clears += 1;
+                            answers.push(Answer::Clear(reply, Ok(())));
+                        }
+                        Err(e) => answers.push(Answer::Clear(reply, Err(e))),
+                    }
+                    continue;
+                }
+            };
             match self.stage(&req, &overlay, position) {
                 Ok(staged) => {
                     position = staged.head.last_position;
+                    for k in staged.removes {
+                        batch_bytes += k.len();
+                        batch.remove(k);
+                    }
                     for (k, v) in staged.writes {
                         batch_bytes += k.len() + v.len();
                         batch.insert(k, v);
@@ -168,13 +255,13 @@ impl Writer {
                     overlay.definitions.extend(staged.definitions);
                     staged_requests += 1;
                     staged_events += staged.appended.events.len() as u64;
-                    answers.push((reply, Ok(staged.appended)));
+                    answers.push(Answer::Append(reply, Ok(staged.appended)));
                 }
-                Err(e) => answers.push((reply, Err(e))),
+                Err(e) => answers.push(Answer::Append(reply, Err(e))),
             }
         }
-        let rejected = answers.len() as u64 - staged_requests;
-        if staged_requests > 0 {
+        let rejected = answers.iter().filter(|a| !a.is_ok()).count() as u64;
+        if staged_requests > 0 || staged_clears > 0 {
             let started = Instant::now();
             if let Err((kind, reason)) = self.persist(batch) {
                 tracing::error!(
@@ -182,17 +269,17 @@ impl Writer {
                     "group commit failed; the store refuses appends until it is reopened"
                 );
                 self.shared.poison(reason.clone());
-                for (reply, answer) in answers {
-                    let answer = answer.and_then(|_| {
-                        Err(Error::Io(io::Error::new(
-                            kind,
-                            format!("group commit failed, outcome unknown until reopen: {reason}"),
-                        )))
-                    });
-                    let _ = reply.send(answer);
+                let failed = || {
+                    Error::Io(io::Error::new(
+                        kind,
+                        format!("group commit failed, outcome unknown until reopen: {reason}"),
+                    ))
+                };
+                for answer in answers {
+                    answer.send(Some(&failed));
                 }
                 for p in group {
-                    let _ = p.reply.send(Err(Error::Poisoned(reason.clone())));
+                    p.fail(Error::Poisoned(reason.clone()));
                 }
                 return VecDeque::new();
             }
@@ -218,8 +305,8 @@ impl Writer {
             .stats
             .rejected
             .fetch_add(rejected, Ordering::Relaxed);
-        for (reply, answer) in answers {
-            let _ = reply.send(answer);
+        for answer in answers {
+            answer.send(None);
         }
         group
     }
@@ -264,6 +351,21 @@ impl Writer {
             DEFINITIONS_PER_APPEND_MAX,
             req.definitions.len(),
         )?;
+        limit(
+            "timer operations per append",
+            TIMERS_PER_APPEND_MAX,
+            req.timers.len(),
+        )?;
+        for op in &req.timers {
+            let (TimerOp::Set(t) | TimerOp::Clear(t)) = op;
+            check_timer(t)?;
+            if t.dossier != req.dossier {
+                return Err(Error::Invalid(format!(
+                    "a timer of dossier {} in an append for {}",
+                    t.dossier, req.dossier
+                )));
+            }
+        }
         for (hash, text) in &req.definitions {
             limit("definition text bytes", DEFINITION_BYTES_MAX, text.len())?;
             if hex::encode(Sha256::digest(text.as_bytes())) != *hash {
@@ -459,12 +561,27 @@ impl Writer {
             definitions.push(hash.clone());
         }
 
+        let mut removes = Vec::new();
+        for op in &req.timers {
+            match op {
+                TimerOp::Clear(t) => removes.push(keys::timer_key(t)),
+                TimerOp::Set(t) => {
+                    let value = TimerValue {
+                        position: new_head.last_position,
+                        lead: t.lead.map(|l| l.to_string()).unwrap_or_default(),
+                    };
+                    writes.push((keys::timer_key(t), value.encode()));
+                }
+            }
+        }
+
         Ok(Staged {
             writes,
             head: new_head,
             idempotency,
             counter,
             definitions,
+            removes,
             appended: Appended {
                 dossier: req.dossier,
                 code: DossierCode(code),
@@ -474,6 +591,41 @@ impl Writer {
             },
         })
     }
+}
+
+/// Checks one timer: a whole-second firing time, a short step id, a lead exactly on warnings.
+fn check_timer(t: &Timer) -> Result<(), Error> {
+    if t.at.timestamp_subsec_nanos() != 0 {
+        return Err(Error::Invalid(format!(
+            "timer firing time {} is not a whole second",
+            t.at
+        )));
+    }
+    if let Some(step) = &t.step {
+        limit("timer step id bytes", TIMER_STEP_BYTES_MAX, step.len())?;
+        if step.is_empty() {
+            return Err(Error::Invalid(
+                "a timer's step id is absent (the appointment) or non-empty".into(),
+            ));
+        }
+    }
+    if (t.kind == TimerKind::Warning) != t.lead.is_some() {
+        return Err(Error::Invalid(format!(
+            "a {} timer {} a lead",
+            t.kind.as_str(),
+            if t.lead.is_some() { "has" } else { "lacks" }
+        )));
+    }
+    Ok(())
+}
+
+/// The keys a [`Pending::ClearTimers`] removes.
+fn stage_clear(timers: &[Timer]) -> Result<Vec<Vec<u8>>, Error> {
+    limit("timers per clear", TIMERS_PER_APPEND_MAX, timers.len())?;
+    timers
+        .iter()
+        .map(|t| check_timer(t).map(|()| keys::timer_key(t)))
+        .collect()
 }
 
 /// Reads and decodes a stored head.

@@ -14,8 +14,8 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use lienthong_calendar::Calendar;
 use lienthong_engine::dossier::{
     self, Addressee, Applicant, Command, CompleteStep, DecideContext, Document, DossierState,
-    IssueApology, ProvideSupplement, Refuse, RejectStep, Rejection, RequestSupplement,
-    ReturnResult, Stop, Submit, Withdraw,
+    FireTimer, IssueApology, ProvideSupplement, Refuse, RejectStep, Rejection, RequestSupplement,
+    ReturnResult, Stop, Submit, TimerKind, Withdraw,
 };
 use lienthong_proto::v1::{Actor, Channel, Envelope, Event, Outcome, event::Body};
 use lienthong_workflow::{AgencyCode, AttrValue, Catalog, StepId, Workflow};
@@ -32,6 +32,16 @@ pub const CONG_AN: &str = "cong-an";
 pub const BHXH: &str = "bhxh";
 /// The applicant.
 pub const CITIZEN: &str = "citizen";
+/// The land transfer's (placeholder) procedure code.
+pub const LAND: &str = "LT.CHUYEN-NHUONG-DAT";
+/// The provincial public-service centre (one-stop desk of the land transfer).
+pub const TTHCC: &str = "tthcc";
+/// The land registration office.
+pub const VPDK: &str = "vpdk-dat";
+/// The tax office.
+pub const THUE: &str = "thue";
+/// The engine (timers).
+pub const ENGINE: &str = "engine";
 /// The dossier code the harness stamps on envelopes.
 pub const CODE: &str = "UBND.XA-260302-0001";
 
@@ -236,7 +246,66 @@ pub fn summary(body: &Body) -> String {
             "closed {}",
             Outcome::try_from(c.outcome).map_or("?", |o| o.as_str_name())
         ),
+        Body::DeadlinesMoved(m) => format!(
+            "deadlines moved ({}) excluding {}s",
+            m.rule, m.excluded_working_seconds
+        ),
+        Body::DeadlineWarning(w) => {
+            format!("warning {} @{}", or_appointment(&w.step_id), w.agency)
+        }
+        Body::DeadlineMissed(m) => {
+            format!("missed {} @{}", or_appointment(&m.step_id), m.agency)
+        }
     }
+}
+
+fn or_appointment(step_id: &str) -> &str {
+    if step_id.is_empty() {
+        "appointment"
+    } else {
+        step_id
+    }
+}
+
+/// Local time in Hà Nội, to the second.
+pub fn local_s(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
+    local(y, m, d, h, min) + chrono::Duration::seconds(i64::from(s))
+}
+
+/// The shipped land-transfer procedure (payment excluded, tax asks the land office).
+pub fn land_transfer() -> Arc<Workflow> {
+    catalog()
+        .procedure(LAND)
+        .cloned()
+        .expect("the land transfer is shipped")
+}
+
+/// Submit the land transfer; `exempt` skips the payment.
+pub fn submit_land(exempt: bool) -> Command {
+    Command::Submit(Submit {
+        procedure_code: LAND.to_string(),
+        channel: Channel::InPerson,
+        applicant: Applicant {
+            full_name: "Trần Văn Minh".to_string(),
+            id_number: "001080000002".to_string(),
+            ..Applicant::default()
+        },
+        attributes: BTreeMap::from([
+            ("transfer.exempt".to_string(), AttrValue::Boolean(exempt)),
+            ("parcel.area_m2".to_string(), AttrValue::Integer(120)),
+        ]),
+        documents: vec![doc("hop-dong-chuyen-nhuong")],
+    })
+}
+
+/// Fire a timer (as the engine does).
+pub fn fire(kind: TimerKind, step: Option<&str>, due: DateTime<Utc>) -> Command {
+    Command::FireTimer(FireTimer {
+        timer: kind,
+        step: step.map(|s| StepId(s.to_string())),
+        due,
+        lead: (kind == TimerKind::Warning).then_some(lienthong_calendar::Duration::WorkingDays(1)),
+    })
 }
 
 /// The birth group's attributes for a child `age_months` old.

@@ -15,20 +15,32 @@
 //! Idempotency: the same (actor agency, idempotency key) returns the original result and appends
 //! nothing; the same key with a different command is rejected. The fingerprint is the SHA-256 of
 //! the command's canonical JSON together with the target dossier.
+//!
+//! Timers: every append also carries the timer changes its events call for
+//! ([`dossier::timers_for`]: the deadlines it creates, moves or settles), so a deadline and its
+//! timers are durable together. [`Engine::fire_due_timers`] (in [`timers`]) fires what is due at
+//! the clock's `now` as `FireTimer` commands; [`Engine::spawn_timer_loop`] does it for a
+//! long-running server. Submodules: [`clock`] (where `now` comes from), [`timers`].
+
+pub mod clock;
+pub mod timers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use lienthong_calendar::Calendar;
+use lienthong_calendar::{Calendar, Duration};
 use lienthong_proto::v1::{Actor, Envelope, Event};
 use lienthong_workflow::{Catalog, Workflow};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
-use crate::dossier::{self, Command, DecideContext, DossierState};
+use crate::dossier::{self, Command, DecideContext, DossierState, Timer, TimerOp, TimerPolicy};
 use crate::ids::{DossierCode, DossierId};
 use crate::store::{self, AppendRequest, EventStore, IdempotencyKey, NewDossier, Recorded};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use timers::{FIRE_ROUNDS_MAX, TIMER_SLEEP_MS_MIN, TIMERS_PER_ROUND_MAX};
 
 /// Retries after a sequence conflict before giving up with [`Error::Conflict`]. Conflicts come
 /// only from another process writing the same store, so a few retries are plenty.
@@ -40,19 +52,24 @@ pub const CACHED_DOSSIERS_MAX: usize = 100_000;
 /// Longest idempotency key accepted, in bytes.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 
-/// Where the runtime gets the time. `decide` never reads a clock; the runtime passes this in.
-pub trait Clock: Send + Sync + 'static {
-    /// The current instant.
-    fn now(&self) -> DateTime<Utc>;
+/// How the engine runs, beyond its store, catalog and clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// How long before a deadline (a step's due, the dossier's appointment) its holder gets a
+    /// `DeadlineWarning`; working time for `wd`/`wh`. Default `1wd`, the legal notice period of
+    /// an apology.
+    pub warning_lead: Duration,
+    /// Longest sleep of the timer loop, in milliseconds, so that a timer set by another process
+    /// or a clock jump is noticed within this bound.
+    pub timer_sleep_ms_max: u64,
 }
 
-/// The machine's wall clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            warning_lead: Duration::WorkingDays(1),
+            timer_sleep_ms_max: 60_000,
+        }
     }
 }
 
@@ -121,7 +138,8 @@ pub struct Outcome {
     pub code: DossierCode,
     /// The events the command appended (for a replayed retry: the ones it appended the first time).
     pub events: Vec<Recorded>,
-    /// The dossier's state after the command (for a replayed retry: the current state).
+    /// The dossier's state after the command (for a replayed retry: the current state; for a
+    /// fired timer that was stale: the unchanged state).
     pub state: DossierState,
     /// True when this answer is the original one returned again for a retried key.
     pub replayed: bool,
@@ -144,11 +162,26 @@ struct Inner {
     dossiers: Mutex<HashMap<DossierId, Arc<tokio::sync::Mutex<Option<DossierState>>>>>,
     /// Parsed definitions by content hash (pinned versions of running dossiers).
     definitions: Mutex<HashMap<String, Arc<Workflow>>>,
+    /// Warning lead and timer loop bounds.
+    options: Options,
+    /// Wakes the timer loop when an append set a timer (it may be earlier than its sleep).
+    timers_changed: tokio::sync::Notify,
 }
 
 impl Engine {
-    /// An engine over `store`, routing with `catalog`, taking time from `clock`.
+    /// An engine over `store`, routing with `catalog`, taking time from `clock`, with the
+    /// default [`Options`].
     pub fn new(store: Arc<dyn EventStore>, catalog: Arc<Catalog>, clock: Arc<dyn Clock>) -> Self {
+        Engine::with_options(store, catalog, clock, Options::default())
+    }
+
+    /// An engine with explicit [`Options`].
+    pub fn with_options(
+        store: Arc<dyn EventStore>,
+        catalog: Arc<Catalog>,
+        clock: Arc<dyn Clock>,
+        options: Options,
+    ) -> Self {
         let definitions = catalog
             .procedures
             .values()
@@ -161,8 +194,15 @@ impl Engine {
                 clock,
                 dossiers: Mutex::new(HashMap::new()),
                 definitions: Mutex::new(definitions),
+                options,
+                timers_changed: tokio::sync::Notify::new(),
             }),
         }
+    }
+
+    /// The options the engine runs with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
     }
 
     /// The store behind this engine.
@@ -193,7 +233,7 @@ impl Engine {
         }
         let result = match req.dossier {
             None => self.submit(&req, fingerprint).await,
-            Some(id) => self.act(id, &req, fingerprint).await,
+            Some(id) => self.act(id, &req, fingerprint, None).await,
         };
         match result {
             // A concurrent retry with the same key won the race: answer as it did.
@@ -286,6 +326,7 @@ impl Engine {
         let local = now.with_timezone(&calendar.timezone());
         let prefix = format!("{receiving}-{}", local.format("%y%m%d"));
         let events = envelopes(id, "", req, now, bodies);
+        let timers = self.timer_ops(id, &state, &events, &workflow, calendar, now, None);
         let appended = self
             .inner
             .store
@@ -302,9 +343,11 @@ impl Engine {
                     code_prefix: prefix,
                 }),
                 definitions: vec![(workflow.hash.clone(), workflow.source.clone())],
+                timers,
             })
             .await
             .map_err(|_| store::Error::Closed)??;
+        self.inner.timers_changed.notify_one();
         let mut state = state;
         for r in &appended.events {
             state = dossier::evolve(state, &r.event);
@@ -320,11 +363,14 @@ impl Engine {
         })
     }
 
+    /// Runs a command on an existing dossier. `fired`: the timer this command fires, cleared in
+    /// the same batch as the notice (or alone, when the timer is stale and nothing is decided).
     async fn act(
         &self,
         id: DossierId,
         req: &Request,
         fingerprint: [u8; 32],
+        fired: Option<&Timer>,
     ) -> Result<Outcome, Error> {
         let slot = self.slot(id);
         let mut guard = slot.lock().await;
@@ -344,7 +390,27 @@ impl Engine {
                     calendar,
                 },
             )?;
+            if bodies.is_empty() {
+                // Only a stale timer decides nothing: clear it, append nothing.
+                drop(guard);
+                if let Some(t) = fired {
+                    self.inner
+                        .store
+                        .clear_timers(vec![t.clone()])
+                        .await
+                        .map_err(|_| store::Error::Closed)??;
+                }
+                return Ok(Outcome {
+                    dossier: id,
+                    code: DossierCode(state.code.clone()),
+                    events: Vec::new(),
+                    state,
+                    replayed: false,
+                });
+            }
             let events = envelopes(id, &state.code, req, now, bodies);
+            let timers = self.timer_ops(id, &state, &events, &workflow, calendar, now, fired);
+            let sets_timer = timers.iter().any(|op| matches!(op, TimerOp::Set(_)));
             let result = self
                 .inner
                 .store
@@ -359,11 +425,15 @@ impl Engine {
                     }),
                     new_dossier: None,
                     definitions: Vec::new(),
+                    timers,
                 })
                 .await
                 .map_err(|_| store::Error::Closed)?;
             match result {
                 Ok(appended) => {
+                    if sets_timer {
+                        self.inner.timers_changed.notify_one();
+                    }
                     let mut state = state;
                     for r in &appended.events {
                         state = dossier::evolve(state, &r.event);
@@ -464,6 +534,37 @@ impl Engine {
             .lock()
             .insert(hash.clone(), wf.clone());
         Ok(wf)
+    }
+
+    /// The timer changes of an append: what the state after `events` needs compared with the
+    /// state before (see [`dossier::timers_for`]), plus clearing the `fired` timer.
+    #[allow(clippy::too_many_arguments)]
+    fn timer_ops(
+        &self,
+        id: DossierId,
+        before: &DossierState,
+        events: &[Event],
+        workflow: &Workflow,
+        calendar: &Calendar,
+        now: DateTime<Utc>,
+        fired: Option<&Timer>,
+    ) -> Vec<TimerOp> {
+        // The store stamps seq and position; deadlines do not depend on them.
+        let after = events.iter().fold(before.clone(), dossier::evolve);
+        let policy = TimerPolicy {
+            workflow,
+            calendar,
+            lead: self.inner.options.warning_lead,
+        };
+        let mut ops = dossier::timers_for(id, before, &after, &policy, now);
+        if let Some(t) = fired {
+            let clear = TimerOp::Clear(t.clone());
+            let still_needed = ops.contains(&TimerOp::Set(t.clone()));
+            if !still_needed && !ops.contains(&clear) {
+                ops.insert(0, clear);
+            }
+        }
+        ops
     }
 
     fn calendar_for(&self, wf: &Workflow, dossier: &str) -> Result<&Calendar, Error> {

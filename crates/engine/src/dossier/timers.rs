@@ -1,0 +1,319 @@
+//! Deadlines and the durable timers that watch them: which deadlines of a dossier are current,
+//! and which timers they need. Pure: the runtime stores the timers (in the same atomic batch as
+//! the events that create the deadlines) and fires them through [`Command::FireTimer`].
+//!
+//! # Deadlines
+//! A dossier has one deadline per open step (its due, from `StepOpened` or the last
+//! `DeadlinesMoved`) and one for the whole dossier (the appointment) until it is processed or
+//! closed. A deadline is **on hold** while the clock rules will move it anyway, so that nobody is
+//! warned or blamed for time that will not count:
+//! - a supplement asked at intake, or during processing under `supplement_clock = "pause"`,
+//!   holds the appointment and every open step;
+//! - under `"restart"` it holds the appointment and the asking step (the other steps' dues do
+//!   not move);
+//! - an open payment step of a procedure with `payment_counts = false` holds the appointment and
+//!   every open step, and its own due is never a deadline (the wait is the citizen's).
+//!
+//! # Timers
+//! Each current deadline needs a warning timer at `due - lead` in working time (the first instant
+//! from which at most `lead` of working time is left; skipped if that instant has already come
+//! when the deadline is set, or cannot be computed inside the calendar's coverage) and a miss
+//! timer at the first whole second after the due. A deadline that was already warned (or missed)
+//! needs no warning (or miss) timer any more. [`timers_for`] compares what the state before and
+//! after an append needs: new timers are set, timers no longer needed are cleared, both in the
+//! append's batch. [`Command::FireTimer`]: super::Command::FireTimer
+//!
+//! [`Command::FireTimer`]: super::Command::FireTimer
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use lienthong_calendar::{Calendar, Duration};
+use lienthong_workflow::{SupplementClock, Workflow};
+use serde::{Deserialize, Serialize};
+
+use super::state::{DossierState, StepView};
+use crate::ids::DossierId;
+
+/// How far back the search for a warning instant may reach, in seconds (400 days: far beyond
+/// any lead, and bounded by the calendar's coverage anyway).
+pub const WARNING_SEARCH_SECONDS_MAX: i64 = 400 * 24 * 3600;
+
+/// What a timer announces when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimerKind {
+    /// The deadline is near (`DeadlineWarning`).
+    Warning,
+    /// The deadline passed with the work not done (`DeadlineMissed`).
+    Missed,
+}
+
+impl TimerKind {
+    /// Stable text for logs and keys: `warning`, `missed`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TimerKind::Warning => "warning",
+            TimerKind::Missed => "missed",
+        }
+    }
+}
+
+/// One durable timer: at `at`, tell the dossier that its deadline `(step, due)` is near or passed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Timer {
+    /// When it fires; whole seconds (the store keys timers by the second).
+    pub at: DateTime<Utc>,
+    /// The dossier.
+    pub dossier: DossierId,
+    /// Warning or miss.
+    pub kind: TimerKind,
+    /// The step whose due it watches; `None` for the appointment.
+    pub step: Option<String>,
+    /// The deadline it watches, exactly as the events recorded it.
+    pub due: DateTime<Utc>,
+    /// For a warning, the lead it was computed with (written on the notice); `None` for a miss.
+    pub lead: Option<Duration>,
+}
+
+/// A change to the durable timers, written in the same atomic batch as an append's events.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TimerOp {
+    /// Store the timer (idempotent).
+    Set(Timer),
+    /// Remove the timer (idempotent; a missing timer is fine).
+    Clear(Timer),
+}
+
+/// A deadline of a dossier, as the state says now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    /// The step; `None` for the dossier's appointment.
+    pub step: Option<String>,
+    /// Who holds the work: the step's agency, or the receiving agency for the appointment.
+    pub agency: String,
+    /// The instant it falls due.
+    pub due: DateTime<Utc>,
+    /// Whether a warning was recorded for exactly this deadline.
+    pub warned: bool,
+    /// Whether a miss was recorded for exactly this deadline.
+    pub missed: bool,
+}
+
+/// What the timers of a dossier are computed with.
+#[derive(Clone, Copy)]
+pub struct TimerPolicy<'a> {
+    /// The workflow the dossier is pinned to.
+    pub workflow: &'a Workflow,
+    /// Its calendar.
+    pub calendar: &'a Calendar,
+    /// How long before a deadline the holder is warned.
+    pub lead: Duration,
+}
+
+/// Which deadlines the clock rules hold (see the module docs).
+struct Hold {
+    /// The appointment is held.
+    appointment: bool,
+    /// Every open step is held.
+    all_steps: bool,
+    /// This step is held.
+    step: Option<String>,
+}
+
+fn hold(state: &DossierState, workflow: &Workflow, view: &BTreeMap<String, StepView>) -> Hold {
+    let mut h = Hold {
+        appointment: false,
+        all_steps: false,
+        step: None,
+    };
+    if let Some(s) = state.outstanding_supplement() {
+        h.appointment = true;
+        match (&s.step, workflow.supplement_clock) {
+            (Some(asking), SupplementClock::Restart) => h.step = Some(asking.clone()),
+            _ => h.all_steps = true,
+        }
+    }
+    if !workflow.payment_counts
+        && workflow
+            .payment_steps()
+            .any(|p| view.get(&p.id.0) == Some(&StepView::Open))
+    {
+        h.appointment = true;
+        h.all_steps = true;
+    }
+    h
+}
+
+/// The dossier's current deadlines: open steps (in workflow order), then the appointment. Held
+/// deadlines and, when payment does not count, payment steps are left out.
+pub fn current_deadlines(state: &DossierState, workflow: &Workflow) -> Vec<Deadline> {
+    if !state.is_received() || state.closed.is_some() {
+        return Vec::new();
+    }
+    let view: BTreeMap<String, StepView> = state.step_view(workflow).into_iter().collect();
+    let hold = hold(state, workflow, &view);
+    let mut out = Vec::new();
+    let mut push = |step: Option<String>, agency: &str, due: DateTime<Utc>| {
+        let warned = state.noticed(TimerKind::Warning, step.as_deref(), due);
+        let missed = state.noticed(TimerKind::Missed, step.as_deref(), due);
+        out.push(Deadline {
+            step,
+            agency: agency.to_string(),
+            due,
+            warned,
+            missed,
+        });
+    };
+    if !hold.all_steps {
+        for step in &workflow.steps {
+            if view.get(&step.id.0) != Some(&StepView::Open)
+                || hold.step.as_deref() == Some(step.id.0.as_str())
+                || (step.payment && !workflow.payment_counts)
+            {
+                continue;
+            }
+            if let Some(rec) = state.steps.get(&step.id.0)
+                && let Some(due) = rec.due
+            {
+                push(Some(step.id.0.clone()), &rec.agency, due);
+            }
+        }
+    }
+    if !hold.appointment
+        && !state.processed
+        && let Some(due) = state.appointment
+    {
+        push(None, &state.receiving_agency, due);
+    }
+    out
+}
+
+/// The timers the dossier's current deadlines need (see the module docs), in a stable order.
+pub fn needed_timers(
+    dossier: DossierId,
+    state: &DossierState,
+    policy: &TimerPolicy<'_>,
+) -> Vec<Timer> {
+    let mut out = Vec::new();
+    for d in current_deadlines(state, policy.workflow) {
+        if d.missed {
+            continue;
+        }
+        if !d.warned
+            && let Some(at) = warning_instant(policy.calendar, d.due, policy.lead)
+        {
+            out.push(Timer {
+                at: ceil_second(at),
+                dossier,
+                kind: TimerKind::Warning,
+                step: d.step.clone(),
+                due: d.due,
+                lead: Some(policy.lead),
+            });
+        }
+        out.push(Timer {
+            at: miss_instant(d.due),
+            dossier,
+            kind: TimerKind::Missed,
+            step: d.step,
+            due: d.due,
+            lead: None,
+        });
+    }
+    out
+}
+
+/// The timer changes an append makes: timers the state `after` needs and `before` did not are
+/// set (a warning only if its instant is still to come at `now`), timers `before` needed and
+/// `after` does not are cleared.
+pub fn timers_for(
+    dossier: DossierId,
+    before: &DossierState,
+    after: &DossierState,
+    policy: &TimerPolicy<'_>,
+    now: DateTime<Utc>,
+) -> Vec<TimerOp> {
+    let old = needed_timers(dossier, before, policy);
+    let new = needed_timers(dossier, after, policy);
+    let mut ops: Vec<TimerOp> = old
+        .iter()
+        .filter(|t| !new.contains(t))
+        .cloned()
+        .map(TimerOp::Clear)
+        .collect();
+    ops.extend(
+        new.into_iter()
+            .filter(|t| !old.contains(t))
+            .filter(|t| t.kind == TimerKind::Missed || t.at > now)
+            .map(TimerOp::Set),
+    );
+    ops
+}
+
+/// The first whole second after `due`: when a deadline has passed.
+pub fn miss_instant(due: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(due.timestamp().saturating_add(1), 0).unwrap_or(due)
+}
+
+fn ceil_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    if t.timestamp_subsec_nanos() == 0 {
+        return t;
+    }
+    DateTime::from_timestamp(t.timestamp().saturating_add(1), 0).unwrap_or(t)
+}
+
+/// `due` minus `lead`: for working units, the first instant from which at most `lead` of working
+/// time is left before `due` (so 1wd before Tuesday 17:00 is Monday 17:00, and before Tuesday
+/// 10:00 is Monday 10:00); for `d`, the same local time `n` days earlier; for `h`, wall-clock
+/// hours. `None` when the calendar cannot tell (outside its coverage).
+///
+/// The calendar has no subtraction, so for working units this searches with
+/// [`Calendar::working_time_between`], which never decreases as the start moves back: doubling
+/// back until more than `lead` is left, then bisecting to the second.
+pub fn warning_instant(
+    calendar: &Calendar,
+    due: DateTime<Utc>,
+    lead: Duration,
+) -> Option<DateTime<Utc>> {
+    let amount = match lead {
+        Duration::WorkingDays(n) => calendar.working_day_length() * i32::try_from(n).ok()?,
+        Duration::WorkingHours(n) => TimeDelta::hours(i64::from(n)),
+        Duration::Days(n) => {
+            let tz = calendar.timezone();
+            let local = due.with_timezone(&tz).naive_local();
+            let earlier = local.checked_sub_days(chrono::Days::new(u64::from(n)))?;
+            return tz
+                .from_local_datetime(&earlier)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc));
+        }
+        Duration::Hours(n) => return due.checked_sub_signed(TimeDelta::hours(i64::from(n))),
+    };
+    let left = |back_s: i64| -> Option<TimeDelta> {
+        let from = due.checked_sub_signed(TimeDelta::seconds(back_s))?;
+        calendar.working_time_between(from, due).ok()
+    };
+    // `ok_s` leaves at most `amount`; `bad_s` leaves more.
+    let mut ok_s: i64 = 0;
+    let mut bad_s: i64 = amount.num_seconds().max(1);
+    loop {
+        if left(bad_s)? > amount {
+            break;
+        }
+        ok_s = bad_s;
+        bad_s = bad_s.checked_mul(2)?;
+        if bad_s > WARNING_SEARCH_SECONDS_MAX {
+            return None;
+        }
+    }
+    while bad_s - ok_s > 1 {
+        let mid = ok_s + (bad_s - ok_s) / 2;
+        if left(mid)? > amount {
+            bad_s = mid;
+        } else {
+            ok_s = mid;
+        }
+    }
+    due.checked_sub_signed(TimeDelta::seconds(ok_s))
+}

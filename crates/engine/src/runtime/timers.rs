@@ -1,0 +1,189 @@
+//! Firing the durable timers: deadline warnings and misses.
+//!
+//! [`Engine::fire_due_timers`] reads the timers due at the clock's `now` from the store and runs
+//! each as a `FireTimer` command on its dossier (under the dossier's lock, like any command):
+//! `decide` records the notice if the deadline is still current, and the append clears the timer
+//! in the same batch; a stale timer (the step was completed, the deadline moved, the dossier
+//! closed) records nothing and is cleared alone.
+//!
+//! A crash between deciding and clearing cannot double a notice: the notice and the clear are
+//! one atomic batch, the command's idempotency key is derived from the timer (a second firing of
+//! the same timer finds the key used and only clears), and `decide` refuses to notice one
+//! deadline twice anyway.
+//!
+//! [`Engine::spawn_timer_loop`] runs this for a server: fire, then sleep until the next timer
+//! (at most `Options::timer_sleep_ms_max`, at least [`TIMER_SLEEP_MS_MIN`]), waking early when
+//! an append sets a timer, until the shutdown future completes.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use lienthong_proto::v1::{Actor, Channel};
+use lienthong_workflow::StepId;
+use sha2::{Digest, Sha256};
+
+use super::{Engine, Error, Request, fingerprint};
+use crate::dossier::{Command, ENGINE, FireTimer, Timer};
+use crate::store;
+
+/// Timers read from the store per round of [`Engine::fire_due_timers`].
+pub const TIMERS_PER_ROUND_MAX: usize = 1_000;
+/// Rounds of one [`Engine::fire_due_timers`] call: bounds one call to
+/// `FIRE_ROUNDS_MAX * TIMERS_PER_ROUND_MAX` timers; the rest wait for the next call.
+pub const FIRE_ROUNDS_MAX: usize = 100;
+/// Shortest sleep of the timer loop, in milliseconds (no busy loop when a timer keeps failing).
+pub const TIMER_SLEEP_MS_MIN: u64 = 50;
+
+/// The actor of the engine's own acts.
+fn engine_actor() -> Actor {
+    Actor {
+        agency: ENGINE.to_string(),
+        officer: String::new(),
+        channel: Channel::System as i32,
+    }
+}
+
+/// The idempotency key of a timer's firing: one per (dossier, kind, step, due), so a retried or
+/// doubled firing of one timer is recognised.
+fn timer_key(t: &Timer) -> String {
+    let mut h = Sha256::new();
+    h.update(t.dossier.as_bytes());
+    h.update(t.kind.as_str().as_bytes());
+    h.update([0u8]);
+    h.update(t.step.as_deref().unwrap_or("").as_bytes());
+    h.update([0u8]);
+    h.update(t.due.timestamp().to_be_bytes());
+    h.update(t.due.timestamp_subsec_nanos().to_be_bytes());
+    format!("timer-{}", &hex::encode(h.finalize())[..32])
+}
+
+impl Engine {
+    /// Fires every timer due at the clock's `now`; returns how many notices
+    /// (`DeadlineWarning`, `DeadlineMissed`) were appended. Stale timers are cleared.
+    ///
+    /// A timer whose dossier is gone, inconsistent or pinned to a definition that no longer
+    /// loads is logged and cleared (it would fail forever); a storage fault stops the call.
+    #[tracing::instrument(skip_all)]
+    pub async fn fire_due_timers(&self) -> Result<usize, Error> {
+        let now = self.now();
+        let mut notices = 0;
+        for _ in 0..FIRE_ROUNDS_MAX {
+            let due = self.store().due_timers(now, TIMERS_PER_ROUND_MAX)?;
+            let full = due.len() >= TIMERS_PER_ROUND_MAX;
+            for timer in due {
+                notices += self.fire(&timer).await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(notices)
+    }
+
+    /// Fires one timer; returns the number of notices appended.
+    #[tracing::instrument(skip_all, fields(dossier = %timer.dossier, kind = timer.kind.as_str(), step = ?timer.step))]
+    async fn fire(&self, timer: &Timer) -> Result<usize, Error> {
+        let req = Request {
+            dossier: Some(timer.dossier),
+            actor: engine_actor(),
+            idempotency_key: timer_key(timer),
+            command: Command::FireTimer(FireTimer {
+                timer: timer.kind,
+                step: timer.step.clone().map(StepId),
+                due: timer.due,
+                lead: timer.lead,
+            }),
+        };
+        let fp = fingerprint(&req);
+        let result = match self.replay_if_known(&req, &fp).await {
+            // Fired before (a crash or a race after its append): only the clear may be missing.
+            Ok(Some(_)) => Err(None),
+            // `act` clears the timer: with the notice, or alone when it is stale.
+            Ok(None) => match self.act(timer.dossier, &req, fp, Some(timer)).await {
+                Ok(outcome) => Ok(outcome.events.len()),
+                // A concurrent firing of the same timer won.
+                Err(Error::Store(store::Error::DuplicateKey { .. })) => Err(None),
+                Err(e) => Err(Some(e)),
+            },
+            Err(e) => Err(Some(e)),
+        };
+        match result {
+            Ok(n) => Ok(n),
+            Err(None) => {
+                self.clear(timer).await?;
+                Ok(0)
+            }
+            Err(Some(
+                e @ (Error::Rejected(_)
+                | Error::NotFound(_)
+                | Error::Definition { .. }
+                | Error::KeyReused { .. }),
+            )) => {
+                tracing::warn!(error = %e, "deadline timer cannot fire; clearing it: check the dossier with `lienthong verify` and its history");
+                self.clear(timer).await?;
+                Ok(0)
+            }
+            Err(Some(e)) => Err(e),
+        }
+    }
+
+    async fn clear(&self, timer: &Timer) -> Result<(), Error> {
+        self.store()
+            .clear_timers(vec![timer.clone()])
+            .await
+            .map_err(|_| store::Error::Closed)??;
+        Ok(())
+    }
+
+    /// When the earliest stored timer fires, if any.
+    fn next_timer_at(&self) -> Result<Option<DateTime<Utc>>, Error> {
+        Ok(self
+            .store()
+            .due_timers(DateTime::<Utc>::MAX_UTC, 1)?
+            .first()
+            .map(|t| t.at))
+    }
+
+    /// Runs [`Engine::fire_due_timers`] until `shutdown` completes: after each round it sleeps
+    /// until the next timer is due (bounded, see the module docs) or an append sets a timer.
+    /// Errors are logged and retried after the sleep. Must be called inside a tokio runtime.
+    pub fn spawn_timer_loop<F>(&self, shutdown: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            tokio::pin!(shutdown);
+            loop {
+                if let Err(e) = engine.fire_due_timers().await {
+                    tracing::error!(error = %e, "firing deadline timers failed; retrying after the next sleep");
+                }
+                let sleep_ms = engine.sleep_ms();
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)) => {}
+                    () = engine.inner.timers_changed.notified() => {}
+                }
+            }
+            tracing::debug!("timer loop stopped");
+        })
+    }
+
+    /// How long the loop sleeps: until the next timer, within the bounds.
+    fn sleep_ms(&self) -> u64 {
+        let max_ms = self
+            .inner
+            .options
+            .timer_sleep_ms_max
+            .max(TIMER_SLEEP_MS_MIN);
+        let until_next_ms = match self.next_timer_at() {
+            Ok(Some(at)) => u64::try_from((at - self.now()).num_milliseconds()).unwrap_or(0),
+            Ok(None) => max_ms,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the next deadline timer failed");
+                max_ms
+            }
+        };
+        until_next_ms.clamp(TIMER_SLEEP_MS_MIN, max_ms)
+    }
+}
