@@ -12,7 +12,9 @@ mod demo;
 mod dossiers;
 mod export;
 mod graph;
+mod projections;
 mod replay;
+mod report;
 mod verify;
 
 /// lienthong: routes citizens' dossiers between government agencies (một cửa liên thông).
@@ -44,6 +46,10 @@ pub enum Command {
     Verify(verify::Args),
     /// Working-day arithmetic with a calendar file.
     Calendar(calendar::Args),
+    /// Read models: deadline board, SLA breaches, indicators (catches up first).
+    Report(report::Args),
+    /// The read models' database: rebuild it, or show its lag.
+    Projections(projections::Args),
 }
 
 /// Runs the chosen subcommand; the exit code is the subcommand's verdict.
@@ -57,6 +63,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(a) => export::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Calendar(a) => calendar::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Projections(a) => projections::run(a),
     }
 }
 
