@@ -116,3 +116,96 @@ fn graph_prints_the_birth_group() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("digraph"));
 }
+
+#[test]
+fn simulated_months_produce_indicators_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sim");
+    let data = data.to_str().unwrap();
+    let out = run(&[
+        "demo",
+        "--simulate",
+        "12d",
+        "--per-day",
+        "6",
+        "--data",
+        data,
+        "--seed",
+        "11",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("simulated "), "{text}");
+    assert!(text.contains("Indicators (Decision 766)"), "{text}");
+    assert!(text.contains("verify: ok"), "{text}");
+
+    // The read models answer from the same store, with a fixed `now` for a stable answer.
+    for kind in ["board", "breaches", "indicators"] {
+        for format in ["table", "json", "csv"] {
+            let out = run(&[
+                "report",
+                kind,
+                "--data",
+                data,
+                "--format",
+                format,
+                "--now",
+                "2027-06-01T09:00:00+07:00",
+            ]);
+            assert!(out.status.success(), "{kind} {format}: {}", stderr(&out));
+            assert!(!stdout(&out).is_empty(), "{kind} {format}");
+        }
+    }
+    let out = run(&["report", "indicators", "--data", data, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(v.is_object(), "{v}");
+    let out = run(&["projections", "status", "--data", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("lag 0"), "{}", stdout(&out));
+}
+
+#[test]
+fn calendar_commands_count_working_days() {
+    // 29 Apr 2026 16:00 is after the 15:00 cut-off; 30 Apr and 1 May are holidays, 2-3 May a
+    // weekend: the clock starts Monday 4 May 07:30 and 3 working days end Wednesday 17:00.
+    let out = run(&[
+        "calendar",
+        "due",
+        "--calendar",
+        "workflows/calendars/vn-2026.toml",
+        "--from",
+        "2026-04-29T16:00:00+07:00",
+        "--add",
+        "3wd",
+        "--cutoff",
+        "15:00",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "2026-05-06T17:00:00+07:00");
+
+    let out = run(&[
+        "calendar",
+        "between",
+        "--calendar",
+        "workflows/calendars/vn-2026.toml",
+        "--from",
+        "2026-04-29T08:00:00+07:00",
+        "--to",
+        "2026-05-05T10:00:00+07:00",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("2wd 2h "), "{}", stdout(&out));
+
+    let out = run(&[
+        "calendar",
+        "due",
+        "--calendar",
+        "workflows/calendars/vn-2026.toml",
+        "--from",
+        "2026-05-04T09:00:00+07:00",
+        "--add",
+        "3x",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unknown unit"), "{}", stderr(&out));
+}

@@ -4,6 +4,7 @@
 mod commands;
 mod common;
 mod sim;
+mod simulate;
 
 use std::process::ExitCode;
 

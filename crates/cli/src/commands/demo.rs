@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lienthong_engine::DossierId;
 use lienthong_engine::dossier::{CITIZEN, Command, Status};
-use lienthong_engine::runtime::{Engine, Outcome, Request, SystemClock};
+use lienthong_engine::runtime::{Engine, ManualClock, Outcome, Request, SystemClock};
 use lienthong_engine::store::EventStore;
 use lienthong_proto::v1::{Actor, Channel, event::Body};
 use lienthong_workflow::{StepId, Workflow};
@@ -27,6 +27,96 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::sim::{self, Mix};
+use crate::simulate;
+
+/// `90d` or `12h` (wall-clock spans; working units need a calendar and are refused here).
+fn parse_span(s: &str) -> Result<chrono::TimeDelta> {
+    match s.parse::<lienthong_calendar::Duration>()? {
+        lienthong_calendar::Duration::Days(n) => Ok(chrono::TimeDelta::days(i64::from(n))),
+        lienthong_calendar::Duration::Hours(n) => Ok(chrono::TimeDelta::hours(i64::from(n))),
+        other => bail!("--simulate takes calendar time (`90d`, `48h`), not `{other}`"),
+    }
+}
+
+/// Midnight of today in Vietnam's time zone: the simulation starts at the beginning of a day.
+fn local_midnight_today() -> Result<chrono::DateTime<chrono::Utc>> {
+    let tz = chrono_tz::Asia::Ho_Chi_Minh;
+    chrono::Utc::now()
+        .with_timezone(&tz)
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .and_then(|t| t.and_local_timezone(tz).earliest())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .ok_or_else(|| anyhow::anyhow!("no local midnight today"))
+}
+
+/// Folds the simulated history into the read models and renders the indicators and breaches.
+fn simulation_report(
+    data: &std::path::Path,
+    store: Arc<lienthong_engine::store::SledStore>,
+    catalog: Arc<lienthong_workflow::Catalog>,
+    end: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<String> {
+    use lienthong_projections::report::{self, Format};
+    use lienthong_projections::{BreachQuery, FeedSource, IndicatorQuery, Projections};
+    let feed: Arc<dyn FeedSource> = store;
+    let dir = data.join(super::projections::PROJECTIONS_DIR);
+    let p = Projections::open(&dir, feed, catalog)?;
+    p.catch_up()?;
+    let now = end.unwrap_or_else(chrono::Utc::now);
+    let indicators = p.indicators(&IndicatorQuery {
+        agency: None,
+        month: None,
+    })?;
+    let breaches = p.breaches(
+        now,
+        &BreachQuery {
+            agency: None,
+            month: None,
+        },
+    )?;
+    let mut out = String::from("\n");
+    out.push_str(&report::indicators(&indicators, Format::Table));
+    out.push_str(&format!(
+        "\n{} late dossier(s) with attribution: `lienthong report breaches --data {} --now {}`\n",
+        breaches.breaches.len(),
+        data.display(),
+        now.with_timezone(&chrono_tz::Asia::Ho_Chi_Minh)
+            .to_rfc3339()
+    ));
+    Ok(out)
+}
+
+fn render_simulation(s: &simulate::Summary, elapsed: Duration) -> String {
+    let tz = chrono_tz::Asia::Ho_Chi_Minh;
+    let day = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.with_timezone(&tz).format("%Y-%m-%d").to_string())
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "simulated {} -> {} in {:.1}s: {} dossiers submitted, {} commands, {} events, {} deadline notices\n",
+        day(s.start),
+        day(s.end),
+        elapsed.as_secs_f64(),
+        s.submitted,
+        s.commands,
+        s.events,
+        s.timer_notices
+    );
+    out.push_str("closed:");
+    for (k, v) in &s.outcomes {
+        out.push_str(&format!(" {k} {v};"));
+    }
+    out.push('\n');
+    if !s.rejections.is_empty() {
+        out.push_str("commands refused by the engine:");
+        for (k, v) in &s.rejections {
+            out.push_str(&format!(" {k} {v};"));
+        }
+        out.push('\n');
+    }
+    out
+}
 
 /// Officers working at once in each simulated agency.
 const OFFICERS_PER_AGENCY: usize = 8;
@@ -43,9 +133,10 @@ pub struct Args {
     /// How many dossiers to run end to end.
     #[arg(long, default_value_t = 200)]
     dossiers: u64,
-    /// Data directory (created if missing; an existing store is appended to).
-    #[arg(long, default_value = crate::common::DATA_DIR_DEFAULT)]
-    data: PathBuf,
+    /// Data directory (created if missing; an existing store is appended to). Default `data`, or
+    /// `data-sim` with `--simulate`.
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// The workflow directory.
     #[arg(long)]
     workflows: Option<PathBuf>,
@@ -55,6 +146,13 @@ pub struct Args {
     /// Seed of the simulated actors' choices.
     #[arg(long, default_value_t = 2026)]
     seed: u64,
+    /// Run this much simulated time (e.g. `90d`) on a time-skipping clock instead of real time,
+    /// then print the indicator report. Arrivals come on working days; `--dossiers` is ignored.
+    #[arg(long)]
+    simulate: Option<String>,
+    /// With `--simulate`: mean dossiers arriving per working day.
+    #[arg(long, default_value_t = 20)]
+    per_day: u32,
 }
 
 /// What the run observed.
@@ -91,17 +189,49 @@ struct Sim {
 
 /// Runs the demo and prints the summary.
 pub fn run(args: Args) -> Result<ExitCode> {
-    if args.dossiers == 0 || args.concurrency == 0 {
-        bail!("--dossiers and --concurrency must be at least 1");
+    if args.dossiers == 0 || args.concurrency == 0 || args.per_day == 0 {
+        bail!("--dossiers, --concurrency and --per-day must be at least 1");
     }
     let dir = crate::common::workflows_dir(&args.workflows);
     let catalog = crate::common::load_catalog(&dir)?;
-    let store = crate::common::open_store(&args.data)?;
+    let data = args.data.clone().unwrap_or_else(|| {
+        PathBuf::from(if args.simulate.is_some() {
+            "data-sim"
+        } else {
+            crate::common::DATA_DIR_DEFAULT
+        })
+    });
+    let store = crate::common::open_store(&data)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let engine = Engine::new(store.clone(), catalog.clone(), Arc::new(SystemClock));
-    let summary = rt.block_on(drive(engine, &args))?;
+    let summary = match &args.simulate {
+        Some(span) => {
+            let span = parse_span(span)?;
+            let start = local_midnight_today()?;
+            let clock = ManualClock::new(start);
+            let engine = Engine::new(store.clone(), catalog.clone(), Arc::new(clock.clone()));
+            let params = simulate::Params {
+                span,
+                per_day: args.per_day,
+                seed: args.seed,
+            };
+            let began = Instant::now();
+            let s = rt.block_on(simulate::run(engine, clock, start, &params))?;
+            let mut text = render_simulation(&s, began.elapsed());
+            text.push_str(&simulation_report(
+                &data,
+                store.clone(),
+                catalog.clone(),
+                s.end,
+            )?);
+            text
+        }
+        None => {
+            let engine = Engine::new(store.clone(), catalog.clone(), Arc::new(SystemClock));
+            rt.block_on(drive(engine, &args))?
+        }
+    };
     let report = store.verify()?;
     drop(rt);
     println!("{summary}");
@@ -123,7 +253,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             println!("  {p}");
         }
     }
-    let data = args.data.display();
+    let data = data.display();
     println!("\nnext:");
     println!("  lienthong dossiers --data {data}");
     println!("  lienthong replay <CODE> --data {data}");

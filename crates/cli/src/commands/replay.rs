@@ -53,10 +53,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if all.is_empty() {
         return Err(anyhow!("dossier {id} has no events"));
     }
+    // The history up to an instant is a prefix of the stream (never a filter: if the engine's
+    // clock ever stepped back, a later event must not be shown without the ones before it).
     let events: Vec<Event> = match at {
         Some(t) => all
             .iter()
-            .filter(|e| view::recorded_at(e) <= t)
+            .take_while(|e| view::recorded_at(e) <= t)
             .cloned()
             .collect(),
         None => all.clone(),
@@ -110,6 +112,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     }
     println!();
-    print!("{}", view::render_state(&state, &tz));
+    if events.is_empty() {
+        println!(
+            "nothing was recorded by then: the dossier was received at {}",
+            view::recorded_at(&all[0])
+                .with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M:%S %:z")
+        );
+    } else {
+        print!("{}", view::render_state(&state, &tz));
+    }
     Ok(ExitCode::SUCCESS)
 }
