@@ -175,6 +175,15 @@ impl Calendar {
         &self.family.members
     }
 
+    /// The name that identifies exactly these hours: the family (`vn`), or `family@office`
+    /// (`vn@ha-noi`) for an office view. Events record it so that readers can find the same view.
+    pub fn view_name(&self) -> String {
+        match &self.office {
+            Some(o) => format!("{}@{o}", self.family.name),
+            None => self.family.name.clone(),
+        }
+    }
+
     /// The office key whose hours are in force, if this is an office view.
     pub fn office(&self) -> Option<&str> {
         self.office.as_deref()

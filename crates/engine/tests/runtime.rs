@@ -302,3 +302,43 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[tokio::test]
+async fn a_procedure_may_run_on_an_office_view_of_its_calendar() {
+    // The shipped vn family has an office override `ha-noi` (08:00-12:00, 13:00-17:00). A
+    // procedure naming `vn@ha-noi` starts its clock at 08:00, not 07:30, and records the view's
+    // name and hash so readers use the same hours.
+    let dir = tempfile::tempdir().unwrap();
+    let wf_dir = dir.path().join("workflows");
+    copy_dir(&workflows(), &wf_dir);
+    let path = wf_dir.join("procedures/birth.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen("calendar = \"vn\"", "calendar = \"vn@ha-noi\"", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&path, edited).unwrap();
+    let catalog = Catalog::load(&wf_dir).unwrap();
+    let view_hash = catalog.calendar("vn@ha-noi").unwrap().hash().to_string();
+    assert_ne!(view_hash, catalog.calendar("vn").unwrap().hash());
+
+    let store = Arc::new(SledStore::open(&dir.path().join("data")).unwrap());
+    let early = chrono_tz::Asia::Ho_Chi_Minh
+        .with_ymd_and_hms(2026, 11, 24, 7, 40, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    let engine = Engine::new(
+        store,
+        Arc::new(catalog),
+        Arc::new(TestClock(Mutex::new(early))),
+    );
+    let out = engine.execute(submit_req("o", birth(3))).await.unwrap();
+    let start = out.state.clock_started_at.unwrap();
+    assert_eq!(
+        start
+            .with_timezone(&chrono_tz::Asia::Ho_Chi_Minh)
+            .format("%H:%M")
+            .to_string(),
+        "08:00"
+    );
+    assert_eq!(out.state.calendar_name, "vn@ha-noi");
+    assert_eq!(out.state.calendar_hash, view_hash);
+}

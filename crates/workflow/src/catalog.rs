@@ -58,8 +58,18 @@ impl Catalog {
         let calendars_dir = dir.join("calendars");
         let (calendars, families) = match Calendar::load_dir(&calendars_dir) {
             Ok(c) => {
-                let families: Vec<String> = c.keys().cloned().collect();
-                (c, families)
+                // Each family's office-hour overrides are calendars of their own, named
+                // `family@office` (e.g. `vn@ha-noi`): a procedure may name one, and events record
+                // the view's name so that readers find the same hours.
+                let mut all = c.clone();
+                for cal in c.values() {
+                    for office in cal.offices() {
+                        let view = cal.for_office(office);
+                        all.insert(view.view_name(), view);
+                    }
+                }
+                let families: Vec<String> = all.keys().cloned().collect();
+                (all, families)
             }
             Err(errors) => {
                 for e in &errors {
@@ -125,6 +135,7 @@ impl Catalog {
     }
 
     /// The calendar family with this name.
+    /// A calendar family (`vn`) or one of its office views (`vn@ha-noi`).
     pub fn calendar(&self, family: &str) -> Option<&Calendar> {
         self.calendars.get(family)
     }

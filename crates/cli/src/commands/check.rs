@@ -19,7 +19,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     match Catalog::load(&args.dir) {
         Ok(c) => {
             println!(
-                "ok: {} agencies, {} calendar families, {} procedures in {}",
+                "ok: {} agencies, {} calendars (families and office views), {} procedures in {}",
                 c.agencies.len(),
                 c.calendars.len(),
                 c.procedures.len(),

@@ -477,7 +477,7 @@ impl<'c> Decision<'c> {
             documents: docs,
             clock_started_at: Some(timestamp(clock_start)),
             appointment: Some(timestamp(appointment)),
-            calendar_name: cal.name().to_string(),
+            calendar_name: cal.view_name(),
             calendar_hash: cal.hash().to_string(),
             limit: wf.limit.to_string(),
         }));
