@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lienthong_engine::DossierId;
 use lienthong_engine::dossier::{CITIZEN, Command, Status};
-use lienthong_engine::runtime::{Engine, ManualClock, Outcome, Request, SystemClock};
+use lienthong_engine::runtime::{Engine, ManualClock, Options, Outcome, Request, SystemClock};
 use lienthong_engine::store::EventStore;
 use lienthong_proto::v1::{Actor, Channel, event::Body};
 use lienthong_workflow::{StepId, Workflow};
@@ -153,6 +153,9 @@ pub struct Args {
     /// With `--simulate`: mean dossiers arriving per working day.
     #[arg(long, default_value_t = 20)]
     per_day: u32,
+    /// How long before a deadline its holder is warned (`1wd`, `4wh` ...).
+    #[arg(long, default_value = "1wd")]
+    warning_lead: String,
 }
 
 /// What the run observed.
@@ -210,7 +213,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let span = parse_span(span)?;
             let start = local_midnight_today()?;
             let clock = ManualClock::new(start);
-            let engine = Engine::new(store.clone(), catalog.clone(), Arc::new(clock.clone()));
+            let options = Options {
+                warning_lead: args
+                    .warning_lead
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--warning-lead `{}`: {e}", args.warning_lead))?,
+                ..Options::default()
+            };
+            let engine = Engine::with_options(
+                store.clone(),
+                catalog.clone(),
+                Arc::new(clock.clone()),
+                options,
+            );
             let params = simulate::Params {
                 span,
                 per_day: args.per_day,
