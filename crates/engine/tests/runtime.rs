@@ -342,3 +342,43 @@ async fn a_procedure_may_run_on_an_office_view_of_its_calendar() {
     assert_eq!(out.state.calendar_name, "vn@ha-noi");
     assert_eq!(out.state.calendar_hash, view_hash);
 }
+
+#[tokio::test]
+async fn overlapping_retries_with_one_key_all_get_the_first_answer() {
+    // A client whose retry overlaps its first attempt must be told the act succeeded, with the
+    // same events, not that the step is no longer open.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let engine = engine_on(store.clone(), Catalog::load(&workflows()).unwrap());
+    for round in 0..10 {
+        let d = engine
+            .execute(submit_req(&format!("s{round}"), birth(3)))
+            .await
+            .unwrap()
+            .dossier;
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let engine = engine.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("same-key-{round}");
+                engine
+                    .execute(complete(d, "tu-phap", "register-birth", &key))
+                    .await
+            }));
+        }
+        let mut hashes = Vec::new();
+        for t in tasks {
+            let out = t
+                .await
+                .unwrap()
+                .expect("every attempt gets the first answer");
+            hashes.push(
+                out.events
+                    .iter()
+                    .map(|r| r.sealed.hash.clone())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert!(hashes.windows(2).all(|w| w[0] == w[1]), "round {round}");
+    }
+}

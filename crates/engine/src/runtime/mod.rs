@@ -374,6 +374,11 @@ impl Engine {
     ) -> Result<Outcome, Error> {
         let slot = self.slot(id);
         let mut guard = slot.lock().await;
+        // A retry that overlapped its first attempt waited for the lock while the first one
+        // appended: answer with the first result rather than deciding again on the new state.
+        if let Some(outcome) = self.replay_if_known(req, &fingerprint).await? {
+            return Ok(outcome);
+        }
         let mut attempts = 0;
         loop {
             let state = self.loaded(id, &mut guard).await?.clone();
@@ -391,8 +396,9 @@ impl Engine {
                 },
             )?;
             if bodies.is_empty() {
-                // Only a stale timer decides nothing: clear it, append nothing.
-                drop(guard);
+                // Only a stale timer decides nothing: clear it, append nothing. The clear happens
+                // under the dossier's lock, so it cannot delete an identical timer that a
+                // concurrent command of this dossier is about to set.
                 if let Some(t) = fired {
                     self.inner
                         .store
@@ -400,6 +406,7 @@ impl Engine {
                         .await
                         .map_err(|_| store::Error::Closed)??;
                 }
+                drop(guard);
                 return Ok(Outcome {
                     dossier: id,
                     code: DossierCode(state.code.clone()),
