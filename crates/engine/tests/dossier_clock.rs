@@ -111,12 +111,12 @@ fn restart_after_the_cutoff_counts_the_appointment_from_the_next_working_day() {
         (TU_PHAP, request(Some("register-birth"))),
     ]);
     // Provided Tuesday 16:00, after the 15:00 cut-off: the clock starts Wednesday 07:30, and
-    // 3wd end Friday 17:00; the step's due is 1wd from the provision itself: Tuesday 16:00-17:00
-    // and Wednesday 07:30-11:30, 13:00-16:00 = Wednesday 16:00.
+    // 3wd end Friday 17:00; the asking step's due counts from the same start (office hours and
+    // the cut-off apply to it too): 1wd from Wednesday 07:30 = Wednesday 17:00.
     d.now = local(2026, 3, 3, 16, 0);
     d.ok(CITIZEN, provide());
     assert_eq!(d.state.appointment, Some(local(2026, 3, 6, 17, 0)));
-    assert_eq!(due(&d, "register-birth"), Some(local(2026, 3, 4, 16, 0)));
+    assert_eq!(due(&d, "register-birth"), Some(local(2026, 3, 4, 17, 0)));
 }
 
 #[test]

@@ -462,9 +462,14 @@ fn supplement_round_trip_and_second_request_ordinal() {
     // Other branches go on meanwhile.
     d.ok(BHXH, complete("issue-health-card"));
     assert_eq!(d.rejected(CITIZEN, provide()).code(), "not-allowed");
-    d.ok(TU_PHAP, provide());
+    let appointment = d.state.appointment;
+    // Time between agencies is the agencies' own: nothing is moved, and a request to another
+    // agency does not make the dossier late under the citizen-supplement rule.
+    assert_eq!(d.ok(TU_PHAP, provide()), ["supplement provided"]);
+    assert_eq!(d.state.appointment, appointment);
     assert_eq!(d.state.supplements.len(), 2);
     assert_eq!(d.state.supplements[1].ordinal, 2);
+    assert!(!d.state.late_by_rule());
 }
 
 #[test]

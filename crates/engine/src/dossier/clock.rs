@@ -210,7 +210,8 @@ pub(super) fn after_supplement(
             if let Some(step) = workflow.step(asking)
                 && open.iter().any(|(id, _, _)| id == asking)
             {
-                steps.push((asking.clone(), calendar.add(now, step.budget)?));
+                // The same base as the appointment: office hours and the cut-off apply.
+                steps.push((asking.clone(), calendar.add(start, step.budget)?));
             }
             Ok(moved(
                 rule::SUPPLEMENT_RESTART,

@@ -611,6 +611,15 @@ impl<'c> Decision<'c> {
             });
         }
         let ordinal = u32::try_from(self.scratch.supplements.len() + 1).unwrap_or(u32::MAX);
+        // Decision 766: more than one request to the *citizen* makes the dossier late; requests
+        // between agencies do not count.
+        let to_citizen = c.addressed_to == Addressee::Citizen;
+        let citizen_before = self
+            .scratch
+            .supplements
+            .iter()
+            .filter(|s| s.addressed_to == Addressee::Citizen)
+            .count();
         self.emit(Body::SupplementRequested(pb::SupplementRequested {
             step_id,
             requested_by: self.actor().to_string(),
@@ -618,7 +627,7 @@ impl<'c> Decision<'c> {
             reason: c.reason.clone(),
             addressed_to: c.addressed_to.as_str().to_string(),
             ordinal,
-            late_by_rule: ordinal > 1,
+            late_by_rule: to_citizen && citizen_before >= 1,
         }));
         self.finish()
     }
@@ -650,15 +659,33 @@ impl<'c> Decision<'c> {
         let step_id = s.step.clone().unwrap_or_default();
         text_limit("the note", &c.note)?;
         let docs = documents(&c.documents)?;
-        let moved =
-            clock::after_supplement(&self.scratch, self.wf(), self.ctx.calendar, s, self.ctx.now)
-                .map_err(calendar_err)?;
+        // Only the citizen's supplement time moves the clock (Decision 766 subtracts the time the
+        // citizen spent supplementing); a request between agencies is the agencies' own time.
+        let moved = if s.addressed_to == Addressee::Citizen {
+            let m = clock::after_supplement(
+                &self.scratch,
+                self.wf(),
+                self.ctx.calendar,
+                s,
+                self.ctx.now,
+            )
+            .map_err(calendar_err)?;
+            // A pause that excluded no working time (asked after hours, answered before the next
+            // opening) moves nothing: recording it would only restate the deadlines.
+            let nothing =
+                m.rule == clock::rule::SUPPLEMENT_PAUSE && m.excluded_working_seconds == 0;
+            (!nothing).then_some(m)
+        } else {
+            None
+        };
         self.emit(Body::SupplementProvided(pb::SupplementProvided {
             step_id,
             documents: docs,
             note: c.note.clone(),
         }));
-        self.emit(Body::DeadlinesMoved(moved));
+        if let Some(m) = moved {
+            self.emit(Body::DeadlinesMoved(m));
+        }
         self.finish()
     }
 

@@ -393,9 +393,7 @@ impl DossierState {
 
     /// Late under the national rule: more than one supplement request (Decision 766).
     pub fn late_by_rule(&self) -> bool {
-        self.supplements
-            .iter()
-            .any(|s| s.late_by_rule || s.ordinal > 1)
+        self.supplements.iter().any(|s| s.late_by_rule)
     }
 
     /// Working time the clock rules excluded so far (supplement pauses, payment waits).

@@ -25,6 +25,7 @@
 //!
 //! [`Command::FireTimer`]: super::Command::FireTimer
 
+use super::command::Addressee;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -127,7 +128,11 @@ fn hold(state: &DossierState, workflow: &Workflow, view: &BTreeMap<String, StepV
         all_steps: false,
         step: None,
     };
-    if let Some(s) = state.outstanding_supplement() {
+    // Only the citizen's supplement time does not count; a request between agencies holds nothing.
+    if let Some(s) = state
+        .outstanding_supplement()
+        .filter(|s| s.addressed_to == Addressee::Citizen)
+    {
         h.appointment = true;
         match (&s.step, workflow.supplement_clock) {
             (Some(asking), SupplementClock::Restart) => h.step = Some(asking.clone()),
