@@ -15,6 +15,7 @@ mod graph;
 mod projections;
 mod replay;
 mod report;
+mod serve;
 mod verify;
 
 /// lienthong: routes citizens' dossiers between government agencies (một cửa liên thông).
@@ -50,6 +51,8 @@ pub enum Command {
     Report(report::Args),
     /// The read models' database: rebuild it, or show its lag.
     Projections(projections::Args),
+    /// The embedded engine and the gRPC gateway for agency systems, until Ctrl-C.
+    Serve(serve::Args),
 }
 
 /// Runs the chosen subcommand; the exit code is the subcommand's verdict.
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Calendar(a) => calendar::run(a),
         Command::Report(a) => report::run(a),
         Command::Projections(a) => projections::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

@@ -1,0 +1,363 @@
+//! `lienthong.v1.AgencyService`: the task stream and the agencies' acts (complete, reject, ask for
+//! a supplement, refuse, stop, apologise), see `proto/lienthong/v1/agency.proto`.
+//!
+//! The task stream tails the engine's global feed from the client's cursor. The feed is gapless
+//! and an event is visible only once durable, in position order, so a client that resumes after
+//! the position of the last message it handled gets every later task: none is lost between
+//! streams. Idle streams wake at once on the gateway's own writes and poll every `feed_poll_ms`
+//! for events written by others (the timer loop).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lienthong_engine::dossier::{
+    Command, CompleteStep, IssueApology, Refuse, RejectStep, RequestSupplement, Stop,
+};
+use lienthong_engine::store::Recorded;
+use lienthong_proto::v1 as pb;
+use lienthong_proto::v1::agency_service_server::AgencyService;
+use lienthong_proto::v1::event::Body;
+use lienthong_workflow::StepId;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Principal, Role};
+use crate::convert::{self, required};
+use crate::dossier_svc::STREAM_BUFFER_MESSAGES;
+use crate::shared::{Act, Shared, grpc_timeout};
+use crate::status::{self, denied, invalid};
+
+/// Feed records read per look at the feed.
+pub const FEED_BATCH_RECORDS: usize = 512;
+
+/// The agency service over the shared gateway state.
+#[derive(Clone)]
+pub struct Agencies {
+    /// Engine, credentials, limits.
+    pub shared: Arc<Shared>,
+}
+
+/// The task an event makes for `agency`, if any.
+pub fn task_for(r: &Recorded, agency: &str) -> Option<pb::Task> {
+    let (kind, step, due) = match r.event.body.as_ref()? {
+        Body::StepOpened(s) if s.agency == agency => {
+            (pb::TaskKind::StepOpened, s.step_id.clone(), s.due)
+        }
+        Body::SupplementRequested(s) if s.addressed_to == agency => {
+            (pb::TaskKind::SupplementRequested, s.step_id.clone(), None)
+        }
+        Body::DeadlineWarning(w) if w.agency == agency => {
+            (pb::TaskKind::DeadlineWarning, w.step_id.clone(), w.due)
+        }
+        Body::DeadlineMissed(m) if m.agency == agency => {
+            (pb::TaskKind::DeadlineMissed, m.step_id.clone(), m.due)
+        }
+        _ => return None,
+    };
+    let env = r.event.envelope.clone().unwrap_or_default();
+    Some(pb::Task {
+        task_id: format!("{}/{}", env.dossier_id, env.seq),
+        kind: kind as i32,
+        dossier_id: env.dossier_id,
+        dossier_code: env.dossier_code,
+        step_id: step,
+        agency: agency.to_string(),
+        due,
+        event: Some(convert::recorded(r)),
+    })
+}
+
+/// Tails the feed for `agency` from `cursor` into `tx` until the client goes away, its deadline
+/// passes, or (with `backlog_only`) the backlog is delivered.
+async fn tail(
+    shared: Arc<Shared>,
+    agency: String,
+    mut cursor: u64,
+    backlog_only: bool,
+    deadline: Option<tokio::time::Instant>,
+    tx: mpsc::Sender<Result<pb::TaskStreamMessage, Status>>,
+) {
+    let mut feed = shared.feed.subscribe();
+    let mut closing = shared.closing.subscribe();
+    let poll = Duration::from_millis(shared.limits.feed_poll_ms);
+    // The last position the client was told of (a task or a caught-up marker), and whether the
+    // backlog's end was announced: it always is once, then whenever non-task events moved the cursor.
+    let mut announced: Option<u64> = None;
+    let mut backlog_done = false;
+    loop {
+        feed.borrow_and_update();
+        let batch = match shared.engine.store().read_feed(cursor, FEED_BATCH_RECORDS) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tx.send(Err(status::from_store(e))).await;
+                return;
+            }
+        };
+        let full = batch.len() >= FEED_BATCH_RECORDS;
+        for r in &batch {
+            cursor = cursor.max(r.position());
+            if let Some(task) = task_for(r, &agency) {
+                let msg = pb::TaskStreamMessage {
+                    position: r.position(),
+                    item: Some(pb::task_stream_message::Item::Task(task)),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+                announced = Some(r.position());
+            }
+        }
+        if full {
+            continue;
+        }
+        if !backlog_done || announced != Some(cursor) {
+            let msg = pb::TaskStreamMessage {
+                position: cursor,
+                item: Some(pb::task_stream_message::Item::CaughtUp(pb::CaughtUp {
+                    position: cursor,
+                })),
+            };
+            if tx.send(Ok(msg)).await.is_err() {
+                return;
+            }
+            announced = Some(cursor);
+            backlog_done = true;
+        }
+        if backlog_only {
+            return;
+        }
+        if *closing.borrow_and_update() {
+            let _ = tx
+                .send(Err(Status::unavailable(
+                    "the server is shutting down; resume from the last position",
+                )))
+                .await;
+            return;
+        }
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = feed.changed() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = tx.closed() => return,
+            _ = closing.changed() => {}
+            _ = until_deadline => {
+                let _ = tx.send(Err(Status::deadline_exceeded("the client's deadline passed; resume from the last position"))).await;
+                return;
+            }
+        }
+    }
+}
+
+impl Agencies {
+    /// Runs an agency's act; `p` was authenticated before the request was read.
+    #[allow(clippy::too_many_arguments)]
+    async fn act(
+        &self,
+        p: Principal,
+        rpc: &'static str,
+        request: &Request<impl Sized>,
+        dossier: &str,
+        officer: &str,
+        key: &str,
+        command: Command,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
+        let actor = self
+            .shared
+            .actor(&p, request.metadata(), officer, Act::AsAgency)?;
+        self.shared
+            .execute(&p, rpc, Some(dossier), actor, key, command)
+            .await
+            .map(Response::new)
+    }
+}
+
+fn step(field: &str, value: &str) -> Result<StepId, Status> {
+    Ok(StepId(required(field, value)?.to_string()))
+}
+
+#[tonic::async_trait]
+impl AgencyService for Agencies {
+    type StreamTasksStream = ReceiverStream<Result<pb::TaskStreamMessage, Status>>;
+
+    async fn stream_tasks(
+        &self,
+        request: Request<pb::StreamTasksRequest>,
+    ) -> Result<Response<Self::StreamTasksStream>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let agency = if req.agency.is_empty() || req.agency == p.agency {
+            p.agency.clone()
+        } else if matches!(p.role, Role::Auditor | Role::Admin) {
+            req.agency.clone()
+        } else {
+            return Err(denied(
+                "not-your-tasks",
+                format!(
+                    "`{}` may stream only the tasks of its own agency `{}`",
+                    p.id, p.agency
+                ),
+            ));
+        };
+        let permit = self.shared.stream_permit()?;
+        let deadline = grpc_timeout(request.metadata()).map(|d| tokio::time::Instant::now() + d);
+        let span = tracing::info_span!("rpc", rpc = "StreamTasks", principal = %p.id, agency = %agency, after = req.after_position);
+        tracing::info!(parent: &span, "task stream opened");
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
+        let shared = self.shared.clone();
+        let (after, backlog_only) = (req.after_position, req.backlog_only);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _permit = permit;
+                tail(shared, agency, after, backlog_only, deadline, tx).await;
+                tracing::info!("task stream closed");
+            },
+            span,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn complete_step(
+        &self,
+        request: Request<pb::CompleteStepRequest>,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let command = Command::CompleteStep(CompleteStep {
+            step: step("step_id", &req.step_id)?,
+            outcome: req.outcome.clone(),
+            results: convert::documents("results", &req.results, &self.shared.limits)?,
+            note: req.note.clone(),
+        });
+        self.act(
+            p,
+            "CompleteStep",
+            &request,
+            &req.dossier,
+            &req.officer,
+            &req.idempotency_key,
+            command,
+        )
+        .await
+    }
+
+    async fn reject_step(
+        &self,
+        request: Request<pb::RejectStepRequest>,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let command = Command::RejectStep(RejectStep {
+            step: step("step_id", &req.step_id)?,
+            reason: req.reason.clone(),
+        });
+        self.act(
+            p,
+            "RejectStep",
+            &request,
+            &req.dossier,
+            &req.officer,
+            &req.idempotency_key,
+            command,
+        )
+        .await
+    }
+
+    async fn request_supplement(
+        &self,
+        request: Request<pb::RequestSupplementRequest>,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let command = Command::RequestSupplement(RequestSupplement {
+            step: convert::opt_step(&req.step_id),
+            items: req.items.clone(),
+            reason: req.reason.clone(),
+            addressed_to: convert::addressee(&req.addressed_to),
+        });
+        self.act(
+            p,
+            "RequestSupplement",
+            &request,
+            &req.dossier,
+            &req.officer,
+            &req.idempotency_key,
+            command,
+        )
+        .await
+    }
+
+    async fn refuse(
+        &self,
+        request: Request<pb::RefuseRequest>,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let command = Command::Refuse(Refuse {
+            step: convert::opt_step(&req.step_id),
+            reason: req.reason.clone(),
+        });
+        self.act(
+            p,
+            "Refuse",
+            &request,
+            &req.dossier,
+            &req.officer,
+            &req.idempotency_key,
+            command,
+        )
+        .await
+    }
+
+    async fn stop(
+        &self,
+        request: Request<pb::StopRequest>,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let command = Command::Stop(Stop {
+            reason: req.reason.clone(),
+        });
+        self.act(
+            p,
+            "Stop",
+            &request,
+            &req.dossier,
+            &req.officer,
+            &req.idempotency_key,
+            command,
+        )
+        .await
+    }
+
+    async fn issue_apology(
+        &self,
+        request: Request<pb::IssueApologyRequest>,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let new_appointment =
+            lienthong_engine::dossier::convert::instant(req.new_appointment.as_ref())
+                .ok_or_else(|| invalid("new_appointment", "is required: a valid instant"))?;
+        let command = Command::IssueApology(IssueApology {
+            step: convert::opt_step(&req.step_id),
+            reason: req.reason.clone(),
+            new_appointment,
+        });
+        self.act(
+            p,
+            "IssueApology",
+            &request,
+            &req.dossier,
+            &req.officer,
+            &req.idempotency_key,
+            command,
+        )
+        .await
+    }
+}

@@ -1,0 +1,167 @@
+//! `lienthong.v1.DossierService`: submit, get, history, provide a supplement, return the result,
+//! withdraw (see `proto/lienthong/v1/dossier.proto`).
+
+use std::sync::Arc;
+
+use lienthong_engine::dossier::{Command, ProvideSupplement, ReturnResult, Withdraw};
+use lienthong_proto::v1 as pb;
+use lienthong_proto::v1::dossier_service_server::DossierService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::shared::{Act, Shared};
+use crate::status::invalid;
+
+/// Messages buffered per streaming call before the sender waits for the client.
+pub const STREAM_BUFFER_MESSAGES: usize = 64;
+
+/// The dossier service over the shared gateway state.
+#[derive(Clone)]
+pub struct Dossiers {
+    /// Engine, credentials, limits.
+    pub shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl DossierService for Dossiers {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let actor = self
+            .shared
+            .actor(&p, request.metadata(), &req.officer, Act::AsDesk)?;
+        let mut actor = actor;
+        actor.channel = req.channel;
+        let command = convert::submit(req, &self.shared.limits)?;
+        self.shared
+            .execute(&p, "Submit", None, actor, &req.idempotency_key, command)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetDossierRequest>,
+    ) -> Result<Response<pb::Dossier>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let id = self.shared.resolve(&request.get_ref().dossier)?;
+        let state = self.shared.state(id).await?;
+        self.shared.check_read(&p, &state)?;
+        Ok(Response::new(self.shared.dossier_msg(&state)))
+    }
+
+    type HistoryStream = ReceiverStream<Result<pb::RecordedEvent, Status>>;
+
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<Self::HistoryStream>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let id = self.shared.resolve(&req.dossier)?;
+        let state = self.shared.state(id).await?;
+        self.shared.check_read(&p, &state)?;
+        let permit = self.shared.stream_permit()?;
+        let events = self.shared.history(id)?;
+        let after = req.after_seq;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
+        tokio::spawn(async move {
+            let _permit = permit;
+            for r in events.iter().filter(|r| r.seq() > after) {
+                if tx.send(Ok(convert::recorded(r))).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn provide_supplement(
+        &self,
+        request: Request<pb::ProvideSupplementRequest>,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let actor = self
+            .shared
+            .actor(&p, request.metadata(), &req.officer, Act::AsAgency)?;
+        let command = Command::ProvideSupplement(ProvideSupplement {
+            documents: convert::documents("documents", &req.documents, &self.shared.limits)?,
+            note: req.note.clone(),
+        });
+        self.shared
+            .execute(
+                &p,
+                "ProvideSupplement",
+                Some(&req.dossier),
+                actor,
+                &req.idempotency_key,
+                command,
+            )
+            .await
+            .map(Response::new)
+    }
+
+    async fn return_result(
+        &self,
+        request: Request<pb::ReturnResultRequest>,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let actor = self
+            .shared
+            .actor(&p, request.metadata(), &req.officer, Act::AsDesk)?;
+        let channel = pb::Channel::try_from(req.channel).unwrap_or(pb::Channel::Unspecified);
+        if channel == pb::Channel::Unspecified {
+            return Err(invalid(
+                "channel",
+                "is required: how the result was handed back (CHANNEL_IN_PERSON, CHANNEL_ONLINE, CHANNEL_POST)",
+            ));
+        }
+        let command = Command::ReturnResult(ReturnResult {
+            results: convert::documents("results", &req.results, &self.shared.limits)?,
+            channel,
+        });
+        self.shared
+            .execute(
+                &p,
+                "ReturnResult",
+                Some(&req.dossier),
+                actor,
+                &req.idempotency_key,
+                command,
+            )
+            .await
+            .map(Response::new)
+    }
+
+    async fn withdraw(
+        &self,
+        request: Request<pb::WithdrawRequest>,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
+        let p = self.shared.authenticate(&request)?;
+        let req = request.get_ref();
+        let actor = self
+            .shared
+            .actor(&p, request.metadata(), &req.officer, Act::AsDesk)?;
+        let command = Command::Withdraw(Withdraw {
+            reason: req.reason.clone(),
+        });
+        self.shared
+            .execute(
+                &p,
+                "Withdraw",
+                Some(&req.dossier),
+                actor,
+                &req.idempotency_key,
+                command,
+            )
+            .await
+            .map(Response::new)
+    }
+}

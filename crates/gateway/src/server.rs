@@ -1,0 +1,121 @@
+//! The server: every service, health and reflection on one already-bound listener, until the
+//! shutdown future completes (mini-redis style, so that tests bind port 0).
+
+use std::future::Future;
+
+use lienthong_engine::runtime::Engine;
+use lienthong_proto::v1::agency_service_server::AgencyServiceServer;
+use lienthong_proto::v1::audit_service_server::AuditServiceServer;
+use lienthong_proto::v1::dossier_service_server::DossierServiceServer;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::agency_svc::Agencies;
+use crate::audit_svc::Audit;
+use crate::config::{self, Config};
+use crate::dossier_svc::Dossiers;
+use crate::shared::Shared;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration cannot be served.
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    /// The listener's address could not be read.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// The transport failed (TLS material, accept loop).
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves the gateway over `engine` on `listener` until `shutdown` completes, then stops
+/// accepting, ends the long-lived streams (clients resume from their cursor) and waits for the
+/// calls in flight.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let addr = listener.local_addr()?;
+    config.validate(addr)?;
+    match (&config.tls, addr.ip().is_loopback()) {
+        (Some(t), _) => tracing::info!(
+            %addr,
+            mutual_tls = t.client_ca_pem.is_some(),
+            "serving gRPC over TLS"
+        ),
+        (None, true) => tracing::warn!(
+            %addr,
+            "serving gRPC in PLAINTEXT on a loopback address: fine on this machine only; give --tls-cert and --tls-key before exposing it"
+        ),
+        (None, false) => tracing::warn!(
+            %addr,
+            "serving gRPC in PLAINTEXT on a non-loopback address (--insecure): bearer tokens travel in clear"
+        ),
+    }
+    if config.auth.is_empty() {
+        tracing::warn!(
+            "no principals configured (--auth FILE): every call except health and reflection is refused as UNAUTHENTICATED"
+        );
+    }
+    let limits = config.limits;
+    let shared = Shared::new(engine, config.auth, limits);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<DossierServiceServer<Dossiers>>().await;
+    health.set_serving::<AgencyServiceServer<Agencies>>().await;
+    health.set_serving::<AuditServiceServer<Audit>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lienthong_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        let mut t =
+            ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        if let Some(ca) = &tls.client_ca_pem {
+            t = t
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(true);
+        }
+        builder = builder.tls_config(t)?;
+    }
+    let bytes_max = limits.message_bytes_max;
+    let closing = shared.closing.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new calls; ending task streams");
+        health
+            .set_not_serving::<DossierServiceServer<Dossiers>>()
+            .await;
+        let _ = closing.send(true);
+    };
+    builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            DossierServiceServer::new(Dossiers {
+                shared: shared.clone(),
+            })
+            .max_decoding_message_size(bytes_max),
+        )
+        .add_service(
+            AgencyServiceServer::new(Agencies {
+                shared: shared.clone(),
+            })
+            .max_decoding_message_size(bytes_max),
+        )
+        .add_service(AuditServiceServer::new(Audit { shared }).max_decoding_message_size(bytes_max))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal)
+        .await?;
+    tracing::info!("gRPC server stopped");
+    Ok(())
+}

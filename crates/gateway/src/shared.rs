@@ -1,0 +1,355 @@
+//! What every service shares: the engine handle, the credentials, the limits, the feed signal,
+//! and the steps every RPC takes (authenticate, resolve the dossier, check the role, execute,
+//! answer).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lienthong_engine::dossier::{Command, DossierState};
+use lienthong_engine::runtime::{Engine, Request as EngineRequest};
+use lienthong_engine::{DossierId, dossier};
+use lienthong_proto::v1 as pb;
+use lienthong_workflow::Workflow;
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+use tracing::Instrument;
+
+use crate::auth::{ACT_AS_HEADER, Authenticator, Principal, Role};
+use crate::config::Limits;
+use crate::convert;
+use crate::status::{self, denied, invalid, not_found};
+
+/// Pinned workflow definitions kept parsed for the routing view (beyond them: re-parsed).
+pub const PINNED_DEFINITIONS_MAX: usize = 1024;
+
+/// Shared by the services; one per server.
+pub struct Shared {
+    /// The embedded engine.
+    pub engine: Engine,
+    /// Who may call.
+    pub auth: Authenticator,
+    /// Named limits.
+    pub limits: Limits,
+    /// The last feed position this gateway wrote: wakes idle task streams at once (events written
+    /// by others, e.g. timers, are found by polling every `feed_poll_ms`).
+    pub feed: watch::Sender<u64>,
+    /// Permits for concurrent streaming calls.
+    pub streams: Arc<Semaphore>,
+    /// Turns true when the server shuts down: long-lived streams end (UNAVAILABLE, resume later)
+    /// so that the graceful shutdown does not wait for them forever.
+    pub closing: watch::Sender<bool>,
+    /// Parsed pinned definitions by content hash.
+    definitions: Mutex<HashMap<String, Arc<Workflow>>>,
+}
+
+/// Which roles may make a mutating call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// Agencies (for their own steps), the desk, admins.
+    AsAgency,
+    /// Only the desk and admins (submit, return the result, withdraw).
+    AsDesk,
+}
+
+impl Shared {
+    /// Shared state for one server.
+    pub fn new(engine: Engine, auth: Authenticator, limits: Limits) -> Arc<Self> {
+        let last = engine.store().last_position().unwrap_or(0);
+        Arc::new(Shared {
+            engine,
+            auth,
+            limits,
+            feed: watch::channel(last).0,
+            streams: Arc::new(Semaphore::new(limits.streams_max)),
+            closing: watch::channel(false).0,
+            definitions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Who sent the request (bearer token, else mutual-TLS certificate).
+    pub fn authenticate<T>(&self, req: &tonic::Request<T>) -> Result<Principal, Status> {
+        let certs = req.peer_certs();
+        let result = self
+            .auth
+            .authenticate(req.metadata(), certs.as_ref().map(|c| c.as_slice()));
+        if let Err(e) = &result {
+            tracing::debug!(reason = e.message(), "unauthenticated call");
+        }
+        result
+    }
+
+    /// A permit for one more streaming call, or RESOURCE_EXHAUSTED.
+    pub fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            status::exhausted(
+                "concurrent streaming calls",
+                self.limits.streams_max as u64,
+                self.limits.streams_max as u64 + 1,
+            )
+        })
+    }
+
+    /// The dossier named by id or code.
+    pub fn resolve(&self, dossier: &str) -> Result<DossierId, Status> {
+        let text = dossier.trim();
+        if text.is_empty() {
+            return Err(invalid("dossier", "is required: the dossier's id or code"));
+        }
+        if let Ok(id) = text.parse::<DossierId>() {
+            return Ok(id);
+        }
+        self.engine
+            .store()
+            .dossier_by_code(text)
+            .map_err(status::from_store)?
+            .ok_or_else(|| not_found(text))
+    }
+
+    /// The dossier's current state.
+    pub async fn state(&self, id: DossierId) -> Result<DossierState, Status> {
+        self.engine.state(id).await.map_err(status::from_engine)
+    }
+
+    /// Refuses a read by an agency of a dossier not routed to it.
+    pub fn check_read(&self, p: &Principal, state: &DossierState) -> Result<(), Status> {
+        if p.role.reads_everything() || convert::involves(state, &p.agency) {
+            Ok(())
+        } else {
+            Err(denied(
+                "not-routed",
+                format!(
+                    "dossier {} is not routed to `{}`: an agency reads only the dossiers routed to it",
+                    state.code, p.agency
+                ),
+            ))
+        }
+    }
+
+    /// The actor a mutating call acts as, after the role check.
+    pub fn actor(
+        &self,
+        p: &Principal,
+        metadata: &MetadataMap,
+        officer: &str,
+        act: Act,
+    ) -> Result<pb::Actor, Status> {
+        let agency = match (p.role, act) {
+            (Role::Auditor, _) => {
+                return Err(denied(
+                    "role",
+                    format!(
+                        "`{}` is an auditor: auditors read, they never change a dossier",
+                        p.id
+                    ),
+                ));
+            }
+            (Role::Agency, Act::AsDesk) => {
+                return Err(denied(
+                    "role",
+                    format!(
+                        "`{}` has the agency role: only the one-stop desk submits, returns results and withdraws",
+                        p.id
+                    ),
+                ));
+            }
+            (Role::Admin, _) => match metadata.get(ACT_AS_HEADER).map(|v| v.to_str()) {
+                Some(Ok(a)) if !a.is_empty() => a.to_string(),
+                Some(_) => return Err(invalid(ACT_AS_HEADER, "must be an agency code")),
+                None => p.agency.clone(),
+            },
+            _ => p.agency.clone(),
+        };
+        let officer = if p.role == Role::Admin {
+            format!("admin:{}", p.id)
+        } else {
+            officer.to_string()
+        };
+        Ok(pb::Actor {
+            agency,
+            officer,
+            channel: pb::Channel::System as i32,
+        })
+    }
+
+    /// Runs one mutating call end to end: checks that an agency acts only on dossiers routed to it,
+    /// executes the command, wakes the task streams, and answers with the events and the state.
+    pub async fn execute(
+        &self,
+        p: &Principal,
+        rpc: &'static str,
+        dossier: Option<&str>,
+        actor: pb::Actor,
+        idempotency_key: &str,
+        command: Command,
+    ) -> Result<pb::CommandResponse, Status> {
+        let span = tracing::info_span!(
+            "rpc",
+            rpc,
+            principal = %p.id,
+            agency = %actor.agency,
+            command = command.kind(),
+            dossier = dossier.unwrap_or(""),
+        );
+        async move {
+            if idempotency_key.is_empty() {
+                return Err(invalid("idempotency_key", "is required: a retry with the same key returns the first answer"));
+            }
+            let id = match dossier {
+                Some(d) => {
+                    let id = self.resolve(d)?;
+                    if p.role != Role::Admin {
+                        let state = self.state(id).await?;
+                        if !convert::involves(&state, &actor.agency) {
+                            return Err(denied(
+                                "not-routed",
+                                format!(
+                                    "dossier {} is not routed to `{}`: an agency acts only on the dossiers routed to it",
+                                    state.code, actor.agency
+                                ),
+                            ));
+                        }
+                    }
+                    Some(id)
+                }
+                None => None,
+            };
+            let result = self
+                .engine
+                .execute(EngineRequest {
+                    dossier: id,
+                    actor,
+                    idempotency_key: idempotency_key.to_string(),
+                    command,
+                })
+                .await;
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    let s = status::from_engine(e);
+                    tracing::info!(code = ?s.code(), message = s.message(), "refused");
+                    return Err(s);
+                }
+            };
+            if let Some(last) = outcome.events.iter().map(|r| r.position()).max() {
+                self.feed.send_if_modified(|p| {
+                    let newer = last > *p;
+                    if newer {
+                        *p = last;
+                    }
+                    newer
+                });
+            }
+            tracing::info!(
+                code = %outcome.code,
+                events = outcome.events.len(),
+                replayed = outcome.replayed,
+                "done"
+            );
+            let workflow = self.workflow_for(&outcome.state);
+            Ok(pb::CommandResponse {
+                dossier_id: outcome.dossier.to_string(),
+                dossier_code: outcome.code.to_string(),
+                events: outcome.events.iter().map(convert::recorded).collect(),
+                replayed: outcome.replayed,
+                dossier: Some(convert::dossier(&outcome.state, workflow.as_deref())),
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The definition a dossier is pinned to, parsed (from the catalog when it is the current
+    /// one, else from the store's content-addressed copy); `None` if it cannot be loaded.
+    pub fn workflow_for(&self, state: &DossierState) -> Option<Arc<Workflow>> {
+        let hash = &state.definition_hash;
+        if hash.is_empty() {
+            return None;
+        }
+        if let Some(wf) = self.definitions.lock().get(hash) {
+            return Some(wf.clone());
+        }
+        let catalog = self.engine.catalog();
+        let wf = match catalog.procedures.values().find(|w| &w.hash == hash) {
+            Some(wf) => wf.clone(),
+            None => {
+                let text = self.engine.store().definition(hash).ok()??;
+                let families: Vec<&str> = catalog.calendars.keys().map(String::as_str).collect();
+                let wf = Workflow::parse(
+                    &text,
+                    &format!("store:{hash}"),
+                    &catalog.agencies,
+                    &families,
+                )
+                .ok()?;
+                Arc::new(wf)
+            }
+        };
+        let mut defs = self.definitions.lock();
+        if defs.len() >= PINNED_DEFINITIONS_MAX {
+            defs.clear();
+        }
+        defs.insert(hash.clone(), wf.clone());
+        Some(wf)
+    }
+
+    /// The wire form of a dossier's state.
+    pub fn dossier_msg(&self, state: &DossierState) -> pb::Dossier {
+        let wf = self.workflow_for(state);
+        convert::dossier(state, wf.as_deref())
+    }
+
+    /// The full verified history of a dossier.
+    pub fn history(&self, id: DossierId) -> Result<Vec<lienthong_engine::store::Recorded>, Status> {
+        self.engine
+            .store()
+            .read_stream(&id)
+            .map_err(status::from_store)
+    }
+
+    /// The state folded from a prefix of a history.
+    pub fn fold(events: &[lienthong_engine::store::Recorded]) -> DossierState {
+        let evs: Vec<_> = events.iter().map(|r| r.event.clone()).collect();
+        dossier::fold(&evs)
+    }
+}
+
+/// The client's deadline from the `grpc-timeout` header (tonic enforces it for unary calls; the
+/// streaming services stop by themselves when it passes).
+pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataValue;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let mut m = MetadataMap::new();
+        assert_eq!(grpc_timeout(&m), None);
+        m.insert("grpc-timeout", MetadataValue::from_static("150m"));
+        assert_eq!(grpc_timeout(&m), Some(Duration::from_millis(150)));
+        m.insert("grpc-timeout", MetadataValue::from_static("2S"));
+        assert_eq!(grpc_timeout(&m), Some(Duration::from_secs(2)));
+        m.insert("grpc-timeout", MetadataValue::from_static("x"));
+        assert_eq!(grpc_timeout(&m), None);
+    }
+}

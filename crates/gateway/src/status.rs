@@ -1,0 +1,205 @@
+//! Every error of the gateway becomes a `tonic::Status` here, and only here.
+//!
+//! | what went wrong | code | details |
+//! |---|---|---|
+//! | bad input (a field, an attribute, the idempotency key, an unknown procedure or step) | INVALID_ARGUMENT | `google.rpc.BadRequest` naming the fields |
+//! | the command is not allowed in the dossier's state (a `Rejection`) | FAILED_PRECONDITION | `google.rpc.ErrorInfo` with the stable rejection code as `reason` |
+//! | an agency acting on another agency's step or dossier, a role that may not call | PERMISSION_DENIED | `ErrorInfo` (`not-your-step`, `not-allowed`, `role`) |
+//! | no or unknown credentials | UNAUTHENTICATED | |
+//! | the idempotency key was used with another request | ALREADY_EXISTS | `ErrorInfo` `idempotency-key-reused` |
+//! | another writer kept winning the race (retry with the same key) | ABORTED | |
+//! | no such dossier | NOT_FOUND | |
+//! | a configured limit (sizes, counts, concurrent streams) | RESOURCE_EXHAUSTED | |
+//! | store closed, poisoned, overloaded, I/O | UNAVAILABLE | |
+//! | the store found damage (broken chain) | DATA_LOSS | |
+//! | anything else (a bug, a missing definition) | INTERNAL | |
+//!
+//! Messages are written for the integrator reading them: they say what to change.
+
+use std::collections::HashMap;
+
+use lienthong_engine::dossier::Rejection;
+use lienthong_engine::runtime;
+use lienthong_engine::store;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every status the gateway details.
+pub const ERROR_DOMAIN: &str = "lienthong.v1";
+
+/// A field of the request is wrong: INVALID_ARGUMENT with a `BadRequest` field violation.
+pub fn invalid(field: &str, description: impl Into<String>) -> Status {
+    let description = description.into();
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("`{field}`: {description}"),
+        ErrorDetails::with_bad_request_violation(field, description),
+    )
+}
+
+/// Several fields are wrong at once.
+pub fn invalid_fields(message: &str, fields: Vec<(String, String)>) -> Status {
+    let mut details = ErrorDetails::new();
+    for (field, description) in fields {
+        details.add_bad_request_violation(field, description);
+    }
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// The caller may not do this: PERMISSION_DENIED with `reason` in `ErrorInfo`.
+pub fn denied(reason: &str, message: impl Into<String>) -> Status {
+    Status::with_error_details(
+        Code::PermissionDenied,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+/// A configured limit was exceeded: RESOURCE_EXHAUSTED naming the limit.
+pub fn exhausted(limit: &str, max: u64, actual: u64) -> Status {
+    Status::resource_exhausted(format!(
+        "{limit} is {actual}, at most {max} is allowed (a limit of this server's configuration)"
+    ))
+}
+
+/// No such dossier.
+pub fn not_found(dossier: &str) -> Status {
+    Status::not_found(format!(
+        "no dossier `{dossier}`: name it by its id (UUID) or its code (e.g. UBND.XA-261125-0001)"
+    ))
+}
+
+/// The status for an engine error.
+pub fn from_engine(e: runtime::Error) -> Status {
+    match e {
+        runtime::Error::Rejected(r) => from_rejection(&r),
+        runtime::Error::NotFound(d) => not_found(&d),
+        runtime::Error::UnknownProcedure(p) => invalid(
+            "procedure_code",
+            format!("no procedure `{p}` is loaded by this server"),
+        ),
+        e @ runtime::Error::KeyReused { .. } => Status::with_error_details(
+            Code::AlreadyExists,
+            e.to_string(),
+            ErrorDetails::with_error_info("idempotency-key-reused", ERROR_DOMAIN, HashMap::new()),
+        ),
+        e @ runtime::Error::BadKey(_) => invalid("idempotency_key", e.to_string()),
+        e @ runtime::Error::Conflict(_) => {
+            Status::aborted(format!("{e} with the same idempotency key"))
+        }
+        e @ runtime::Error::Definition { .. } => Status::internal(e.to_string()),
+        runtime::Error::Store(e) => from_store(e),
+    }
+}
+
+/// The status for a store error.
+pub fn from_store(e: store::Error) -> Status {
+    let msg = e.to_string();
+    match e {
+        store::Error::Conflict { .. } | store::Error::DuplicateKey { .. } => Status::aborted(msg),
+        store::Error::Limit { .. } => Status::resource_exhausted(msg),
+        store::Error::Overloaded { .. }
+        | store::Error::Closed
+        | store::Error::Poisoned(_)
+        | store::Error::Io(_) => Status::unavailable(msg),
+        store::Error::Corrupt(_) => Status::data_loss(msg),
+        store::Error::Invalid(_) | store::Error::Schema { .. } | store::Error::Backend(_) => {
+            Status::internal(msg)
+        }
+    }
+}
+
+/// The status for a business rejection: mostly FAILED_PRECONDITION with the stable code; input
+/// problems are INVALID_ARGUMENT, ownership problems PERMISSION_DENIED, sizes RESOURCE_EXHAUSTED.
+pub fn from_rejection(r: &Rejection) -> Status {
+    let code = r.code();
+    let message = format!("[{code}] {r}");
+    let info = || ErrorDetails::with_error_info(code, ERROR_DOMAIN, HashMap::new());
+    match r {
+        Rejection::NotYourStep { .. } | Rejection::NotAllowed { .. } => {
+            Status::with_error_details(Code::PermissionDenied, message, info())
+        }
+        Rejection::TooLarge { .. } => {
+            Status::with_error_details(Code::ResourceExhausted, message, info())
+        }
+        Rejection::Attributes { problems, .. } => {
+            let mut details = info();
+            for p in problems {
+                details.add_bad_request_violation(
+                    format!("attributes[{}]", p.name()),
+                    format!("{} ({})", p, p.code()),
+                );
+            }
+            Status::with_error_details(Code::InvalidArgument, message, details)
+        }
+        Rejection::WrongProcedure { .. } => field(message, "procedure_code", r, info()),
+        Rejection::UnknownStep { .. } => field(message, "step_id", r, info()),
+        Rejection::NoItems => field(message, "items", r, info()),
+        Rejection::ReasonRequired { .. } => field(message, "reason", r, info()),
+        _ => Status::with_error_details(Code::FailedPrecondition, message, info()),
+    }
+}
+
+fn field(message: String, name: &str, r: &Rejection, mut details: ErrorDetails) -> Status {
+    details.add_bad_request_violation(name, r.to_string());
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_map_to_their_codes() {
+        let r = Rejection::StepNotOpen {
+            dossier: "D".into(),
+            step: "s".into(),
+            status: "pending".into(),
+        };
+        let s = from_rejection(&r);
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(
+            s.message().starts_with("[step-not-open]"),
+            "{}",
+            s.message()
+        );
+        let info = s.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "step-not-open");
+
+        let r = Rejection::NotYourStep {
+            step: "s".into(),
+            owner: "a".into(),
+            actor: "b".into(),
+        };
+        assert_eq!(from_rejection(&r).code(), Code::PermissionDenied);
+
+        let r = Rejection::ReasonRequired {
+            action: "refuse".into(),
+        };
+        let s = from_rejection(&r);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let bad = s.get_details_bad_request().expect("bad request");
+        assert_eq!(bad.field_violations[0].field, "reason");
+    }
+
+    #[test]
+    fn engine_errors_map_to_their_codes() {
+        let reused = runtime::Error::KeyReused {
+            actor: "a".into(),
+            key: "k".into(),
+        };
+        assert_eq!(from_engine(reused).code(), Code::AlreadyExists);
+        assert_eq!(
+            from_engine(runtime::Error::NotFound("x".into())).code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            from_engine(runtime::Error::Store(store::Error::Closed)).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            from_engine(runtime::Error::BadKey(0)).code(),
+            Code::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! `lienthong serve` as a separate process, driven by a tonic client: proves the binary wires the
+//! engine, the gateway and the auth file together, serves on the address it prints (port 0 picks
+//! a free one), and stops cleanly with exit 0 on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lienthong_e2e::{lienthong_bin, repo_root};
+use lienthong_proto::v1 as pb;
+use lienthong_proto::v1::dossier_service_client::DossierServiceClient;
+
+/// Kills the server if the test fails before stopping it.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `lienthong serve` on 127.0.0.1:0 and returns it with the address it printed.
+fn start(data: &std::path::Path) -> (Server, String) {
+    let mut child = Command::new(lienthong_bin())
+        .args([
+            "serve",
+            "--grpc",
+            "127.0.0.1:0",
+            "--auth",
+            "examples/auth.toml",
+            "--data",
+        ])
+        .arg(data)
+        .current_dir(repo_root())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn lienthong serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve printed its address before exiting")
+            .expect("stderr line");
+        if let Some(rest) = line.strip_prefix("lienthong: serving gRPC on ") {
+            break rest.split_whitespace().next().expect("address").to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Server(child), addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binary_answers_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut server, addr) = start(dir.path());
+    let mut client = DossierServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects");
+
+    let mut attributes = std::collections::BTreeMap::new();
+    attributes.insert(
+        "child.age_months".to_string(),
+        pb::AttributeValue {
+            kind: Some(pb::attribute_value::Kind::Integer(3)),
+        },
+    );
+    attributes.insert(
+        "child.birth_date".to_string(),
+        pb::AttributeValue {
+            kind: Some(pb::attribute_value::Kind::Date("2026-08-20".into())),
+        },
+    );
+    let mut req = tonic::Request::new(pb::SubmitRequest {
+        idempotency_key: "e2e-1".into(),
+        procedure_code: "2.000986".into(),
+        channel: pb::Channel::Online as i32,
+        applicant: Some(pb::Applicant {
+            full_name: "Lê Văn C".into(),
+            ..Default::default()
+        }),
+        attributes,
+        documents: Vec::new(),
+        officer: String::new(),
+    });
+    // The development token of examples/auth.toml.
+    req.metadata_mut()
+        .insert("authorization", "Bearer dev-desk".parse().expect("ascii"));
+    let answer = client.submit(req).await.expect("submitted").into_inner();
+    assert!(answer.dossier_code.starts_with("UBND.XA-"), "{answer:?}");
+
+    let unauth = client
+        .get(tonic::Request::new(pb::GetDossierRequest {
+            dossier: answer.dossier_id,
+        }))
+        .await
+        .expect_err("no token");
+    assert_eq!(unauth.code(), tonic::Code::Unauthenticated);
+
+    // SIGTERM: graceful stop, exit 0.
+    // SAFETY: plain kill(2) on the child's pid, which we own and have not reaped.
+    let rc = unsafe { libc::kill(server.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = server.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not stop within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+
+    // The dossier is durable: the CLI reads it from the same directory.
+    let out = lienthong_e2e::run(&["dossiers", "--data", &dir.path().display().to_string()]);
+    assert!(
+        lienthong_e2e::stdout(&out).contains("UBND.XA-"),
+        "{}",
+        lienthong_e2e::stdout(&out)
+    );
+}
