@@ -47,7 +47,7 @@ pub const LATE: &[u8] = b"k/";
 pub const INDICATOR: &[u8] = b"i/";
 
 /// The schema version of this layout.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// An instant as 8 bytes that sort chronologically (whole UTC seconds, sign bit flipped).
 pub fn instant_bytes(t: DateTime<Utc>) -> [u8; 8] {

@@ -14,9 +14,12 @@
 //! - [`report`]: rendering as aligned text, JSON or CSV.
 //!
 //! Why rebuild equals incremental: a dossier's record is a pure function of its event prefix (up
-//! to the checkpoint) and the loaded calendars, and everything else in the database (indexes,
-//! counters) is a pure function of the records, maintained by replacing a record's old
-//! contribution with its new one. How the feed was cut into batches cannot show.
+//! to the checkpoint), the loaded calendars and its pinned workflow, and everything else in the
+//! database (indexes, counters) is a pure function of the records, maintained by replacing a
+//! record's old contribution (stored in it) with its new one. How the feed was cut into batches
+//! cannot show. The record stores nothing that compares the loaded catalog with the one the
+//! events were written with (a calendar family's hash changes whenever a year file is added), so
+//! publishing a year does not set records folded before it apart from those folded after.
 //!
 //! Projections are a cache: they are not fsynced, and any doubt (schema change, interrupted
 //! rebuild, store replaced) is answered by folding again from 0.

@@ -19,13 +19,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lienthong_engine::DossierId;
 use lienthong_engine::store::{self, EVENTS_PER_APPEND_MAX, EventStore, FEED_READ_MAX, Recorded};
-use lienthong_proto::v1::Event;
-use lienthong_workflow::Catalog;
+use lienthong_proto::v1::{Event, event::Body};
+use lienthong_workflow::{Catalog, Workflow};
 use uuid::Uuid;
 
 use crate::error::Error;
@@ -47,6 +47,11 @@ pub trait FeedSource: Send + Sync + 'static {
     fn read_stream(&self, dossier: &DossierId) -> Result<Vec<Recorded>, store::Error>;
     /// The position of the last durable event (0 when empty).
     fn last_position(&self) -> Result<u64, store::Error>;
+    /// A content-addressed workflow definition text by its hash (what a dossier is pinned to);
+    /// `None` when the source does not keep them (the catalog's version is used instead).
+    fn definition(&self, _hash: &str) -> Result<Option<String>, store::Error> {
+        Ok(None)
+    }
 }
 
 impl<S: EventStore + ?Sized> FeedSource for S {
@@ -60,6 +65,10 @@ impl<S: EventStore + ?Sized> FeedSource for S {
 
     fn last_position(&self) -> Result<u64, store::Error> {
         EventStore::last_position(self)
+    }
+
+    fn definition(&self, hash: &str) -> Result<Option<String>, store::Error> {
+        EventStore::definition(self, hash)
     }
 }
 
@@ -100,6 +109,8 @@ pub struct Projections {
     store: Arc<dyn FeedSource>,
     /// Calendars (working time) and procedures (day lengths for averages).
     catalog: Arc<Catalog>,
+    /// Pinned workflow definitions already parsed, by definition hash (`None`: not available).
+    definitions: Mutex<BTreeMap<String, Option<Arc<Workflow>>>>,
 }
 
 impl std::fmt::Debug for Projections {
@@ -156,7 +167,12 @@ impl Projections {
             db.insert(keys::META_SCHEMA, &keys::SCHEMA_VERSION.to_be_bytes())?;
             db.flush()?;
         }
-        Ok(Projections { db, store, catalog })
+        Ok(Projections {
+            db,
+            store,
+            catalog,
+            definitions: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// The loaded workflows.
@@ -334,7 +350,8 @@ impl Projections {
                     ),
                 });
             }
-            let new = DossierRecord::build(id, &events, &self.catalog);
+            let workflow = self.pinned_workflow(&events)?;
+            let new = DossierRecord::build_with(id, &events, &self.catalog, workflow.as_deref());
             let key = keys::dossier_key(&id);
             let old: Option<DossierRecord> =
                 overlay.get(&key)?.map(|v| decode(&key, &v)).transpose()?;
@@ -355,6 +372,48 @@ impl Projections {
         overlay.put(keys::META_CHECKPOINT.to_vec(), last.to_be_bytes().to_vec());
         overlay.commit()?;
         Ok(feed.len() as u64)
+    }
+
+    /// The workflow a dossier is pinned to, as the engine's runtime finds it: the store's
+    /// content-addressed definition (parsed against the catalog), else the catalog's version of
+    /// the procedure when its hash is the pinned one, else the catalog's version all the same
+    /// (the best available; a store keeps every pinned definition, so only feeds without one
+    /// get here).
+    fn pinned_workflow(&self, events: &[Event]) -> Result<Option<Arc<Workflow>>, Error> {
+        let Some(r) = events.iter().find_map(|e| match &e.body {
+            Some(Body::Received(r)) => Some(r),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let catalog_version = self.catalog.procedure(&r.procedure_code);
+        if let Some(wf) = catalog_version.filter(|wf| wf.hash == r.definition_hash) {
+            return Ok(Some(wf.clone()));
+        }
+        let hash = &r.definition_hash;
+        let cached = self
+            .definitions
+            .lock()
+            .map_err(|_| Error::Db("definition cache poisoned".into()))?
+            .get(hash)
+            .cloned();
+        let pinned = match cached {
+            Some(p) => p,
+            None => {
+                let parsed = self.store.definition(hash)?.and_then(|text| {
+                    self.catalog
+                        .parse_workflow(&text, &format!("store:{hash}"))
+                        .ok()
+                        .map(Arc::new)
+                });
+                self.definitions
+                    .lock()
+                    .map_err(|_| Error::Db("definition cache poisoned".into()))?
+                    .insert(hash.clone(), parsed.clone());
+                parsed
+            }
+        };
+        Ok(pinned.or_else(|| catalog_version.cloned()))
     }
 
     /// Replaces `old`'s index entries and counter contributions with `new`'s.
@@ -378,11 +437,12 @@ impl Projections {
         }
         let mut deltas: BTreeMap<Vec<u8>, Counters> = BTreeMap::new();
         if let Some(old) = old {
-            for (k, c) in old.counters(&self.catalog) {
+            // Exactly what it added when it was built (stored in its `d/` record).
+            for (k, c) in old.counters() {
                 deltas.entry(k).or_default().add(&c, -1);
             }
         }
-        for (k, c) in new.counters(&self.catalog) {
+        for (k, c) in new.counters() {
             deltas.entry(k).or_default().add(&c, 1);
         }
         for (k, delta) in deltas {

@@ -7,7 +7,8 @@
 //! `now` are computed here, once, with the dossier's calendar.
 //!
 //! [`DossierRecord::entries`] and [`DossierRecord::counters`] say what the record puts into the
-//! indexes and the indicator counters. Because all three are pure functions of the prefix, the
+//! indexes and the indicator counters; the counter contributions are computed once, at build,
+//! and stored in the record, so that replacing it takes off exactly what it added. Because all three are pure functions of the prefix, the
 //! views after any sequence of feed batches equal the views after one replay: that is the
 //! property `rebuild == catch_up` rests on.
 //!
@@ -32,8 +33,9 @@
 //! - **Hand-off** (a line of the slip): a `StepOpened`. The giver is the actor of that event (the
 //!   agency whose act routed the dossier on; the receiving agency when the actor is the citizen or
 //!   the engine), the receiver is the step's agency. Budget = working time from the opening to the
-//!   due it was opened with; waits = working time excluded for this step by `DeadlinesMoved`
-//!   while it was open; actual = working time from opening to completion (or rejection) minus
+//!   due it was opened with; waits = the working time between the step's due before and after
+//!   each `DeadlinesMoved` that names it while it was open (the engine moves each step by the
+//!   wait since *it* opened, not by the dossier's whole exclusion); actual = working time from opening to completion (or rejection) minus
 //!   waits; overrun = working time from the step's final due to its end (equal to actual − budget
 //!   when the only clock rule is a pause). A hand-off still open when the dossier ends is
 //!   *cancelled* and not judged.
@@ -42,9 +44,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use lienthong_calendar::Calendar;
-use lienthong_engine::dossier::{DossierState, StepStatus, convert::instant, evolve};
+use lienthong_engine::dossier::command::Addressee;
+use lienthong_engine::dossier::{
+    DossierState, StepStatus, StepView, convert::instant, current_deadlines, evolve,
+};
 use lienthong_proto::v1::{Channel, Event, Outcome, event::Body};
-use lienthong_workflow::Catalog;
+use lienthong_workflow::{Catalog, Workflow};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -154,6 +159,9 @@ pub struct Handoff {
     pub overrun_s: Option<i64>,
     /// The verdict (`None` while open or cancelled).
     pub verdict: Option<Verdict>,
+    /// While open: the engine's clock rules hold its due (it is not among
+    /// [`current_deadlines`]): no warning, no miss, no lateness accrues. Always `false` once ended.
+    pub held: bool,
 }
 
 impl Handoff {
@@ -242,6 +250,12 @@ pub struct DossierRecord {
     pub payment_excluded_s: i64,
     /// A supplement request is outstanding (the clock is paused or will restart).
     pub awaiting_supplement: bool,
+    /// The outstanding supplement is addressed to the citizen: only then do the engine's clock
+    /// rules hold anything (a request between agencies holds nothing and moves nothing).
+    pub awaiting_citizen: bool,
+    /// The engine holds the appointment (see [`current_deadlines`]) since this instant: the
+    /// citizen's supplement request, or the opening of a payment step that does not count.
+    pub appointment_held_since: Option<DateTime<Utc>>,
     /// When and how it finished.
     pub finished: Option<(FinishKind, DateTime<Utc>)>,
     /// When it was withdrawn.
@@ -260,6 +274,32 @@ pub struct DossierRecord {
     pub misses: u32,
     /// Every hand-off in order: the process-control slip.
     pub handoffs: Vec<Handoff>,
+    /// What the record added to the indicator counters, computed once when it was built (with
+    /// the calendar then loaded). A replaced record subtracts exactly these, never a
+    /// recomputation: a calendar reloaded since cannot send the subtraction to another month.
+    pub contributions: Vec<Contribution>,
+}
+
+/// What one record adds to one indicator counter (one `i/` key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// `YYYY-MM`, local.
+    pub month: String,
+    /// `dossier` or `step`.
+    pub level: String,
+    /// The agency.
+    pub agency: String,
+    /// Procedure code.
+    pub procedure: String,
+    /// The amounts added.
+    pub counters: Counters,
+}
+
+impl Contribution {
+    /// Its `i/` key.
+    pub fn key(&self) -> Vec<u8> {
+        keys::indicator_key(&self.month, &self.level, &self.agency, &self.procedure)
+    }
 }
 
 /// One open step on the deadline board (value of an `o/` key).
@@ -279,7 +319,9 @@ pub struct OpenStepEntry {
     pub opened_at: DateTime<Utc>,
     /// Its due.
     pub due: DateTime<Utc>,
-    /// The dossier waits for a supplement asked at this instant: its clock is frozen there.
+    /// The engine's clock rules hold this due (see [`Handoff::held`]): shown paused, never late.
+    pub held: bool,
+    /// The dossier waits for the citizen's supplement asked at this instant.
     pub paused_since: Option<DateTime<Utc>>,
     /// Calendar family.
     pub calendar: String,
@@ -302,7 +344,8 @@ pub struct OpenDossierEntry {
     pub appointment: DateTime<Utc>,
     /// Whether an apology set it.
     pub apologised: bool,
-    /// The dossier waits for a supplement asked at this instant: its clock is frozen there.
+    /// The engine holds the appointment since this instant (the citizen's supplement request,
+    /// or the opening of a payment step that does not count): its clock is frozen there.
     pub paused_since: Option<DateTime<Utc>>,
     /// Calendar family.
     pub calendar: String,
@@ -442,8 +485,27 @@ pub fn verdict(
 
 impl DossierRecord {
     /// Folds `events` (one dossier's stream, seq 1..n, in order) into its record; working times
-    /// are measured with the dossier's calendar from `catalog`.
+    /// are measured with the dossier's calendar from `catalog`, and the clock rules' holds with
+    /// the catalog's workflow of the procedure (see [`DossierRecord::build_with`]).
     pub fn build(id: Uuid, events: &[Event], catalog: &Catalog) -> DossierRecord {
+        let code = events.iter().find_map(|e| match &e.body {
+            Some(Body::Received(r)) => Some(r.procedure_code.as_str()),
+            _ => None,
+        });
+        let workflow = code.and_then(|c| catalog.procedure(c));
+        DossierRecord::build_with(id, events, catalog, workflow.map(AsRef::as_ref))
+    }
+
+    /// [`DossierRecord::build`] with the workflow the dossier is pinned to (the engine's
+    /// content-addressed copy when the store has it): which deadlines the engine holds is
+    /// decided with it, by the engine's own [`current_deadlines`]. Without a workflow only a
+    /// citizen's outstanding supplement holds (every open step and the appointment).
+    pub fn build_with(
+        id: Uuid,
+        events: &[Event],
+        catalog: &Catalog,
+        workflow: Option<&Workflow>,
+    ) -> DossierRecord {
         let mut state = DossierState::default();
         let mut rec = DossierRecord {
             id,
@@ -466,6 +528,8 @@ impl DossierRecord {
             supplement_excluded_s: 0,
             payment_excluded_s: 0,
             awaiting_supplement: false,
+            awaiting_citizen: false,
+            appointment_held_since: None,
             finished: None,
             withdrawn_at: None,
             closed: None,
@@ -475,6 +539,7 @@ impl DossierRecord {
             warnings: 0,
             misses: 0,
             handoffs: Vec::new(),
+            contributions: Vec::new(),
         };
         // The open hand-off of each step, by index into `rec.handoffs`.
         let mut open: BTreeMap<String, usize> = BTreeMap::new();
@@ -492,14 +557,14 @@ impl DossierRecord {
                     cal = catalog.calendar(&r.calendar_name);
                     rec.first_appointment = instant(r.appointment.as_ref());
                     rec.rate_appointment = rec.first_appointment;
+                    // No comparison with `r.calendar_hash`: a family's hash changes whenever a file
+                    // is added to it (next year's holidays), so a flag stored here would say
+                    // whether the dossier was folded before or after that publication, and a
+                    // rebuild would differ from the incremental fold. The working times below
+                    // only use the loaded calendar; the recorded dues come from the events.
                     if cal.is_none() {
                         rec.problems
                             .push(format!("calendar `{}` is not loaded", r.calendar_name));
-                    } else if cal.is_some_and(|c| c.hash() != r.calendar_hash) {
-                        rec.problems.push(format!(
-                            "calendar `{}` differs from the one the deadlines were computed with; working times use the loaded one",
-                            r.calendar_name
-                        ));
                     }
                 }
                 Some(Body::StepOpened(o)) => {
@@ -526,6 +591,7 @@ impl DossierRecord {
                             actual_s: None,
                             overrun_s: None,
                             verdict: None,
+                            held: false,
                         });
                     }
                 }
@@ -563,12 +629,24 @@ impl DossierRecord {
                     } else {
                         rec.supplement_excluded_s += excluded;
                     }
+                    // Each step's own move: the engine moves a step's due by the wait since the step
+                    // opened (pause, payment) or resets it (restart), never by the dossier's whole
+                    // exclusion. Its wait is the working time between its due before and after.
                     for d in &m.steps {
                         if let Some(&i) = open.get(&d.step_id)
                             && let Some(h) = rec.handoffs.get_mut(i)
                         {
-                            h.due = instant(d.due.as_ref());
-                            h.waits_s += excluded;
+                            let after = instant(d.due.as_ref());
+                            if let (Some(before), Some(after)) = (h.due, after)
+                                && after > before
+                            {
+                                match between(cal, before, after) {
+                                    Ok(w) => h.waits_s += w,
+                                    Err(e) if !rec.problems.contains(&e) => rec.problems.push(e),
+                                    Err(_) => {}
+                                }
+                            }
+                            h.due = after;
                         }
                     }
                 }
@@ -646,6 +724,16 @@ impl DossierRecord {
         rec.clock_started_at = state.clock_started_at;
         rec.appointment = state.appointment;
         rec.awaiting_supplement = state.outstanding_supplement().is_some();
+        let citizen_supplement = state
+            .outstanding_supplement()
+            .filter(|s| s.addressed_to == Addressee::Citizen);
+        rec.awaiting_citizen = citizen_supplement.is_some();
+        rec.hold(
+            &state,
+            workflow,
+            &open,
+            citizen_supplement.and_then(|s| s.requested_at),
+        );
         rec.closed = state
             .closed
             .map(|c| (outcome_text(c.outcome).to_string(), c.at));
@@ -658,7 +746,71 @@ impl DossierRecord {
             ));
         }
         rec.measure(cal);
+        rec.contributions = rec
+            .compute_counters(catalog)
+            .into_iter()
+            .filter_map(|(k, counters)| {
+                let (month, level, agency, procedure) = keys::parse_indicator_key(&k)?;
+                Some(Contribution {
+                    month,
+                    level,
+                    agency,
+                    procedure,
+                    counters,
+                })
+            })
+            .collect();
         rec
+    }
+
+    /// Marks the open hand-offs whose due the engine holds, and when the appointment's hold
+    /// began: exactly the engine's [`current_deadlines`] (its `hold` rule: a citizen's
+    /// supplement holds every open step, or only the asking one under `supplement_clock =
+    /// "restart"`; an open payment step that does not count holds every open step and is never
+    /// a deadline itself; a supplement between agencies holds nothing).
+    fn hold(
+        &mut self,
+        state: &DossierState,
+        workflow: Option<&Workflow>,
+        open: &BTreeMap<String, usize>,
+        citizen_since: Option<DateTime<Utc>>,
+    ) {
+        let Some(wf) = workflow else {
+            for &i in open.values() {
+                if let Some(h) = self.handoffs.get_mut(i) {
+                    h.held = citizen_since.is_some();
+                }
+            }
+            self.appointment_held_since = citizen_since;
+            return;
+        };
+        let current = current_deadlines(state, wf);
+        for (step, &i) in open {
+            if let Some(h) = self.handoffs.get_mut(i) {
+                h.held = !current
+                    .iter()
+                    .any(|d| d.step.as_deref() == Some(step.as_str()));
+            }
+        }
+        let appointment_current = current.iter().any(|d| d.step.is_none());
+        if appointment_current || state.processed || state.appointment.is_none() {
+            return;
+        }
+        // Held: since the citizen's request, or since the payment step that does not count was
+        // opened (the earlier, when both).
+        let view: BTreeMap<String, StepView> = state.step_view(wf).into_iter().collect();
+        let payment_since = if wf.payment_counts {
+            None
+        } else {
+            wf.payment_steps()
+                .filter(|p| view.get(&p.id.0) == Some(&StepView::Open))
+                .filter_map(|p| state.steps.get(&p.id.0).and_then(|r| r.opened_at))
+                .min()
+        };
+        self.appointment_held_since = match (citizen_since, payment_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// Computes the working-time measures that do not depend on `now`.
@@ -730,11 +882,12 @@ impl DossierRecord {
         }
     }
 
-    /// When the outstanding supplement request was made, if one is outstanding: the dossier's
-    /// clock is frozen there (pause), or will restart from the provision (restart); either way
-    /// no lateness accrues while it waits.
+    /// When the outstanding supplement request was made, if one addressed to the citizen is
+    /// outstanding: the dossier's clock is frozen there (pause), or will restart from the
+    /// provision (restart); either way no lateness accrues while it waits. A request between
+    /// agencies does not stop the clock (the engine holds nothing for it).
     pub fn paused_since(&self) -> Option<DateTime<Utc>> {
-        if !self.awaiting_supplement {
+        if !self.awaiting_citizen {
             return None;
         }
         self.supplements
@@ -779,6 +932,7 @@ impl DossierRecord {
                     agency: h.receiver.clone(),
                     opened_at: h.given_at,
                     due,
+                    held: h.held,
                     paused_since: self.paused_since(),
                     calendar: self.calendar.clone(),
                 };
@@ -796,7 +950,7 @@ impl DossierRecord {
                     holders: self.holders(),
                     appointment,
                     apologised: self.apology.is_some(),
-                    paused_since: self.paused_since(),
+                    paused_since: self.appointment_held_since,
                     calendar: self.calendar.clone(),
                 };
                 out.insert(
@@ -816,8 +970,18 @@ impl DossierRecord {
         Ok(out)
     }
 
-    /// What the record adds to the indicator counters, by `i/` key.
-    pub fn counters(&self, catalog: &Catalog) -> BTreeMap<Vec<u8>, Counters> {
+    /// What the record adds to the indicator counters, by `i/` key: its stored
+    /// [`DossierRecord::contributions`], as computed when it was built.
+    pub fn counters(&self) -> BTreeMap<Vec<u8>, Counters> {
+        let mut out: BTreeMap<Vec<u8>, Counters> = BTreeMap::new();
+        for c in &self.contributions {
+            out.entry(c.key()).or_default().add(&c.counters, 1);
+        }
+        out
+    }
+
+    /// The contributions, computed with the loaded calendar (local months).
+    fn compute_counters(&self, catalog: &Catalog) -> BTreeMap<Vec<u8>, Counters> {
         let mut out: BTreeMap<Vec<u8>, Counters> = BTreeMap::new();
         if self.procedure.is_empty() {
             return out;

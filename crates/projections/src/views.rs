@@ -7,8 +7,9 @@
 //!
 //! - [`Projections::board`]: every open step per holding agency in due order, classified
 //!   *overdue* (working time has elapsed past its due), *due-soon* (due within the window, default
-//!   `1wd` of working time, or past due with no working time lost yet), *paused* (the dossier
-//!   waits for a supplement: no lateness accrues, the clock is frozen at the request) or
+//!   `1wd` of working time, or past due with no working time lost yet), *paused* (the engine's
+//!   clock rules hold the due, exactly as `lienthong_engine::dossier::current_deadlines` leaves
+//!   it out: the citizen's supplement, a payment that does not count; no lateness accrues) or
 //!   *on-track*; and the open dossiers past their appointment in force
 //!   (an apology's new date counts here: the board is what agencies must meet now).
 //! - [`Projections::breaches`]: every late dossier (finished late, late by rule, or unfinished
@@ -100,7 +101,8 @@ pub enum BoardState {
     Overdue,
     /// Due within the window (or past due with no working time lost yet).
     DueSoon,
-    /// The dossier waits for a supplement: the clock rule decides the due later.
+    /// The engine's clock rules hold the due (the citizen's supplement, a payment that does not
+    /// count): no lateness accrues, the clock rule decides the due later.
     Paused,
     /// Neither.
     OnTrack,
@@ -166,7 +168,7 @@ pub struct BoardDossier {
     pub appointment: DateTime<FixedOffset>,
     /// Whether an apology set it.
     pub apologised: bool,
-    /// Waiting for a supplement.
+    /// The appointment is on hold (the citizen's supplement, a payment that does not count).
     pub paused: bool,
     /// Working seconds past the appointment.
     pub overdue_working_seconds: i64,
@@ -456,7 +458,10 @@ impl Projections {
                 source: Box::new(source),
             };
             let past = cal.working_time_between(e.due, now).map_err(err)?;
-            let state = if e.paused_since.is_some() {
+            // Held exactly when the engine does not watch this due (its `current_deadlines`):
+            // a citizen's supplement (every step, or the asking one under "restart"), an open
+            // payment step that does not count (every step, and the payment step itself).
+            let state = if e.held {
                 BoardState::Paused
             } else if past > TimeDelta::zero() {
                 BoardState::Overdue
