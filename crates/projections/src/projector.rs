@@ -20,7 +20,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use lienthong_engine::DossierId;
 use lienthong_engine::store::{self, EVENTS_PER_APPEND_MAX, EventStore, FEED_READ_MAX, Recorded};
@@ -34,9 +33,6 @@ use crate::record::{Counters, DossierRecord, command_of};
 
 /// Feed events folded per batch (one atomic write each) by [`Projections::catch_up`].
 pub const BATCH_EVENTS_MAX: usize = 1_000;
-
-/// How long `open` waits for another handle on the same directory to release sled's lock.
-pub const OPEN_LOCK_WAIT_MS_MAX: u64 = 5_000;
 
 /// What the projections read: the feed, the streams, the head. Every [`EventStore`] is one;
 /// tests may feed hand-written events through a small in-memory implementation.
@@ -119,22 +115,6 @@ impl std::fmt::Debug for Projections {
     }
 }
 
-fn open_sled(dir: &Path) -> Result<sled::Db, Error> {
-    let deadline = Instant::now() + Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX);
-    loop {
-        match sled::Config::new().path(dir).open() {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 impl Projections {
     /// Opens (or creates) the projections database in `dir`, folding `store`'s feed with the
     /// calendars of `catalog`. Does not catch up: call [`Projections::catch_up`].
@@ -145,7 +125,7 @@ impl Projections {
         catalog: Arc<Catalog>,
     ) -> Result<Projections, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Db(e.to_string()))?;
-        let db = open_sled(dir)?;
+        let db = lienthong_engine::store::sled_store::open_sled_db(dir)?;
         let schema = db
             .get(keys::META_SCHEMA)?
             .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())

@@ -134,8 +134,10 @@ pub(crate) fn backend(e: sled::Error) -> Error {
 /// engine) can find it still locked for a moment.
 pub const OPEN_LOCK_WAIT_MS_MAX: u64 = 5_000;
 
-/// Opens sled in `dir`, waiting up to [`OPEN_LOCK_WAIT_MS_MAX`] for its lock.
-fn open_sled(dir: &Path) -> Result<sled::Db, Error> {
+/// Opens sled in `dir`, waiting up to [`OPEN_LOCK_WAIT_MS_MAX`] for its lock: sled 0.34 keeps its
+/// file lock briefly after a `Db` is dropped, so reopening at once would fail. Shared with every
+/// other sled database of the project (the projections).
+pub fn open_sled_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     let deadline = Instant::now() + Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX);
     loop {
         match sled::Config::new().path(dir).open() {
@@ -147,7 +149,7 @@ fn open_sled(dir: &Path) -> Result<sled::Db, Error> {
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(e) => return Err(backend(e)),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -176,7 +178,7 @@ impl SledStore {
     #[tracing::instrument(skip_all, fields(dir = %dir.display()))]
     pub fn open(dir: &Path) -> Result<SledStore, Error> {
         std::fs::create_dir_all(dir)?;
-        let db = open_sled(dir)?;
+        let db = open_sled_db(dir).map_err(backend)?;
         match db.get(keys::META_SCHEMA).map_err(backend)? {
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref()).map_or(0, u32::from_be_bytes);
