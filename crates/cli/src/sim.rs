@@ -171,3 +171,82 @@ pub fn return_result(rng: &mut StdRng) -> Command {
         },
     })
 }
+
+/// What the simulated actors do next because of what one command appended. Both drivers (the
+/// real-time demo and the time-skipping simulation) schedule these; they differ only in when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowUp {
+    /// `agency` works `step` (`again`: after a supplement round on it).
+    Work {
+        /// The step.
+        step: StepId,
+        /// Its agency.
+        agency: String,
+        /// True when the step comes back after its supplement was provided.
+        again: bool,
+    },
+    /// The addressee (`citizen` or an agency) answers a supplement request.
+    Answer {
+        /// Who was asked.
+        to: String,
+    },
+    /// The desk hands the result back (every step is done).
+    Return {
+        /// The receiving agency.
+        desk: String,
+    },
+    /// The dossier closed with this outcome name.
+    Closed {
+        /// e.g. `result-returned`.
+        outcome: &'static str,
+    },
+}
+
+/// The follow-ups of one command's outcome, in event order.
+pub fn follow_ups(out: &lienthong_engine::runtime::Outcome) -> Vec<FollowUp> {
+    use lienthong_engine::dossier::Status;
+    use lienthong_proto::v1::event::Body;
+    let mut next = Vec::new();
+    let mut completed = false;
+    for r in &out.events {
+        match &r.event.body {
+            Some(Body::StepOpened(s)) => next.push(FollowUp::Work {
+                step: StepId(s.step_id.clone()),
+                agency: s.agency.clone(),
+                again: false,
+            }),
+            Some(Body::SupplementRequested(s)) => next.push(FollowUp::Answer {
+                to: s.addressed_to.clone(),
+            }),
+            Some(Body::SupplementProvided(s)) if !s.step_id.is_empty() => {
+                if let Some(step) = out.state.steps.get(&s.step_id) {
+                    next.push(FollowUp::Work {
+                        step: StepId(s.step_id.clone()),
+                        agency: step.agency.clone(),
+                        again: true,
+                    });
+                }
+            }
+            Some(Body::StepCompleted(_)) | Some(Body::StepSkipped(_)) => completed = true,
+            Some(Body::Closed(c)) => next.push(FollowUp::Closed {
+                outcome: lienthong_engine::view::outcome_name(c.outcome),
+            }),
+            _ => {}
+        }
+    }
+    if completed && out.state.status() == Status::ReadyToReturn {
+        next.push(FollowUp::Return {
+            desk: out.state.receiving_agency.clone(),
+        });
+    }
+    next
+}
+
+/// Who acts on a supplement answer: the citizen withdraws in person, otherwise the addressee.
+pub fn answerer(command: &Command, addressee: String) -> String {
+    if matches!(command, Command::Withdraw(_)) {
+        lienthong_engine::dossier::CITIZEN.to_string()
+    } else {
+        addressee
+    }
+}

@@ -22,14 +22,14 @@ use anyhow::{Result, anyhow};
 use chrono::{DateTime, Days, TimeDelta, Utc};
 use lienthong_calendar::Calendar;
 use lienthong_engine::DossierId;
-use lienthong_engine::dossier::{CITIZEN, Command, Status};
+use lienthong_engine::dossier::{CITIZEN, Command};
 use lienthong_engine::runtime::{Engine, ManualClock, Outcome, Request};
-use lienthong_proto::v1::{Actor, Channel, event::Body};
+use lienthong_proto::v1::{Actor, Channel};
 use lienthong_workflow::{StepId, Workflow};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::sim::{self, Mix};
+use crate::sim::{self, FollowUp, Mix};
 
 /// Acts executed at most in one simulation, whatever the duration: a guard against a runaway.
 const SIM_ACTS_MAX: u64 = 5_000_000;
@@ -247,11 +247,7 @@ impl World {
             }
             Act::Answer { dossier, to } => {
                 let cmd = sim::answer_supplement(&mut self.rng, &self.mix);
-                let who = if matches!(cmd, Command::Withdraw(_)) {
-                    CITIZEN.to_string()
-                } else {
-                    to
-                };
+                let who = sim::answerer(&cmd, to);
                 (Some(dossier), who, cmd)
             }
             Act::Return { dossier, desk } => {
@@ -302,71 +298,51 @@ impl World {
             return Ok(());
         };
         let day = calendar.working_day_length();
-        let mut completed = false;
-        for r in &out.events {
-            match &r.event.body {
-                Some(Body::StepOpened(s)) => {
-                    let budget = wf
-                        .step(&s.step_id)
-                        .and_then(|st| calendar.working_time(st.budget))
-                        .unwrap_or(day);
-                    let when = self.work_time(&calendar, &s.agency, budget, now)?;
+        let dossier = out.dossier;
+        for next in sim::follow_ups(&out) {
+            match next {
+                FollowUp::Work {
+                    step,
+                    agency,
+                    again,
+                } => {
+                    // A first pass takes about the step's budget; a pass after a supplement, half a day.
+                    let budget = if again {
+                        day / 2
+                    } else {
+                        wf.step(&step.0)
+                            .and_then(|st| calendar.working_time(st.budget))
+                            .unwrap_or(day)
+                    };
+                    let when = self.work_time(&calendar, &agency, budget, now)?;
                     self.at(
                         when,
                         Act::Work {
-                            dossier: out.dossier,
-                            step: s.step_id.clone(),
-                            agency: s.agency.clone(),
-                            again: false,
+                            dossier,
+                            step: step.0,
+                            agency,
+                            again,
                         },
                     );
                 }
-                Some(Body::SupplementRequested(s)) => {
+                FollowUp::Answer { to } => {
                     let days = self.rng.random_range(1..=5);
                     let when = calendar.add_working(now, day * days)?;
-                    self.at(
-                        when,
-                        Act::Answer {
-                            dossier: out.dossier,
-                            to: s.addressed_to.clone(),
-                        },
-                    );
+                    self.at(when, Act::Answer { dossier, to });
                 }
-                Some(Body::SupplementProvided(s)) if !s.step_id.is_empty() => {
-                    if let Some(step) = out.state.steps.get(&s.step_id) {
-                        let when = self.work_time(&calendar, &step.agency, day / 2, now)?;
-                        self.at(
-                            when,
-                            Act::Work {
-                                dossier: out.dossier,
-                                step: s.step_id.clone(),
-                                agency: step.agency.clone(),
-                                again: true,
-                            },
-                        );
-                    }
+                FollowUp::Return { desk } => {
+                    let minutes = self.rng.random_range(10..=day.num_minutes().max(11) / 2);
+                    let when = calendar.add_working(now, TimeDelta::minutes(minutes))?;
+                    self.at(when, Act::Return { dossier, desk });
                 }
-                Some(Body::StepCompleted(_)) | Some(Body::StepSkipped(_)) => completed = true,
-                Some(Body::Closed(c)) => {
+                FollowUp::Closed { outcome } => {
                     *self
                         .summary
                         .outcomes
-                        .entry(lienthong_engine::view::outcome_name(c.outcome).to_string())
+                        .entry(outcome.to_string())
                         .or_default() += 1;
                 }
-                _ => {}
             }
-        }
-        if completed && out.state.status() == Status::ReadyToReturn {
-            let minutes = self.rng.random_range(10..=day.num_minutes().max(11) / 2);
-            let when = calendar.add_working(now, TimeDelta::minutes(minutes))?;
-            self.at(
-                when,
-                Act::Return {
-                    dossier: out.dossier,
-                    desk: out.state.receiving_agency.clone(),
-                },
-            );
         }
         Ok(())
     }

@@ -16,17 +16,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lienthong_engine::DossierId;
-use lienthong_engine::dossier::{CITIZEN, Command, Status};
+use lienthong_engine::dossier::{CITIZEN, Command};
 use lienthong_engine::runtime::{Engine, ManualClock, Options, Outcome, Request, SystemClock};
 use lienthong_engine::store::EventStore;
-use lienthong_proto::v1::{Actor, Channel, event::Body};
+use lienthong_proto::v1::{Actor, Channel};
 use lienthong_workflow::{StepId, Workflow};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::sim::{self, Mix};
+use crate::sim::{self, FollowUp, Mix};
 use crate::simulate;
 
 /// `90d` or `12h` (wall-clock spans; working units need a calendar and are refused here).
@@ -495,69 +495,48 @@ impl Sim {
     fn react(self: &Arc<Self>, out: Outcome) {
         let dossier = out.dossier;
         self.tally.lock().events += out.events.len() as u64;
-        let mut completed_a_step = false;
-        for r in &out.events {
-            match &r.event.body {
-                Some(Body::StepOpened(s)) => {
-                    self.spawn_step(dossier, StepId(s.step_id.clone()), s.agency.clone(), false)
-                }
-                Some(Body::SupplementRequested(s)) => {
+        for next in sim::follow_ups(&out) {
+            match next {
+                FollowUp::Work {
+                    step,
+                    agency,
+                    again,
+                } => self.spawn_step(dossier, step, agency, again),
+                FollowUp::Answer { to } => {
                     self.tally.lock().supplements += 1;
                     let me = self.clone();
-                    let to = s.addressed_to.clone();
                     tokio::spawn(async move {
                         let (mut rng, _) = me.rng();
                         me.think(&mut rng).await;
                         let cmd = sim::answer_supplement(&mut rng, &me.mix);
-                        let who = if matches!(cmd, Command::Withdraw(_)) {
-                            CITIZEN.to_string()
-                        } else {
-                            to
-                        };
+                        let who = sim::answerer(&cmd, to);
                         me.act(dossier, who, cmd).await;
                     });
                 }
-                Some(Body::SupplementProvided(s)) if !s.step_id.is_empty() => {
-                    if let Some(step) = out.state.steps.get(&s.step_id) {
-                        self.spawn_step(
-                            dossier,
-                            StepId(s.step_id.clone()),
-                            step.agency.clone(),
-                            true,
-                        );
-                    }
+                FollowUp::Return { desk } => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let (mut rng, _) = me.rng();
+                        me.think(&mut rng).await;
+                        let cmd = sim::return_result(&mut rng);
+                        me.act(dossier, desk, cmd).await;
+                    });
                 }
-                Some(Body::StepCompleted(_)) | Some(Body::StepSkipped(_)) => {
-                    completed_a_step = true
-                }
-                Some(Body::Closed(c)) => {
+                FollowUp::Closed { outcome } => {
                     let latency = self
                         .started
                         .lock()
                         .remove(&dossier)
                         .map(|t| t.elapsed().as_micros() as u64);
                     let mut t = self.tally.lock();
-                    *t.outcomes
-                        .entry(lienthong_engine::view::outcome_name(c.outcome).to_string())
-                        .or_default() += 1;
+                    *t.outcomes.entry(outcome.to_string()).or_default() += 1;
                     if let Some(l) = latency {
                         t.latencies_us.push(l);
                     }
                     drop(t);
                     let _ = self.done.send(());
                 }
-                _ => {}
             }
-        }
-        if completed_a_step && out.state.status() == Status::ReadyToReturn {
-            let desk = out.state.receiving_agency.clone();
-            let me = self.clone();
-            tokio::spawn(async move {
-                let (mut rng, _) = me.rng();
-                me.think(&mut rng).await;
-                let cmd = sim::return_result(&mut rng);
-                me.act(dossier, desk, cmd).await;
-            });
         }
     }
 
