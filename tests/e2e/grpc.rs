@@ -1,6 +1,6 @@
 //! `lienthong serve` as a separate process, driven by a tonic client: proves the binary wires the
-//! engine, the gateway and the auth file together, serves on the address it prints (port 0 picks
-//! a free one), and stops cleanly with exit 0 on SIGTERM.
+//! engine, the read models, the gateway and the auth file together, serves on the address it
+//! prints (port 0 picks a free one), and stops cleanly with exit 0 on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +9,7 @@ use std::time::Duration;
 use lienthong_e2e::{lienthong_bin, repo_root};
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::dossier_service_client::DossierServiceClient;
+use lienthong_proto::v1::report_service_client::ReportServiceClient;
 
 /// Kills the server if the test fails before stopping it.
 struct Server(Child);
@@ -100,6 +101,33 @@ async fn serve_binary_answers_and_stops_on_sigterm() {
         .expect_err("no token");
     assert_eq!(unauth.code(), tonic::Code::Unauthenticated);
 
+    // The read models over the same store: the auditor's board already has the new dossier's
+    // first step, with justice (the call folds every acknowledged event before answering).
+    let mut reports = ReportServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects");
+    let mut req = tonic::Request::new(pb::BoardRequest::default());
+    req.metadata_mut().insert(
+        "authorization",
+        "Bearer dev-auditor".parse().expect("ascii"),
+    );
+    let board = reports.board(req).await.expect("board").into_inner();
+    let header = board.header.expect("header");
+    assert!(
+        header.checkpoint > 0 && header.checkpoint + header.lag == header.head,
+        "{header:?}"
+    );
+    assert!(
+        board
+            .steps
+            .iter()
+            .any(|s| s.dossier_code == answer.dossier_code
+                && s.agency == "tu-phap"
+                && s.step_id == "register-birth"),
+        "{:?}",
+        board.steps
+    );
+
     // SIGTERM: graceful stop, exit 0.
     // SAFETY: plain kill(2) on the child's pid, which we own and have not reaped.
     let rc = unsafe { libc::kill(server.0.id() as libc::pid_t, libc::SIGTERM) };
@@ -116,6 +144,9 @@ async fn serve_binary_answers_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status {status:?}");
+
+    // The read models live beside the store.
+    assert!(dir.path().join("projections").is_dir());
 
     // The dossier is durable: the CLI reads it from the same directory.
     let out = lienthong_e2e::run(&["dossiers", "--data", &dir.path().display().to_string()]);

@@ -155,21 +155,30 @@ async fn tail(
 }
 
 impl Agencies {
-    /// Runs an agency's act; `p` was authenticated before the request was read.
-    #[allow(clippy::too_many_arguments)]
-    async fn act(
+    /// Who may make an agency's act: the principal and the actor it acts as. Checked before the
+    /// request's content is read, so a role that may never act is told so, not that a field of
+    /// its request is wrong.
+    fn caller<T>(
         &self,
-        p: Principal,
-        rpc: &'static str,
-        request: &Request<impl Sized>,
-        dossier: &str,
+        request: &Request<T>,
         officer: &str,
-        key: &str,
-        command: Command,
-    ) -> Result<Response<pb::CommandResponse>, Status> {
+    ) -> Result<(Principal, pb::Actor), Status> {
+        let p = self.shared.authenticate(request)?;
         let actor = self
             .shared
             .actor(&p, request.metadata(), officer, Act::AsAgency)?;
+        Ok((p, actor))
+    }
+
+    /// Runs an agency's act for a caller that passed [`Agencies::caller`].
+    async fn act(
+        &self,
+        (p, actor): (Principal, pb::Actor),
+        rpc: &'static str,
+        dossier: &str,
+        key: &str,
+        command: Command,
+    ) -> Result<Response<pb::CommandResponse>, Status> {
         self.shared
             .execute(&p, rpc, Some(dossier), actor, key, command)
             .await
@@ -226,8 +235,8 @@ impl AgencyService for Agencies {
         &self,
         request: Request<pb::CompleteStepRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let p = self.shared.authenticate(&request)?;
         let req = request.get_ref();
+        let caller = self.caller(&request, &req.officer)?;
         let command = Command::CompleteStep(CompleteStep {
             step: step("step_id", &req.step_id)?,
             outcome: req.outcome.clone(),
@@ -235,11 +244,9 @@ impl AgencyService for Agencies {
             note: req.note.clone(),
         });
         self.act(
-            p,
+            caller,
             "CompleteStep",
-            &request,
             &req.dossier,
-            &req.officer,
             &req.idempotency_key,
             command,
         )
@@ -250,18 +257,16 @@ impl AgencyService for Agencies {
         &self,
         request: Request<pb::RejectStepRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let p = self.shared.authenticate(&request)?;
         let req = request.get_ref();
+        let caller = self.caller(&request, &req.officer)?;
         let command = Command::RejectStep(RejectStep {
             step: step("step_id", &req.step_id)?,
             reason: req.reason.clone(),
         });
         self.act(
-            p,
+            caller,
             "RejectStep",
-            &request,
             &req.dossier,
-            &req.officer,
             &req.idempotency_key,
             command,
         )
@@ -272,8 +277,8 @@ impl AgencyService for Agencies {
         &self,
         request: Request<pb::RequestSupplementRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let p = self.shared.authenticate(&request)?;
         let req = request.get_ref();
+        let caller = self.caller(&request, &req.officer)?;
         let command = Command::RequestSupplement(RequestSupplement {
             step: convert::opt_step(&req.step_id),
             items: req.items.clone(),
@@ -281,11 +286,9 @@ impl AgencyService for Agencies {
             addressed_to: convert::addressee(&req.addressed_to),
         });
         self.act(
-            p,
+            caller,
             "RequestSupplement",
-            &request,
             &req.dossier,
-            &req.officer,
             &req.idempotency_key,
             command,
         )
@@ -296,18 +299,16 @@ impl AgencyService for Agencies {
         &self,
         request: Request<pb::RefuseRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let p = self.shared.authenticate(&request)?;
         let req = request.get_ref();
+        let caller = self.caller(&request, &req.officer)?;
         let command = Command::Refuse(Refuse {
             step: convert::opt_step(&req.step_id),
             reason: req.reason.clone(),
         });
         self.act(
-            p,
+            caller,
             "Refuse",
-            &request,
             &req.dossier,
-            &req.officer,
             &req.idempotency_key,
             command,
         )
@@ -318,29 +319,21 @@ impl AgencyService for Agencies {
         &self,
         request: Request<pb::StopRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let p = self.shared.authenticate(&request)?;
         let req = request.get_ref();
+        let caller = self.caller(&request, &req.officer)?;
         let command = Command::Stop(Stop {
             reason: req.reason.clone(),
         });
-        self.act(
-            p,
-            "Stop",
-            &request,
-            &req.dossier,
-            &req.officer,
-            &req.idempotency_key,
-            command,
-        )
-        .await
+        self.act(caller, "Stop", &req.dossier, &req.idempotency_key, command)
+            .await
     }
 
     async fn issue_apology(
         &self,
         request: Request<pb::IssueApologyRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let p = self.shared.authenticate(&request)?;
         let req = request.get_ref();
+        let caller = self.caller(&request, &req.officer)?;
         let new_appointment =
             lienthong_engine::dossier::convert::instant(req.new_appointment.as_ref())
                 .ok_or_else(|| invalid("new_appointment", "is required: a valid instant"))?;
@@ -350,11 +343,9 @@ impl AgencyService for Agencies {
             new_appointment,
         });
         self.act(
-            p,
+            caller,
             "IssueApology",
-            &request,
             &req.dossier,
-            &req.officer,
             &req.idempotency_key,
             command,
         )

@@ -23,7 +23,9 @@
 //! (a receiving agency, `ubnd-xa`) is an agency that also submits, returns results and withdraws
 //! on the citizen's behalf; an **auditor** reads everything and changes nothing; an **admin** may
 //! do everything, acting as its own agency or as the agency named in the `lienthong-act-as`
-//! request header (recorded in the events as that agency, with the officer `admin:<id>`).
+//! request header (recorded in the events as that agency, with the officer `admin:<id>`; an agency
+//! the workflows do not define is INVALID_ARGUMENT). Any other role naming an agency other than its
+//! own in that header is PERMISSION_DENIED: the record must never disagree with the caller.
 
 use std::path::Path;
 

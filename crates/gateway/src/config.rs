@@ -16,6 +16,10 @@ pub const DOCUMENTS_MAX_DEFAULT: usize = 100;
 pub const STREAMS_MAX_DEFAULT: usize = 1024;
 /// How often an idle task stream looks at the feed for events written by others (timers), in ms.
 pub const FEED_POLL_MS_DEFAULT: u64 = 250;
+/// Calls per second one principal may make on average (a province's busiest desk makes a few).
+pub const REQUESTS_PER_S_MAX_DEFAULT: u32 = 1_000;
+/// Calls one principal may make at once after being idle.
+pub const REQUEST_BURST_MAX_DEFAULT: u32 = 2_000;
 
 /// Limits a client can run into; each has a name that RESOURCE_EXHAUSTED messages use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +34,10 @@ pub struct Limits {
     pub streams_max: usize,
     /// Poll period of idle task streams, in milliseconds.
     pub feed_poll_ms: u64,
+    /// Calls per second one principal may make on average (token bucket refill rate).
+    pub requests_per_s_max: u32,
+    /// Calls one principal may make in a burst (token bucket size).
+    pub request_burst_max: u32,
 }
 
 impl Default for Limits {
@@ -40,6 +48,8 @@ impl Default for Limits {
             documents_max: DOCUMENTS_MAX_DEFAULT,
             streams_max: STREAMS_MAX_DEFAULT,
             feed_poll_ms: FEED_POLL_MS_DEFAULT,
+            requests_per_s_max: REQUESTS_PER_S_MAX_DEFAULT,
+            request_burst_max: REQUEST_BURST_MAX_DEFAULT,
         }
     }
 }
@@ -123,6 +133,8 @@ impl Config {
             ("documents_max", l.documents_max as u64),
             ("streams_max", l.streams_max as u64),
             ("feed_poll_ms", l.feed_poll_ms),
+            ("requests_per_s_max", u64::from(l.requests_per_s_max)),
+            ("request_burst_max", u64::from(l.request_burst_max)),
         ] {
             if v == 0 {
                 return Err(Error::ZeroLimit(name));

@@ -38,6 +38,7 @@ pub fn documents(
 ) -> Result<Vec<Document>, Status> {
     if docs.len() > limits.documents_max {
         return Err(exhausted(
+            "documents_max",
             &format!("`{field}` count"),
             limits.documents_max as u64,
             docs.len() as u64,
@@ -70,6 +71,7 @@ pub fn submit(req: &pb::SubmitRequest, limits: &Limits) -> Result<Command, Statu
     required("procedure_code", &req.procedure_code)?;
     if req.attributes.len() > limits.attributes_max {
         return Err(exhausted(
+            "attributes_max",
             "attribute count",
             limits.attributes_max as u64,
             req.attributes.len() as u64,

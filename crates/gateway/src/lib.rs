@@ -2,15 +2,18 @@
 //! software) talk to.
 //!
 //! - [`server::serve`] serves every service, `grpc.health.v1` health and server reflection on an
-//!   already-bound listener over an embedded [`Engine`](lienthong_engine::runtime::Engine), until
-//!   a shutdown future completes.
+//!   already-bound listener over an embedded [`Engine`](lienthong_engine::runtime::Engine) and
+//!   its read models ([`ReadModels`]), until a shutdown future completes.
 //! - [`auth`]: who is calling (bearer tokens stored as SHA-256 hashes, or mutual TLS with the
 //!   agency code in the client certificate) and the roles (agency, desk, auditor, admin).
-//! - [`status`]: the one place where errors become `tonic::Status` codes.
+//! - [`status`]: the one place where errors become `tonic::Status` codes ([`oversize`] brings
+//!   tonic's own over-size refusal in line: RESOURCE_EXHAUSTED).
 //! - [`convert`]: wire messages to engine commands and back, with the input checks.
 //! - The services: [`dossier_svc`] (submit, get, history ...), [`agency_svc`] (the task stream
-//!   and the agencies' acts), [`audit_svc`] (replay, verify, export), over the [`shared`] state.
-//! - [`config`]: TLS, credentials and named limits, validated once.
+//!   and the agencies' acts), [`audit_svc`] (replay, verify, export), over the [`shared`] state;
+//!   [`report_svc`] (deadline board, SLA breaches, indicators) over the projections as well.
+//! - [`config`]: TLS, credentials and named limits, validated once; [`ratelimit`]: the
+//!   per-principal request rate.
 
 pub mod agency_svc;
 pub mod audit_svc;
@@ -18,9 +21,13 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod dossier_svc;
+pub mod oversize;
+pub mod ratelimit;
+pub mod report_svc;
 pub mod server;
 pub mod shared;
 pub mod status;
 
 pub use config::{Config, Limits, Tls};
+pub use report_svc::ReadModels;
 pub use server::serve;

@@ -1,5 +1,9 @@
 //! The server: every service, health and reflection on one already-bound listener, until the
 //! shutdown future completes (mini-redis style, so that tests bind port 0).
+//!
+//! The services read and write through the engine; the report service reads the projections
+//! (`ReadModels`), which the caller opened over the engine's store and may keep warm with
+//! [`ReadModels::spawn_catch_up_loop`].
 
 use std::future::Future;
 
@@ -7,6 +11,7 @@ use lienthong_engine::runtime::Engine;
 use lienthong_proto::v1::agency_service_server::AgencyServiceServer;
 use lienthong_proto::v1::audit_service_server::AuditServiceServer;
 use lienthong_proto::v1::dossier_service_server::DossierServiceServer;
+use lienthong_proto::v1::report_service_server::ReportServiceServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -15,6 +20,7 @@ use crate::agency_svc::Agencies;
 use crate::audit_svc::Audit;
 use crate::config::{self, Config};
 use crate::dossier_svc::Dossiers;
+use crate::report_svc::{ReadModels, Reports};
 use crate::shared::Shared;
 
 /// Why the server could not start or stopped with an error.
@@ -34,12 +40,13 @@ pub enum Error {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serves the gateway over `engine` on `listener` until `shutdown` completes, then stops
-/// accepting, ends the long-lived streams (clients resume from their cursor) and waits for the
-/// calls in flight.
+/// Serves the gateway over `engine` and the read models `models` (projections of the engine's
+/// store) on `listener` until `shutdown` completes, then stops accepting, ends the long-lived
+/// streams (clients resume from their cursor) and waits for the calls in flight.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
+    models: ReadModels,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
@@ -72,6 +79,7 @@ pub async fn serve(
     health.set_serving::<DossierServiceServer<Dossiers>>().await;
     health.set_serving::<AgencyServiceServer<Agencies>>().await;
     health.set_serving::<AuditServiceServer<Audit>>().await;
+    health.set_serving::<ReportServiceServer<Reports>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(lienthong_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -96,9 +104,17 @@ pub async fn serve(
         health
             .set_not_serving::<DossierServiceServer<Dossiers>>()
             .await;
+        health
+            .set_not_serving::<AgencyServiceServer<Agencies>>()
+            .await;
+        health.set_not_serving::<AuditServiceServer<Audit>>().await;
+        health
+            .set_not_serving::<ReportServiceServer<Reports>>()
+            .await;
         let _ = closing.send(true);
     };
     builder
+        .layer(crate::oversize::layer(bytes_max))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -113,7 +129,16 @@ pub async fn serve(
             })
             .max_decoding_message_size(bytes_max),
         )
-        .add_service(AuditServiceServer::new(Audit { shared }).max_decoding_message_size(bytes_max))
+        .add_service(
+            AuditServiceServer::new(Audit {
+                shared: shared.clone(),
+            })
+            .max_decoding_message_size(bytes_max),
+        )
+        .add_service(
+            ReportServiceServer::new(Reports { shared, models })
+                .max_decoding_message_size(bytes_max),
+        )
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal)
         .await?;
     tracing::info!("gRPC server stopped");

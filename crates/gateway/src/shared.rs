@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::auth::{ACT_AS_HEADER, Authenticator, Principal, Role};
 use crate::config::Limits;
 use crate::convert;
+use crate::ratelimit::RateLimiter;
 use crate::status::{self, denied, invalid, not_found};
 
 /// Pinned workflow definitions kept parsed for the routing view (beyond them: re-parsed).
@@ -43,6 +44,8 @@ pub struct Shared {
     pub closing: watch::Sender<bool>,
     /// Parsed pinned definitions by content hash.
     definitions: Mutex<HashMap<String, Arc<Workflow>>>,
+    /// Request-rate buckets by principal.
+    rate: RateLimiter,
 }
 
 /// Which roles may make a mutating call.
@@ -66,25 +69,40 @@ impl Shared {
             streams: Arc::new(Semaphore::new(limits.streams_max)),
             closing: watch::channel(false).0,
             definitions: Mutex::new(HashMap::new()),
+            rate: RateLimiter::new(limits.requests_per_s_max, limits.request_burst_max),
         })
     }
 
-    /// Who sent the request (bearer token, else mutual-TLS certificate).
+    /// Who sent the request (bearer token, else mutual-TLS certificate), within its request rate.
     pub fn authenticate<T>(&self, req: &tonic::Request<T>) -> Result<Principal, Status> {
         let certs = req.peer_certs();
         let result = self
             .auth
             .authenticate(req.metadata(), certs.as_ref().map(|c| c.as_slice()));
-        if let Err(e) = &result {
-            tracing::debug!(reason = e.message(), "unauthenticated call");
+        match result {
+            Err(e) => {
+                tracing::debug!(reason = e.message(), "unauthenticated call");
+                Err(e)
+            }
+            Ok(p) => match self.rate.check(&p.id) {
+                Ok(()) => Ok(p),
+                Err(refused) => {
+                    tracing::debug!(principal = %p.id, "rate limited");
+                    Err(status::rate_limited(
+                        &p.id,
+                        self.limits.requests_per_s_max,
+                        refused.retry_after,
+                    ))
+                }
+            },
         }
-        result
     }
 
     /// A permit for one more streaming call, or RESOURCE_EXHAUSTED.
     pub fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
         self.streams.clone().try_acquire_owned().map_err(|_| {
             status::exhausted(
+                "streams_max",
                 "concurrent streaming calls",
                 self.limits.streams_max as u64,
                 self.limits.streams_max as u64 + 1,
@@ -128,7 +146,9 @@ impl Shared {
         }
     }
 
-    /// The actor a mutating call acts as, after the role check.
+    /// The actor a mutating call acts as, after the role check. Only an admin may name another
+    /// agency in [`ACT_AS_HEADER`], and only one the catalog knows; anyone else naming an agency
+    /// other than its own is refused rather than silently acting as itself.
     pub fn actor(
         &self,
         p: &Principal,
@@ -136,6 +156,11 @@ impl Shared {
         officer: &str,
         act: Act,
     ) -> Result<pb::Actor, Status> {
+        let act_as = match metadata.get(ACT_AS_HEADER).map(|v| v.to_str()) {
+            None => None,
+            Some(Ok(a)) if !a.is_empty() => Some(a),
+            Some(_) => return Err(invalid(ACT_AS_HEADER, "must be an agency code")),
+        };
         let agency = match (p.role, act) {
             (Role::Auditor, _) => {
                 return Err(denied(
@@ -155,12 +180,30 @@ impl Shared {
                     ),
                 ));
             }
-            (Role::Admin, _) => match metadata.get(ACT_AS_HEADER).map(|v| v.to_str()) {
-                Some(Ok(a)) if !a.is_empty() => a.to_string(),
-                Some(_) => return Err(invalid(ACT_AS_HEADER, "must be an agency code")),
+            (Role::Admin, _) => match act_as {
+                Some(a) if !self.engine.catalog().agencies.contains_key(a) => {
+                    return Err(invalid(
+                        ACT_AS_HEADER,
+                        format!("`{a}` is not an agency of workflows/agencies.toml"),
+                    ));
+                }
+                Some(a) => a.to_string(),
                 None => p.agency.clone(),
             },
-            _ => p.agency.clone(),
+            _ => match act_as {
+                Some(a) if a != p.agency => {
+                    return Err(denied(
+                        "role",
+                        format!(
+                            "`{}` has the {} role: only an admin may act as another agency (`{ACT_AS_HEADER}: {a}`); remove the header to act as `{}`",
+                            p.id,
+                            p.role.as_str(),
+                            p.agency
+                        ),
+                    ));
+                }
+                _ => p.agency.clone(),
+            },
         };
         let officer = if p.role == Role::Admin {
             format!("admin:{}", p.id)

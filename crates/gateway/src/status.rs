@@ -9,14 +9,17 @@
 //! | the idempotency key was used with another request | ALREADY_EXISTS | `ErrorInfo` `idempotency-key-reused` |
 //! | another writer kept winning the race (retry with the same key) | ABORTED | |
 //! | no such dossier | NOT_FOUND | |
-//! | a configured limit (sizes, counts, concurrent streams) | RESOURCE_EXHAUSTED | |
+//! | a configured limit (sizes, counts, concurrent streams) | RESOURCE_EXHAUSTED | `ErrorInfo` `limit` with the limit's name |
+//! | a principal calling faster than `requests_per_s_max` | RESOURCE_EXHAUSTED | `ErrorInfo` `rate-limited`, `RetryInfo` |
 //! | store closed, poisoned, overloaded, I/O | UNAVAILABLE | |
-//! | the store found damage (broken chain) | DATA_LOSS | |
+//! | the store found damage (broken chain); the read models' feed is broken | DATA_LOSS | |
+//! | read models ahead of the store, a working time beyond the loaded calendars | FAILED_PRECONDITION | |
 //! | anything else (a bug, a missing definition) | INTERNAL | |
 //!
 //! Messages are written for the integrator reading them: they say what to change.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use lienthong_engine::dossier::Rejection;
 use lienthong_engine::runtime;
@@ -55,11 +58,34 @@ pub fn denied(reason: &str, message: impl Into<String>) -> Status {
     )
 }
 
-/// A configured limit was exceeded: RESOURCE_EXHAUSTED naming the limit.
-pub fn exhausted(limit: &str, max: u64, actual: u64) -> Status {
-    Status::resource_exhausted(format!(
-        "{limit} is {actual}, at most {max} is allowed (a limit of this server's configuration)"
-    ))
+/// A configured limit was exceeded: RESOURCE_EXHAUSTED naming what was counted and the limit's
+/// configuration name (`limit`, e.g. `attributes_max`), with `ErrorInfo` reason `limit` and the
+/// name in its metadata.
+pub fn exhausted(limit: &str, what: &str, max: u64, actual: u64) -> Status {
+    let metadata = HashMap::from([("limit".to_string(), limit.to_string())]);
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "{limit}: {what} is {actual}, at most {max} is allowed (a limit of this server's configuration)"
+        ),
+        ErrorDetails::with_error_info("limit", ERROR_DOMAIN, metadata),
+    )
+}
+
+/// A principal made calls faster than its configured rate: RESOURCE_EXHAUSTED with `ErrorInfo`
+/// `rate-limited` and `RetryInfo` saying when a retry passes.
+pub fn rate_limited(principal: &str, requests_per_s_max: u32, retry_after: Duration) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("rate-limited", ERROR_DOMAIN, HashMap::new());
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "requests_per_s_max: `{principal}` made more than {requests_per_s_max} calls per second; retry after {} ms (nothing was done)",
+            retry_after.as_millis().max(1)
+        ),
+        details,
+    )
 }
 
 /// No such dossier.
@@ -106,6 +132,26 @@ pub fn from_store(e: store::Error) -> Status {
         store::Error::Invalid(_) | store::Error::Schema { .. } | store::Error::Backend(_) => {
             Status::internal(msg)
         }
+    }
+}
+
+/// The status for an error of the read models (the report service). The store's own faults map
+/// as in [`from_store`]; a feed that broke the fold's invariants is DATA_LOSS (the store needs
+/// `lienthong verify`); views ahead of the store (it was replaced) or a working time beyond the
+/// loaded calendars is FAILED_PRECONDITION; the projections' own database failing is UNAVAILABLE,
+/// a damaged record or a calendar that is not loaded INTERNAL (the operator rebuilds the views or
+/// loads the workflows); a query the service let through is INVALID_ARGUMENT. The message keeps
+/// the projections' advice to the operator.
+pub fn from_projections(e: lienthong_projections::Error) -> Status {
+    use lienthong_projections::Error as E;
+    let msg = e.to_string();
+    match e {
+        E::Store(e) => from_store(e),
+        E::Db(_) => Status::unavailable(msg),
+        E::Corrupt { .. } | E::UnknownCalendar(_) => Status::internal(msg),
+        E::Feed { .. } => Status::data_loss(msg),
+        E::AheadOfStore { .. } | E::Calendar { .. } => Status::failed_precondition(msg),
+        E::Query(_) => Status::invalid_argument(msg),
     }
 }
 

@@ -4,8 +4,8 @@
 //! everything here is produced from them at build time by `build.rs`: the messages (prost), the
 //! gRPC servers and clients (tonic), and the encoded descriptor set that server reflection serves.
 
-/// Version 1 of the contract: the stored and published events, and the gRPC API (dossier, agency
-/// and audit services).
+/// Version 1 of the contract: the stored and published events, and the gRPC API (dossier, agency,
+/// audit and report services).
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     include!(concat!(env!("OUT_DIR"), "/lienthong.v1.rs"));

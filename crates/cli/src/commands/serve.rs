@@ -1,21 +1,29 @@
 //! `lienthong serve --data DIR [--grpc ADDR] [--workflows DIR] [--auth FILE] [--tls-cert PEM
-//! --tls-key PEM [--client-ca PEM]] [--insecure]`: the embedded engine, its deadline timers and
-//! the gRPC gateway in one process, until Ctrl-C or SIGTERM.
+//! --tls-key PEM [--client-ca PEM]] [--insecure]`: the embedded engine, its deadline timers, the
+//! read models (`DIR/projections`, kept warm by a catch-up every [`CATCH_UP_PERIOD_MS`]) and the
+//! gRPC gateway in one process, until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use lienthong_engine::runtime::{Engine, SystemClock};
 use lienthong_gateway::auth::Authenticator;
-use lienthong_gateway::{Config, Limits, Tls};
+use lienthong_gateway::{Config, Limits, ReadModels, Tls};
+use lienthong_projections::{FeedSource, Projections};
 
 use super::DataArg;
+use super::projections::PROJECTIONS_DIR;
 
 /// Default gRPC address: loopback, so the local default needs no TLS.
 pub const GRPC_ADDR_DEFAULT: &str = "127.0.0.1:50051";
+
+/// How often the read models fold what is new in the store while serving, in milliseconds (a
+/// report folds the rest itself before answering, so this only keeps that work small).
+pub const CATCH_UP_PERIOD_MS: u64 = 1_000;
 
 /// Arguments of `serve`.
 #[derive(clap::Args, Debug)]
@@ -50,6 +58,19 @@ pub struct Args {
     /// Concurrent streaming calls (task streams, histories, exports).
     #[arg(long, default_value_t = lienthong_gateway::config::STREAMS_MAX_DEFAULT)]
     streams_max: usize,
+    /// Most attributes in one submission.
+    #[arg(long, default_value_t = lienthong_gateway::config::ATTRIBUTES_MAX_DEFAULT)]
+    attributes_max: usize,
+    /// Most document references in one request.
+    #[arg(long, default_value_t = lienthong_gateway::config::DOCUMENTS_MAX_DEFAULT)]
+    documents_max: usize,
+    /// Calls per second one principal may make on average (beyond: RESOURCE_EXHAUSTED with
+    /// RetryInfo).
+    #[arg(long, default_value_t = lienthong_gateway::config::REQUESTS_PER_S_MAX_DEFAULT)]
+    requests_per_s_max: u32,
+    /// Calls one principal may make in a burst.
+    #[arg(long, default_value_t = lienthong_gateway::config::REQUEST_BURST_MAX_DEFAULT)]
+    request_burst_max: u32,
 }
 
 /// Serves until Ctrl-C or SIGTERM.
@@ -81,11 +102,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
         limits: Limits {
             message_bytes_max: args.message_bytes_max,
             streams_max: args.streams_max,
+            attributes_max: args.attributes_max,
+            documents_max: args.documents_max,
+            requests_per_s_max: args.requests_per_s_max,
+            request_burst_max: args.request_burst_max,
             ..Limits::default()
         },
     };
     config.validate(args.grpc)?;
     let store = crate::common::open_store(&args.data.data)?;
+    let feed: Arc<dyn FeedSource> = store.clone();
+    let projections_dir = args.data.data.join(PROJECTIONS_DIR);
+    let projections =
+        Projections::open(&projections_dir, feed, catalog.clone()).with_context(|| {
+            format!(
+                "cannot open the projections in {}",
+                projections_dir.display()
+            )
+        })?;
+    let models = ReadModels::new(Arc::new(projections));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,9 +145,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let _ = rx.wait_for(|s| *s).await;
         };
         let timers = engine.spawn_timer_loop(stopped(stop_rx.clone()));
+        let catch_up = models.spawn_catch_up_loop(
+            Duration::from_millis(CATCH_UP_PERIOD_MS),
+            stopped(stop_rx.clone()),
+        );
         let server = tokio::spawn(lienthong_gateway::serve(
             listener,
             engine,
+            models,
             config,
             stopped(stop_rx),
         ));
@@ -121,6 +161,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let _ = stop_tx.send(true);
         server.await.context("gateway task")??;
         let _ = timers.await;
+        let _ = catch_up.await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
-//! A real gateway on a free port over a real engine and sled store in a temporary directory,
-//! stopped on `Drop`; and a client helper that adds a principal's bearer token.
+//! A real gateway on a free port over a real engine and sled store in a temporary directory (its
+//! projections in `<dir>/projections`, over the same store), stopped on `Drop`; and a client
+//! helper that adds a principal's bearer token.
 
 #![allow(dead_code)]
 
@@ -11,11 +12,13 @@ use chrono::{DateTime, Utc};
 use lienthong_engine::runtime::{Engine, ManualClock};
 use lienthong_engine::store::SledStore;
 use lienthong_gateway::auth::{Authenticator, token_hash_hex};
-use lienthong_gateway::{Config, Tls};
+use lienthong_gateway::{Config, Limits, ReadModels, Tls};
+use lienthong_projections::{FeedSource, Projections};
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::agency_service_client::AgencyServiceClient;
 use lienthong_proto::v1::audit_service_client::AuditServiceClient;
 use lienthong_proto::v1::dossier_service_client::DossierServiceClient;
+use lienthong_proto::v1::report_service_client::ReportServiceClient;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -55,6 +58,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The engine's clock (tests move time by hand).
     pub clock: ManualClock,
+    /// The read models the report service answers from (a clone of the server's handle).
+    pub models: ReadModels,
     /// Keeps the store's directory alive.
     _dir: tempfile::TempDir,
     /// Fires the shutdown.
@@ -71,18 +76,34 @@ impl TestServer {
 
     /// With optional TLS material and the agencies that may authenticate by certificate.
     pub async fn start_with(tls: Option<Tls>, cert_agencies: &[&str]) -> TestServer {
+        Self::start_full(tls, cert_agencies, Limits::default()).await
+    }
+
+    /// Plaintext, with these limits.
+    pub async fn start_with_limits(limits: Limits) -> TestServer {
+        Self::start_full(None, &[], limits).await
+    }
+
+    /// TLS material, certificate agencies and limits.
+    async fn start_full(tls: Option<Tls>, cert_agencies: &[&str], limits: Limits) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let workflows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows");
         let catalog = Arc::new(
             lienthong_workflow::Catalog::load(&workflows).expect("the project's workflows load"),
         );
         let store = Arc::new(SledStore::open(dir.path()).expect("store opens"));
+        let feed: Arc<dyn FeedSource> = store.clone();
+        let projections = Projections::open(&dir.path().join("projections"), feed, catalog.clone())
+            .expect("projections open");
+        let models = ReadModels::new(Arc::new(projections));
+        let server_models = models.clone();
         let clock = ManualClock::new(monday_morning());
         let engine = Engine::new(store, catalog, Arc::new(clock.clone()));
         let auth = Authenticator::from_toml(&auth_toml(cert_agencies), "test").expect("auth");
         let config = Config {
             auth,
             tls,
+            limits,
             ..Config::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -91,7 +112,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            lienthong_gateway::serve(listener, engine, config, async {
+            lienthong_gateway::serve(listener, engine, server_models, config, async {
                 let _ = stopped.await;
             })
             .await
@@ -100,6 +121,7 @@ impl TestServer {
         TestServer {
             addr,
             clock,
+            models,
             _dir: dir,
             stop: Some(stop),
             task: Some(task),
@@ -115,13 +137,14 @@ impl TestServer {
             .expect("connects")
     }
 
-    /// Clients of the three services over one channel.
+    /// Clients of the four services over one channel.
     pub async fn clients(&self) -> Clients {
         let ch = self.channel().await;
         Clients {
             dossiers: DossierServiceClient::new(ch.clone()),
             agencies: AgencyServiceClient::new(ch.clone()),
-            audit: AuditServiceClient::new(ch),
+            audit: AuditServiceClient::new(ch.clone()),
+            reports: ReportServiceClient::new(ch),
         }
     }
 
@@ -144,12 +167,17 @@ impl Drop for TestServer {
     }
 }
 
-/// The three service clients.
+/// The four service clients.
 #[derive(Clone)]
 pub struct Clients {
+    /// Submit, get, history, supplement, return, withdraw.
     pub dossiers: DossierServiceClient<Channel>,
+    /// The task stream and the agencies' acts.
     pub agencies: AgencyServiceClient<Channel>,
+    /// Replay, verify, export.
     pub audit: AuditServiceClient<Channel>,
+    /// Board, breaches, indicators.
+    pub reports: ReportServiceClient<Channel>,
 }
 
 /// A request carrying the token of the principal `id` (an empty id: no token).

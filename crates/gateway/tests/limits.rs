@@ -1,0 +1,128 @@
+//! Named limits over real gRPC: a principal calling faster than `requests_per_s_max` gets
+//! RESOURCE_EXHAUSTED with `RetryInfo` and the `rate-limited` reason, the refused call does
+//! nothing, other principals are unaffected, and a retry after the delay passes. Oversized messages
+//! and too many attributes are refused with RESOURCE_EXHAUSTED / INVALID_ARGUMENT naming the limit.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, birth, req};
+use lienthong_gateway::Limits;
+use lienthong_proto::v1 as pb;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_over_its_rate_is_told_when_to_retry_and_nothing_is_done() {
+    // A burst of 3 calls, then 2 per second.
+    let server = TestServer::start_with_limits(Limits {
+        requests_per_s_max: 2,
+        request_burst_max: 3,
+        ..Limits::default()
+    })
+    .await;
+    let mut c = server.clients().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = c
+            .dossiers
+            .submit(req("desk", birth(&format!("rate-{i}"), 2)))
+            .await
+            .expect("within the burst");
+        ids.push(r.into_inner().dossier_id);
+    }
+    let refused = c
+        .dossiers
+        .submit(req("desk", birth("rate-3", 2)))
+        .await
+        .expect_err("the burst is spent");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("requests_per_s_max"),
+        "names the limit: {}",
+        refused.message()
+    );
+    let info = refused.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "rate-limited");
+    let delay = refused
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo with a delay");
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_millis(500),
+        "{delay:?}"
+    );
+
+    // Another principal has its own bucket.
+    c.dossiers
+        .get(req(
+            "auditor",
+            pb::GetDossierRequest {
+                dossier: ids[0].clone(),
+            },
+        ))
+        .await
+        .expect("the auditor is not limited by the desk's calls");
+
+    // After the delay, the same request (same key) passes and is the first and only submission.
+    tokio::time::sleep(delay + Duration::from_millis(50)).await;
+    let ok = c
+        .dossiers
+        .submit(req("desk", birth("rate-3", 2)))
+        .await
+        .expect("after the delay")
+        .into_inner();
+    assert!(!ok.replayed, "the refused call had done nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_are_refused_by_name() {
+    let server = TestServer::start_with_limits(Limits {
+        message_bytes_max: 4096,
+        attributes_max: 3,
+        ..Limits::default()
+    })
+    .await;
+    let mut c = server.clients().await;
+
+    let mut big = birth("big", 2);
+    big.applicant.get_or_insert_default().full_name = "x".repeat(8192);
+    let s = c
+        .dossiers
+        .submit(req("desk", big))
+        .await
+        .expect_err("larger than message_bytes_max");
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    assert!(
+        s.message().starts_with("message_bytes_max:"),
+        "{}",
+        s.message()
+    );
+
+    let mut many = birth("many", 2);
+    for i in 0..5 {
+        many.attributes.insert(
+            format!("extra.a{i}"),
+            pb::AttributeValue {
+                kind: Some(pb::attribute_value::Kind::Integer(i)),
+            },
+        );
+    }
+    let s = c
+        .dossiers
+        .submit(req("desk", many))
+        .await
+        .expect_err("more than attributes_max");
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    assert!(
+        s.message().starts_with("attributes_max:"),
+        "{}",
+        s.message()
+    );
+    let info = s.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(
+        info.metadata.get("limit").map(String::as_str),
+        Some("attributes_max")
+    );
+}
