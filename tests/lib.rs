@@ -52,3 +52,108 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Lines of a served process's stderr kept for failure messages (the most recent ones).
+pub const SERVE_LOG_LINES_MAX: usize = 200;
+
+/// A running `lienthong serve`: killed on `Drop` if the test did not stop it.
+pub struct Serving {
+    /// The server process.
+    pub child: std::process::Child,
+    /// The address it printed (`host:port`), with the port the OS picked.
+    pub addr: String,
+    /// The last [`SERVE_LOG_LINES_MAX`] lines of its stderr, for failure messages.
+    log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+}
+
+impl Serving {
+    /// Starts `lienthong serve --grpc 127.0.0.1:0 --auth examples/auth.toml --data DATA` from the
+    /// repository root and waits for the line that names the address it listens on.
+    pub fn start(data: &Path) -> Serving {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(lienthong_bin())
+            .args([
+                "serve",
+                "--grpc",
+                "127.0.0.1:0",
+                "--auth",
+                "examples/auth.toml",
+                "--data",
+            ])
+            .arg(data)
+            .current_dir(repo_root())
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn lienthong serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                let _ = child.kill();
+                panic!(
+                    "lienthong serve exited before printing its address:\n{}",
+                    seen.join("\n")
+                );
+            };
+            let line = line.expect("stderr line");
+            if let Some(rest) = line.strip_prefix("lienthong: serving gRPC on ") {
+                break rest.split_whitespace().next().expect("address").to_string();
+            }
+            seen.push(line);
+        };
+        // Keep draining stderr (so the server never blocks on a full pipe), keeping the tail.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+            seen,
+        )));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut log = sink
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if log.len() == SERVE_LOG_LINES_MAX {
+                    log.pop_front();
+                }
+                log.push_back(line);
+            }
+        });
+        Serving { child, addr, log }
+    }
+
+    /// The server's recent stderr, for a failure message.
+    pub fn log_tail(&self) -> String {
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        log.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Stops the server with SIGTERM and waits up to `wait_ms_max` for it to exit; returns its
+    /// exit status.
+    pub fn stop(&mut self, wait_ms_max: u64) -> std::process::ExitStatus {
+        // SAFETY: plain kill(2) on the child's pid, which we own and have not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM to lienthong serve");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms_max);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for lienthong serve") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lienthong serve did not stop within {wait_ms_max} ms of SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

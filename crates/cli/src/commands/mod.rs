@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod calendar;
 mod check;
 mod demo;
@@ -53,6 +54,8 @@ pub enum Command {
     Projections(projections::Args),
     /// The embedded engine and the gRPC gateway for agency systems, until Ctrl-C.
     Serve(serve::Args),
+    /// A simulated agency system working its task queue over gRPC (demos, load, tests).
+    Agent(agent::Args),
 }
 
 /// Runs the chosen subcommand; the exit code is the subcommand's verdict.
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Report(a) => report::run(a),
         Command::Projections(a) => projections::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Agent(a) => agent::run(a),
     }
 }
 

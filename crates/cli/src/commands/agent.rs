@@ -1,0 +1,619 @@
+//! `lienthong agent --grpc URL --agency CODE [--token T] [--approve-rate 0.95] [--delay 200ms]
+//! [--concurrency 32] [--after POS] [--exit-when-idle 5s]`: a simulated agency system working its
+//! queue through the gateway, exactly as a real one would (for demos, load and tests).
+//!
+//! It streams the agency's tasks (`AgencyService.StreamTasks`) and, for each:
+//! - a step opened for the agency: after `--delay`, completes it with outcome `approve`
+//!   (probability `--approve-rate`) or rejects it with a reason; when the desk completes the last
+//!   step and the dossier is ready to return, it hands the result back (`ReturnResult`);
+//! - a supplement asked of the agency by another agency: provides it;
+//! - deadline warnings and misses: logged (a real system would alert an officer).
+//!
+//! Every act's idempotency key is derived from the task id, and every choice from the task id and
+//! `--seed`, so a task delivered again (after a reconnect) is answered with the same request and
+//! the gateway returns the first answer: a redelivered task never has two effects. The stream is
+//! resumed after a dropped connection from the last position below which every task was handled.
+//! A call refused for rate (RESOURCE_EXHAUSTED with RetryInfo) or because the server is
+//! unavailable is retried after a pause; a task whose step is no longer open (the dossier moved
+//! on) is counted as stale.
+
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use lienthong_proto::v1 as pb;
+use lienthong_proto::v1::agency_service_client::AgencyServiceClient;
+use lienthong_proto::v1::dossier_service_client::DossierServiceClient;
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::Semaphore;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+/// Tries per act before it is counted as failed (rate limits and unavailability are retried).
+pub const ACT_TRIES_MAX: u32 = 20;
+/// Pause before reconnecting a dropped task stream, doubled up to [`RECONNECT_PAUSE_MS_MAX`].
+pub const RECONNECT_PAUSE_MS_MIN: u64 = 100;
+/// Longest pause between reconnections.
+pub const RECONNECT_PAUSE_MS_MAX: u64 = 5_000;
+
+/// Arguments of `agent`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The gateway: `http://127.0.0.1:50051`, or `https://…` for TLS.
+    #[arg(long, value_name = "URL")]
+    grpc: String,
+    /// The agency whose queue to work (must be the credential's own agency unless it is an admin's).
+    #[arg(long)]
+    agency: String,
+    /// Bearer token of the agency's principal (see `examples/auth.toml`).
+    #[arg(long, env = "LIENTHONG_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate that signed the server's certificate (PEM), for `https://`.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// The agency's client certificate (PEM), for mutual TLS.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Share of opened steps that are approved (the rest are rejected), 0.0 to 1.0.
+    #[arg(long, default_value_t = 1.0)]
+    approve_rate: f64,
+    /// How long an officer takes over a step before answering, e.g. `0ms`, `200ms`, `2s`.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    delay: Duration,
+    /// Tasks worked at the same time.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Start after this global feed position (0: the whole backlog).
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// Stop once no task has arrived for this long and none is in hand (default: run until Ctrl-C).
+    #[arg(long, value_parser = parse_duration)]
+    exit_when_idle: Option<Duration>,
+    /// Seed of the choices (approve or reject), so that a run can be repeated.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Officer name written on every act.
+    #[arg(long)]
+    officer: Option<String>,
+    /// Print the final summary as one JSON object instead of a line of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A duration such as `250ms`, `2s`, `1m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (n, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("`{s}` has no unit: write e.g. 250ms, 2s or 1m"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a whole number before the unit"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}`: unknown unit `{unit}` (use ms, s or m)")),
+    }
+}
+
+/// What the agent did, printed at the end.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Task messages received (including ones delivered again).
+    tasks: AtomicU64,
+    /// Steps completed.
+    completed: AtomicU64,
+    /// Steps rejected.
+    rejected: AtomicU64,
+    /// Supplements provided to other agencies.
+    supplemented: AtomicU64,
+    /// Results handed back (desk only).
+    returned: AtomicU64,
+    /// Answers that were the first answer returned again (a redelivered task).
+    replayed: AtomicU64,
+    /// Tasks whose step or dossier had moved on (FAILED_PRECONDITION).
+    stale: AtomicU64,
+    /// Deadline warnings and misses received.
+    deadline_notices: AtomicU64,
+    /// Acts that failed for good.
+    failed: AtomicU64,
+    /// Retries after RESOURCE_EXHAUSTED / UNAVAILABLE / ABORTED.
+    retries: AtomicU64,
+    /// Task streams opened (1 + reconnections).
+    streams: AtomicU64,
+}
+
+/// The connection and the choices, shared by the task handlers.
+struct Agent {
+    /// Agency service client.
+    agencies: AgencyServiceClient<Channel>,
+    /// Dossier service client (supplements, results).
+    dossiers: DossierServiceClient<Channel>,
+    /// `authorization` header value, if a token is used.
+    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// The agency worked.
+    agency: String,
+    /// Officer written on the acts.
+    officer: String,
+    /// Approval probability.
+    approve_rate: f64,
+    /// Thinking time per step.
+    delay: Duration,
+    /// Seed of the choices.
+    seed: u64,
+    /// What happened.
+    counters: Counters,
+}
+
+/// Positions of the tasks in hand and the highest position seen: the resume cursor is the
+/// position below which everything was handled.
+#[derive(Default)]
+struct Cursor {
+    /// Positions of tasks being worked.
+    in_hand: BTreeSet<u64>,
+    /// Highest position received.
+    seen: u64,
+}
+
+impl Cursor {
+    /// Where a new stream resumes: just below the oldest task in hand, else the last seen.
+    fn resume_after(&self) -> u64 {
+        match self.in_hand.first() {
+            Some(p) => p - 1,
+            None => self.seen,
+        }
+    }
+}
+
+/// Runs the agent until Ctrl-C, or until idle with `--exit-when-idle`.
+pub fn run(args: Args) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.approve_rate) {
+        bail!(
+            "--approve-rate {} must be between 0.0 and 1.0",
+            args.approve_rate
+        );
+    }
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let channel = connect(&args).await?;
+        let bearer = args
+            .token
+            .as_deref()
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| anyhow!("--token contains characters a header cannot carry"))
+            })
+            .transpose()?;
+        if bearer.is_none() && args.cert.is_none() {
+            bail!(
+                "give --token (or LIENTHONG_TOKEN) or --cert/--key: the gateway refuses anonymous calls"
+            );
+        }
+        let agent = Arc::new(Agent {
+            agencies: AgencyServiceClient::new(channel.clone()),
+            dossiers: DossierServiceClient::new(channel),
+            bearer,
+            officer: args
+                .officer
+                .clone()
+                .unwrap_or_else(|| format!("agent:{}", args.agency)),
+            agency: args.agency.clone(),
+            approve_rate: args.approve_rate,
+            delay: args.delay,
+            seed: args.seed,
+            counters: Counters::default(),
+        });
+        work(agent.clone(), &args).await?;
+        print_summary(&agent, args.json);
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The channel to the gateway, with TLS when the URL is `https://` or a CA is given.
+async fn connect(args: &Args) -> Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(args.grpc.clone())
+        .map_err(|e| anyhow!("--grpc `{}` is not a URL ({e})", args.grpc))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    if args.grpc.starts_with("https://") || args.ca_cert.is_some() {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &args.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        } else {
+            tls = tls.with_enabled_roots();
+        }
+        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+            let c =
+                std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let k = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
+            tls = tls.identity(Identity::from_pem(c, k));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("the TLS settings are unusable")?;
+    }
+    // Connect lazily: the stream loop retries while the gateway is not up yet.
+    Ok(endpoint.connect_lazy())
+}
+
+/// Streams tasks and works them until idle (or Ctrl-C), reconnecting as needed.
+async fn work(agent: Arc<Agent>, args: &Args) -> Result<()> {
+    let permits = Arc::new(Semaphore::new(args.concurrency));
+    let cursor = Arc::new(Mutex::new(Cursor {
+        seen: args.after,
+        ..Cursor::default()
+    }));
+    let mut pause = Duration::from_millis(RECONNECT_PAUSE_MS_MIN);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let after = cursor.lock().resume_after();
+        let request = agent.request(pb::StreamTasksRequest {
+            after_position: after,
+            agency: agent.agency.clone(),
+            backlog_only: false,
+        });
+        let mut client = agent.agencies.clone();
+        let opened = tokio::select! {
+            r = client.stream_tasks(request) => r,
+            _ = &mut ctrl_c => return Ok(()),
+        };
+        let mut stream = match opened {
+            Ok(s) => s.into_inner(),
+            Err(s) if retryable(&s) => {
+                tracing::warn!(code = ?s.code(), message = s.message(), "task stream refused; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(RECONNECT_PAUSE_MS_MAX));
+                continue;
+            }
+            Err(s) => bail!("cannot stream the tasks of `{}`: {s}", agent.agency),
+        };
+        agent.counters.streams.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(after, agency = %agent.agency, "task stream open");
+        loop {
+            let next = async {
+                match args.exit_when_idle {
+                    Some(idle) => tokio::time::timeout(idle, stream.message()).await.ok(),
+                    None => Some(stream.message().await),
+                }
+            };
+            let msg = tokio::select! {
+                m = next => m,
+                _ = &mut ctrl_c => return Ok(()),
+            };
+            match msg {
+                None => {
+                    // Idle for `--exit-when-idle`: finish what is in hand, then stop.
+                    if permits.available_permits() == args.concurrency {
+                        return Ok(());
+                    }
+                    let _all = permits
+                        .acquire_many(args.concurrency as u32)
+                        .await
+                        .context("task permits closed")?;
+                    return Ok(());
+                }
+                Some(Ok(Some(m))) => {
+                    pause = Duration::from_millis(RECONNECT_PAUSE_MS_MIN);
+                    match m.item {
+                        Some(pb::task_stream_message::Item::Task(task)) => {
+                            agent.counters.tasks.fetch_add(1, Ordering::Relaxed);
+                            let permit = permits
+                                .clone()
+                                .acquire_owned()
+                                .await
+                                .context("task permits closed")?;
+                            {
+                                let mut c = cursor.lock();
+                                c.in_hand.insert(m.position);
+                                c.seen = c.seen.max(m.position);
+                            }
+                            let (agent, cursor) = (agent.clone(), cursor.clone());
+                            tokio::spawn(async move {
+                                agent.handle(task).await;
+                                cursor.lock().in_hand.remove(&m.position);
+                                drop(permit);
+                            });
+                        }
+                        Some(pb::task_stream_message::Item::CaughtUp(c)) => {
+                            let mut cur = cursor.lock();
+                            cur.seen = cur.seen.max(c.position);
+                        }
+                        None => {}
+                    }
+                }
+                Some(Ok(None)) | Some(Err(_)) => {
+                    if let Some(Err(s)) = &msg {
+                        tracing::warn!(code = ?s.code(), message = s.message(), "task stream ended; resuming");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(RECONNECT_PAUSE_MS_MAX));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Worth retrying: the server is busy, shutting down or not up yet.
+fn retryable(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::DeadlineExceeded
+    )
+}
+
+impl Agent {
+    /// A request carrying the agent's credentials.
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut r = Request::new(message);
+        if let Some(b) = &self.bearer {
+            r.metadata_mut().insert("authorization", b.clone());
+        }
+        r.set_timeout(Duration::from_secs(30));
+        r
+    }
+
+    /// The deterministic random source of one task.
+    fn rng(&self, task_id: &str) -> StdRng {
+        let mut h = std::hash::DefaultHasher::new();
+        task_id.hash(&mut h);
+        StdRng::seed_from_u64(self.seed ^ h.finish())
+    }
+
+    /// Works one task.
+    async fn handle(&self, task: pb::Task) {
+        let key = |act: &str| format!("agent/{act}/{}", task.task_id);
+        let result = match task.kind() {
+            pb::TaskKind::StepOpened => {
+                tokio::time::sleep(self.delay).await;
+                let approve = self.rng(&task.task_id).random_bool(self.approve_rate);
+                if approve {
+                    let out = self
+                        .call("CompleteStep", || {
+                            let mut c = self.agencies.clone();
+                            let r = self.request(pb::CompleteStepRequest {
+                                idempotency_key: key("complete"),
+                                dossier: task.dossier_id.clone(),
+                                step_id: task.step_id.clone(),
+                                outcome: "approve".into(),
+                                results: vec![document(
+                                    &format!("ket-qua-{}", task.step_id),
+                                    &task.task_id,
+                                )],
+                                note: String::new(),
+                                officer: self.officer.clone(),
+                            });
+                            async move { c.complete_step(r).await }
+                        })
+                        .await;
+                    if let Some(resp) = &out {
+                        self.counters.completed.fetch_add(1, Ordering::Relaxed);
+                        let ready = resp.dossier.as_ref().is_some_and(|d| {
+                            d.status() == pb::DossierStatus::ReadyToReturn
+                                && d.receiving_agency == self.agency
+                        });
+                        if ready {
+                            self.return_result(&task, key("return")).await;
+                        }
+                    }
+                    out.map(|_| ())
+                } else {
+                    let out = self
+                        .call("RejectStep", || {
+                            let mut c = self.agencies.clone();
+                            let r = self.request(pb::RejectStepRequest {
+                                idempotency_key: key("reject"),
+                                dossier: task.dossier_id.clone(),
+                                step_id: task.step_id.clone(),
+                                reason: "không đủ điều kiện theo quy định".into(),
+                                officer: self.officer.clone(),
+                            });
+                            async move { c.reject_step(r).await }
+                        })
+                        .await;
+                    if out.is_some() {
+                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    out.map(|_| ())
+                }
+            }
+            pb::TaskKind::SupplementRequested => {
+                tokio::time::sleep(self.delay).await;
+                let out = self
+                    .call("ProvideSupplement", || {
+                        let mut c = self.dossiers.clone();
+                        let r = self.request(pb::ProvideSupplementRequest {
+                            idempotency_key: key("supplement"),
+                            dossier: task.dossier_id.clone(),
+                            documents: vec![document("giay-to-bo-sung", &task.task_id)],
+                            note: format!("{} bổ sung", self.agency),
+                            officer: self.officer.clone(),
+                        });
+                        async move { c.provide_supplement(r).await }
+                    })
+                    .await;
+                if out.is_some() {
+                    self.counters.supplemented.fetch_add(1, Ordering::Relaxed);
+                }
+                out.map(|_| ())
+            }
+            pb::TaskKind::DeadlineWarning | pb::TaskKind::DeadlineMissed => {
+                self.counters
+                    .deadline_notices
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    kind = ?task.kind(),
+                    dossier = %task.dossier_code,
+                    step = %task.step_id,
+                    "deadline notice"
+                );
+                Some(())
+            }
+            pb::TaskKind::Unspecified => Some(()),
+        };
+        if result.is_none() {
+            tracing::debug!(task = %task.task_id, "task not carried out");
+        }
+    }
+
+    /// The desk hands the result back to the citizen.
+    async fn return_result(&self, task: &pb::Task, key: String) {
+        let out = self
+            .call("ReturnResult", || {
+                let mut c = self.dossiers.clone();
+                let r = self.request(pb::ReturnResultRequest {
+                    idempotency_key: key.clone(),
+                    dossier: task.dossier_id.clone(),
+                    results: vec![document("ket-qua", &task.task_id)],
+                    channel: pb::Channel::InPerson as i32,
+                    officer: self.officer.clone(),
+                });
+                async move { c.return_result(r).await }
+            })
+            .await;
+        if out.is_some() {
+            self.counters.returned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes one call, retrying rate limits and unavailability; `None` when it did not happen
+    /// (stale task or a failure, both counted and logged).
+    async fn call<F, Fut>(&self, rpc: &'static str, mut make: F) -> Option<pb::CommandResponse>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<pb::CommandResponse>, Status>>,
+    {
+        let mut pause = Duration::from_millis(RECONNECT_PAUSE_MS_MIN);
+        for _ in 0..ACT_TRIES_MAX {
+            match make().await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    if r.replayed {
+                        self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Some(r);
+                }
+                Err(s) if s.code() == Code::FailedPrecondition => {
+                    self.counters.stale.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(rpc, message = s.message(), "task is stale");
+                    return None;
+                }
+                Err(s) if retryable(&s) => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    let wait = s
+                        .get_details_retry_info()
+                        .and_then(|r| r.retry_delay)
+                        .unwrap_or(pause);
+                    tokio::time::sleep(wait).await;
+                    pause = (pause * 2).min(Duration::from_millis(RECONNECT_PAUSE_MS_MAX));
+                }
+                Err(s) => {
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(rpc, code = ?s.code(), message = s.message(), "act failed");
+                    return None;
+                }
+            }
+        }
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(rpc, "act failed after {ACT_TRIES_MAX} tries");
+        None
+    }
+}
+
+/// A document reference for a simulated result (the content hash stands in for a real file's).
+fn document(kind: &str, task_id: &str) -> pb::DocumentRef {
+    let mut h = std::hash::DefaultHasher::new();
+    (kind, task_id).hash(&mut h);
+    let n = h.finish();
+    pb::DocumentRef {
+        kind: kind.to_string(),
+        uri: format!("dms://agent/{kind}/{n:016x}"),
+        sha256: format!("{:016x}{:016x}{:016x}{:016x}", n, n ^ 1, n ^ 2, n ^ 3),
+    }
+}
+
+/// Prints what the agent did.
+fn print_summary(agent: &Agent, json: bool) {
+    let c = &agent.counters;
+    let fields = [
+        ("tasks", c.tasks.load(Ordering::Relaxed)),
+        ("completed", c.completed.load(Ordering::Relaxed)),
+        ("rejected", c.rejected.load(Ordering::Relaxed)),
+        ("supplemented", c.supplemented.load(Ordering::Relaxed)),
+        ("returned", c.returned.load(Ordering::Relaxed)),
+        ("replayed", c.replayed.load(Ordering::Relaxed)),
+        ("stale", c.stale.load(Ordering::Relaxed)),
+        (
+            "deadline_notices",
+            c.deadline_notices.load(Ordering::Relaxed),
+        ),
+        ("failed", c.failed.load(Ordering::Relaxed)),
+        ("retries", c.retries.load(Ordering::Relaxed)),
+        ("streams", c.streams.load(Ordering::Relaxed)),
+    ];
+    if json {
+        let mut o = serde_json::Map::new();
+        o.insert("agency".into(), agent.agency.clone().into());
+        for (k, v) in fields {
+            o.insert(k.into(), v.into());
+        }
+        println!("{}", serde_json::Value::Object(o));
+    } else {
+        let text: Vec<String> = fields.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("agent {}: {}", agent.agency, text.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_have_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("5").unwrap_err().contains("no unit"));
+        assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn the_cursor_resumes_below_the_oldest_task_in_hand() {
+        let mut c = Cursor {
+            seen: 10,
+            ..Cursor::default()
+        };
+        assert_eq!(c.resume_after(), 10);
+        c.in_hand.insert(12);
+        c.in_hand.insert(15);
+        c.seen = 15;
+        assert_eq!(c.resume_after(), 11);
+        c.in_hand.remove(&12);
+        assert_eq!(c.resume_after(), 14);
+        c.in_hand.remove(&15);
+        assert_eq!(c.resume_after(), 15);
+    }
+}
