@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --locked --bin lienthong
+# The Python client of tests/e2e/python.rs: .tools/venv with examples/python/requirements.txt.
+scripts/python-env.sh
 cargo test --workspace --locked --no-fail-fast "$@"
