@@ -21,6 +21,7 @@ mod common;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use common::pki::Pki;
 use common::{Clients, TestServer, birth, doc, req};
 use lienthong_gateway::auth::ACT_AS_HEADER;
 use lienthong_proto::v1 as pb;
@@ -845,7 +846,22 @@ async fn check_the_premise(c: &mut Clients) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_for_every_caller_answers_as_the_table_says() {
     let server = TestServer::start().await;
-    let mut c = server.clients().await;
+    let c = server.clients().await;
+    run_the_table(server, c).await;
+}
+
+/// The same table over server TLS (certificates made here with rcgen), as deployed: bearer tokens
+/// travel only inside TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_every_rpc_for_every_caller_answers_as_the_table_says() {
+    let pki = Pki::new();
+    let server = TestServer::start_with(Some(pki.server.clone()), &[]).await;
+    let c = Clients::over(pki.channel(&server, None).await);
+    run_the_table(server, c).await;
+}
+
+/// Runs every cell of [`TABLE`] through `c` against `server`, then stops the server.
+async fn run_the_table(server: TestServer, mut c: Clients) {
     check_the_premise(&mut c).await;
 
     let mut problems: Vec<String> = Vec::new();

@@ -5,73 +5,12 @@
 
 mod common;
 
+use common::pki::Pki;
 use common::{TestServer, birth, next_tasks, req};
-use lienthong_gateway::Tls;
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::agency_service_client::AgencyServiceClient;
 use lienthong_proto::v1::dossier_service_client::DossierServiceClient;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-/// A test PKI: the CA's PEM, the server's TLS material, and client identities by agency.
-struct Pki {
-    ca_pem: String,
-    server: Tls,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca_key = KeyPair::generate().expect("key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "lienthong test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
-        let issuer = Issuer::new(ca_params, ca_key);
-        let server_key = KeyPair::generate().expect("key");
-        let server_cert = CertificateParams::new(vec!["localhost".to_string()])
-            .expect("params")
-            .signed_by(&server_key, &issuer)
-            .expect("server cert");
-        Pki {
-            ca_pem: ca_cert.pem(),
-            server: Tls {
-                cert_pem: server_cert.pem().into_bytes(),
-                key_pem: server_key.serialize_pem().into_bytes(),
-                client_ca_pem: Some(ca_cert.pem().into_bytes()),
-            },
-            issuer,
-        }
-    }
-
-    /// A client certificate with the agency code as CN and DNS SAN.
-    fn client(&self, agency: &str) -> Identity {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec![agency.to_string()]).expect("params");
-        params.distinguished_name.push(DnType::CommonName, agency);
-        let cert = params.signed_by(&key, &self.issuer).expect("client cert");
-        Identity::from_pem(cert.pem(), key.serialize_pem())
-    }
-
-    async fn channel(&self, server: &TestServer, identity: Option<Identity>) -> Channel {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .domain_name("localhost");
-        if let Some(id) = identity {
-            tls = tls.identity(id);
-        }
-        Channel::from_shared(format!("https://localhost:{}", server.addr.port()))
-            .expect("uri")
-            .tls_config(tls)
-            .expect("tls config")
-            .connect()
-            .await
-            .expect("TLS connects")
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_over_tls_and_client_certificates() {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -137,15 +139,9 @@ impl TestServer {
             .expect("connects")
     }
 
-    /// Clients of the four services over one channel.
+    /// Clients of the four services over one plaintext channel.
     pub async fn clients(&self) -> Clients {
-        let ch = self.channel().await;
-        Clients {
-            dossiers: DossierServiceClient::new(ch.clone()),
-            agencies: AgencyServiceClient::new(ch.clone()),
-            audit: AuditServiceClient::new(ch.clone()),
-            reports: ReportServiceClient::new(ch),
-        }
+        Clients::over(self.channel().await)
     }
 
     /// Stops the server and waits until it has stopped.
@@ -155,6 +151,18 @@ impl TestServer {
         }
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+impl Clients {
+    /// Clients of the four services over `ch`.
+    pub fn over(ch: Channel) -> Clients {
+        Clients {
+            dossiers: DossierServiceClient::new(ch.clone()),
+            agencies: AgencyServiceClient::new(ch.clone()),
+            audit: AuditServiceClient::new(ch.clone()),
+            reports: ReportServiceClient::new(ch),
         }
     }
 }
