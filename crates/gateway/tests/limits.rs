@@ -1,7 +1,8 @@
 //! Named limits over real gRPC: a principal calling faster than `requests_per_s_max` gets
 //! RESOURCE_EXHAUSTED with `RetryInfo` and the `rate-limited` reason, the refused call does
 //! nothing, other principals are unaffected, and a retry after the delay passes. Oversized messages
-//! and too many attributes are refused with RESOURCE_EXHAUSTED / INVALID_ARGUMENT naming the limit.
+//! and too many attributes are refused with RESOURCE_EXHAUSTED naming the limit; a stream ends at
+//! the client's deadline.
 
 mod common;
 
@@ -125,4 +126,43 @@ async fn oversized_requests_are_refused_by_name() {
         info.metadata.get("limit").map(String::as_str),
         Some("attributes_max")
     );
+}
+
+/// The server honours the client's deadline on a task stream (the `grpc-timeout` header is set by
+/// hand so that only the server knows it): the backlog arrives, then the stream ends with
+/// DEADLINE_EXCEEDED instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_stream_ends_at_the_clients_deadline() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    c.dossiers
+        .submit(req("desk", birth("deadline-1", 2)))
+        .await
+        .expect("submitted");
+    let mut r = req("tu-phap", pb::StreamTasksRequest::default());
+    r.metadata_mut()
+        .insert("grpc-timeout", "400m".parse().expect("ascii"));
+    let started = std::time::Instant::now();
+    let mut s = c
+        .agencies
+        .stream_tasks(r)
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut tasks = 0;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.message()).await {
+            Ok(Ok(Some(m))) => {
+                if matches!(m.item, Some(pb::task_stream_message::Item::Task(_))) {
+                    tasks += 1;
+                }
+            }
+            Ok(Ok(None)) => panic!("the stream ended without a status"),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("the stream outlived the client's deadline by seconds"),
+        }
+    };
+    assert_eq!(tasks, 1, "the backlog came first");
+    assert_eq!(end.code(), Code::DeadlineExceeded, "{end:?}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
 }
