@@ -158,6 +158,10 @@ async fn agents_carry_dossiers_to_the_returned_result_and_a_rerun_changes_nothin
     let again = summary(agent(&addr, "tu-phap", "dev-tu-phap", &[]));
     assert_eq!(again["tasks"], DOSSIERS as u64, "{again}");
     assert_eq!(again["replayed"], DOSSIERS as u64, "{again}");
+    assert_eq!(
+        again["completed"], 0,
+        "nothing is done a second time: {again}"
+    );
     assert_eq!(again["failed"], 0, "{again}");
     for (id, before) in ids.iter().zip(seq_before) {
         let d = client

@@ -18,7 +18,6 @@
 //! on) is counted as stale.
 
 use std::collections::BTreeSet;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,6 +36,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
+/// Deadline of one act (a unary call), in seconds.
+pub const ACT_TIMEOUT_S: u64 = 30;
 /// Tries per act before it is counted as failed (rate limits and unavailability are retried).
 pub const ACT_TRIES_MAX: u32 = 20;
 /// Pause before reconnecting a dropped task stream, doubled up to [`RECONNECT_PAUSE_MS_MAX`].
@@ -50,7 +51,8 @@ pub struct Args {
     /// The gateway: `http://127.0.0.1:50051`, or `https://…` for TLS.
     #[arg(long, value_name = "URL")]
     grpc: String,
-    /// The agency whose queue to work (must be the credential's own agency unless it is an admin's).
+    /// The agency whose queue to work: the credential's own agency (an auditor's or admin's
+    /// credential may stream another agency's tasks, but acts are recorded as the credential's).
     #[arg(long)]
     agency: String,
     /// Bearer token of the agency's principal (see `examples/auth.toml`).
@@ -114,13 +116,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 struct Counters {
     /// Task messages received (including ones delivered again).
     tasks: AtomicU64,
-    /// Steps completed.
+    /// Steps completed (first answers only; replays are counted in `replayed`).
     completed: AtomicU64,
-    /// Steps rejected.
+    /// Steps rejected (first answers only).
     rejected: AtomicU64,
-    /// Supplements provided to other agencies.
+    /// Supplements provided to other agencies (first answers only).
     supplemented: AtomicU64,
-    /// Results handed back (desk only).
+    /// Results handed back (desk only; first answers only).
     returned: AtomicU64,
     /// Answers that were the first answer returned again (a redelivered task).
     replayed: AtomicU64,
@@ -172,7 +174,7 @@ impl Cursor {
     /// Where a new stream resumes: just below the oldest task in hand, else the last seen.
     fn resume_after(&self) -> u64 {
         match self.in_hand.first() {
-            Some(p) => p - 1,
+            Some(p) => p.saturating_sub(1),
             None => self.seen,
         }
     }
@@ -270,11 +272,12 @@ async fn work(agent: Arc<Agent>, args: &Args) -> Result<()> {
     tokio::pin!(ctrl_c);
     loop {
         let after = cursor.lock().resume_after();
-        let request = agent.request(pb::StreamTasksRequest {
+        // No deadline on the stream itself: it is meant to stay open (acts carry their own).
+        let request = agent.credentials(Request::new(pb::StreamTasksRequest {
             after_position: after,
             agency: agent.agency.clone(),
             backlog_only: false,
-        });
+        }));
         let mut client = agent.agencies.clone();
         let opened = tokio::select! {
             r = client.stream_tasks(request) => r,
@@ -292,10 +295,16 @@ async fn work(agent: Arc<Agent>, args: &Args) -> Result<()> {
         };
         agent.counters.streams.fetch_add(1, Ordering::Relaxed);
         tracing::info!(after, agency = %agent.agency, "task stream open");
+        // When the last task arrived (or the stream opened): idleness counts from there, and
+        // only a task resets it (caught-up markers come whenever other agencies' events move the
+        // feed).
+        let mut last_task = tokio::time::Instant::now();
         loop {
             let next = async {
                 match args.exit_when_idle {
-                    Some(idle) => tokio::time::timeout(idle, stream.message()).await.ok(),
+                    Some(idle) => tokio::time::timeout_at(last_task + idle, stream.message())
+                        .await
+                        .ok(),
                     None => Some(stream.message().await),
                 }
             };
@@ -305,31 +314,37 @@ async fn work(agent: Arc<Agent>, args: &Args) -> Result<()> {
             };
             match msg {
                 None => {
-                    // Idle for `--exit-when-idle`: finish what is in hand, then stop.
-                    if permits.available_permits() == args.concurrency {
+                    // Idle for `--exit-when-idle`: stop once nothing is in hand; otherwise wait for
+                    // what is in hand (it may route more work here) and keep reading.
+                    if cursor.lock().in_hand.is_empty() {
                         return Ok(());
                     }
                     let _all = permits
                         .acquire_many(args.concurrency as u32)
                         .await
                         .context("task permits closed")?;
-                    return Ok(());
+                    last_task = tokio::time::Instant::now();
                 }
                 Some(Ok(Some(m))) => {
                     pause = Duration::from_millis(RECONNECT_PAUSE_MS_MIN);
                     match m.item {
                         Some(pb::task_stream_message::Item::Task(task)) => {
+                            last_task = tokio::time::Instant::now();
                             agent.counters.tasks.fetch_add(1, Ordering::Relaxed);
+                            {
+                                let mut c = cursor.lock();
+                                c.seen = c.seen.max(m.position);
+                                if c.in_hand.contains(&m.position) {
+                                    // Delivered again on a new stream while still being worked.
+                                    continue;
+                                }
+                            }
                             let permit = permits
                                 .clone()
                                 .acquire_owned()
                                 .await
                                 .context("task permits closed")?;
-                            {
-                                let mut c = cursor.lock();
-                                c.in_hand.insert(m.position);
-                                c.seen = c.seen.max(m.position);
-                            }
+                            cursor.lock().in_hand.insert(m.position);
                             let (agent, cursor) = (agent.clone(), cursor.clone());
                             tokio::spawn(async move {
                                 agent.handle(task).await;
@@ -357,30 +372,38 @@ async fn work(agent: Arc<Agent>, args: &Args) -> Result<()> {
     }
 }
 
-/// Worth retrying: the server is busy, shutting down or not up yet.
+/// Worth retrying: the server is busy, shutting down or not up yet. RESOURCE_EXHAUSTED only when
+/// it says when (the request rate, with RetryInfo) or is about concurrent streams: a message or an
+/// attribute count over its limit will never pass.
 fn retryable(s: &Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::DeadlineExceeded
-    )
+    match s.code() {
+        Code::Unavailable | Code::Aborted | Code::DeadlineExceeded => true,
+        Code::ResourceExhausted => {
+            s.get_details_retry_info().is_some() || s.message().starts_with("streams_max")
+        }
+        _ => false,
+    }
 }
 
 impl Agent {
-    /// A request carrying the agent's credentials.
-    fn request<T>(&self, message: T) -> Request<T> {
-        let mut r = Request::new(message);
+    /// `r` with the agent's credentials.
+    fn credentials<T>(&self, mut r: Request<T>) -> Request<T> {
         if let Some(b) = &self.bearer {
             r.metadata_mut().insert("authorization", b.clone());
         }
-        r.set_timeout(Duration::from_secs(30));
+        r
+    }
+
+    /// A unary request carrying the agent's credentials and a deadline of [`ACT_TIMEOUT_S`].
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut r = self.credentials(Request::new(message));
+        r.set_timeout(Duration::from_secs(ACT_TIMEOUT_S));
         r
     }
 
     /// The deterministic random source of one task.
     fn rng(&self, task_id: &str) -> StdRng {
-        let mut h = std::hash::DefaultHasher::new();
-        task_id.hash(&mut h);
-        StdRng::seed_from_u64(self.seed ^ h.finish())
+        StdRng::seed_from_u64(self.seed ^ fnv1a(&[task_id.as_bytes()]))
     }
 
     /// Works one task.
@@ -410,7 +433,9 @@ impl Agent {
                         })
                         .await;
                     if let Some(resp) = &out {
-                        self.counters.completed.fetch_add(1, Ordering::Relaxed);
+                        if !resp.replayed {
+                            self.counters.completed.fetch_add(1, Ordering::Relaxed);
+                        }
                         let ready = resp.dossier.as_ref().is_some_and(|d| {
                             d.status() == pb::DossierStatus::ReadyToReturn
                                 && d.receiving_agency == self.agency
@@ -434,7 +459,7 @@ impl Agent {
                             async move { c.reject_step(r).await }
                         })
                         .await;
-                    if out.is_some() {
+                    if out.as_ref().is_some_and(|r| !r.replayed) {
                         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                     }
                     out.map(|_| ())
@@ -455,7 +480,7 @@ impl Agent {
                         async move { c.provide_supplement(r).await }
                     })
                     .await;
-                if out.is_some() {
+                if out.as_ref().is_some_and(|r| !r.replayed) {
                     self.counters.supplemented.fetch_add(1, Ordering::Relaxed);
                 }
                 out.map(|_| ())
@@ -494,7 +519,7 @@ impl Agent {
                 async move { c.return_result(r).await }
             })
             .await;
-        if out.is_some() {
+        if out.as_ref().is_some_and(|r| !r.replayed) {
             self.counters.returned.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -545,14 +570,23 @@ impl Agent {
 
 /// A document reference for a simulated result (the content hash stands in for a real file's).
 fn document(kind: &str, task_id: &str) -> pb::DocumentRef {
-    let mut h = std::hash::DefaultHasher::new();
-    (kind, task_id).hash(&mut h);
-    let n = h.finish();
+    let n = fnv1a(&[kind.as_bytes(), b"/", task_id.as_bytes()]);
     pb::DocumentRef {
         kind: kind.to_string(),
         uri: format!("dms://agent/{kind}/{n:016x}"),
         sha256: format!("{:016x}{:016x}{:016x}{:016x}", n, n ^ 1, n ^ 2, n ^ 3),
     }
+}
+
+/// FNV-1a, 64 bits: a hash that is the same in every build and Rust release, so that a task
+/// redelivered after an upgrade is answered with the same request (same key, same content).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// Prints what the agent did.
