@@ -2,62 +2,16 @@
 //! engine, the read models, the gateway and the auth file together, serves on the address it
 //! prints (port 0 picks a free one), and stops cleanly with exit 0 on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use lienthong_e2e::{lienthong_bin, repo_root};
+use lienthong_e2e::Serving;
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::dossier_service_client::DossierServiceClient;
 use lienthong_proto::v1::report_service_client::ReportServiceClient;
 
-/// Kills the server if the test fails before stopping it.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `lienthong serve` on 127.0.0.1:0 and returns it with the address it printed.
-fn start(data: &std::path::Path) -> (Server, String) {
-    let mut child = Command::new(lienthong_bin())
-        .args([
-            "serve",
-            "--grpc",
-            "127.0.0.1:0",
-            "--auth",
-            "examples/auth.toml",
-            "--data",
-        ])
-        .arg(data)
-        .current_dir(repo_root())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn lienthong serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("serve printed its address before exiting")
-            .expect("stderr line");
-        if let Some(rest) = line.strip_prefix("lienthong: serving gRPC on ") {
-            break rest.split_whitespace().next().expect("address").to_string();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Server(child), addr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_binary_answers_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut server, addr) = start(dir.path());
+    let mut server = Serving::start(dir.path());
+    let addr = server.addr.clone();
     let mut client = DossierServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connects");
@@ -129,20 +83,7 @@ async fn serve_binary_answers_and_stops_on_sigterm() {
     );
 
     // SIGTERM: graceful stop, exit 0.
-    // SAFETY: plain kill(2) on the child's pid, which we own and have not reaped.
-    let rc = unsafe { libc::kill(server.0.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = server.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "serve did not stop within 15 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server.stop(15_000);
     assert!(status.success(), "exit status {status:?}");
 
     // The read models live beside the store.
