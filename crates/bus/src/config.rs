@@ -48,8 +48,13 @@ pub const TASK_UNACKED_MAX_DEFAULT: u32 = 1_000;
 pub const TASKS_PER_AGENCY_MAX_DEFAULT: u64 = 100_000;
 /// Default bound on dead-letter records kept (all agencies).
 pub const DEAD_LETTERS_MAX_DEFAULT: u64 = 1_000_000;
-/// Default bound on one payload: 1 MiB, the default `max_payload` of nats-server.
-pub const PAYLOAD_BYTES_MAX_DEFAULT: usize = 1 << 20;
+/// Default bound on one payload: 1 MiB (the default `max_payload` of nats-server) less the room
+/// kept for headers.
+pub const PAYLOAD_BYTES_MAX_DEFAULT: usize = (1 << 20) - HEADERS_BYTES_MAX;
+/// Room kept for the headers lienthong writes (message id, dossier, seq, task id, agency: well
+/// under this), so that payload plus headers fit nats-server's default `max_payload` of 1 MiB
+/// and the streams' `max_message_size`, which count both.
+pub const HEADERS_BYTES_MAX: usize = 4 << 10;
 /// Default capacity of a command inbox (requests received and not yet taken by the server).
 pub const COMMAND_INBOX_CAPACITY_DEFAULT: usize = 1_024;
 

@@ -432,16 +432,12 @@ pub async fn redelivered_task_acked_twice_has_one_effect(bus: &dyn Bus) {
     let (d1, d2) = (&d1[0], &d2[0]);
     assert_eq!(d1.task, d2.task, "a redelivery carries the same task id");
 
-    // The consumer's side: completing by task id makes the second completion a no-op.
-    let mut completed = HashSet::new();
-    let mut effects = 0;
+    // Both acks succeed, the redelivery's first and then the stale first delivery's (a worker
+    // that was slow): neither errs, and the task is gone for good. That the work itself happens
+    // once is the consumer's part (it completes by task id: the engine's idempotency keys).
     for d in [d2, d1] {
-        if completed.insert(d.task.clone()) {
-            effects += 1;
-        }
         ack(d).await;
     }
-    assert_eq!(effects, 1);
 
     let after = pull(bus, &a, 10, REDELIVERY * 2).await;
     assert!(

@@ -371,6 +371,16 @@ impl Inner {
                     "dead-letter log is full: the task stays queued; read and clear the dead \
                      letters or raise dead_letters_max"
                 );
+                // Back in the queue, due again after the longest backoff (not at once: its old
+                // deadline has passed, and a past deadline would make every pull spin on it).
+                let later = self
+                    .config
+                    .task_redelivery_backoff
+                    .last()
+                    .copied()
+                    .unwrap_or(Duration::from_secs(1));
+                let mut u = u;
+                u.deadline = now + later;
                 let mut tasks = self.tasks.lock();
                 if let Some(q) = tasks.agencies.get_mut(agency) {
                     q.unacked.insert(position, u);

@@ -52,7 +52,7 @@ use bytes::Bytes;
 use tokio_stream::{Stream, StreamExt};
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::config::{Config, HEADERS_BYTES_MAX};
 use crate::contract::{self, Agency, Partition, TaskId};
 use crate::message::{
     Acker, CommandInbox, DeadLetter, Delivery, FeedEvent, FeedRecord, FeedSubscription, InboxInner,
@@ -228,7 +228,8 @@ fn feed_stream_config(config: &Config) -> stream::Config {
         duplicate_window: config.duplicate_window,
         max_messages: signed(config.feed_messages_max),
         max_bytes: signed(config.feed_bytes_max),
-        max_message_size: i32::try_from(config.payload_bytes_max).unwrap_or(i32::MAX),
+        max_message_size: i32::try_from(config.payload_bytes_max + HEADERS_BYTES_MAX)
+            .unwrap_or(i32::MAX),
         discard: DiscardPolicy::Old,
         allow_direct: true,
         ..Default::default()
@@ -245,7 +246,8 @@ fn task_stream_config(config: &Config) -> stream::Config {
         num_replicas: config.replicas,
         duplicate_window: config.duplicate_window,
         max_messages_per_subject: signed(config.tasks_per_agency_max),
-        max_message_size: i32::try_from(config.payload_bytes_max).unwrap_or(i32::MAX),
+        max_message_size: i32::try_from(config.payload_bytes_max + HEADERS_BYTES_MAX)
+            .unwrap_or(i32::MAX),
         discard: DiscardPolicy::New,
         discard_new_per_subject: true,
         ..Default::default()
@@ -743,10 +745,13 @@ impl Tasks for NatsBus {
                 if messages.is_empty() {
                     return Ok(Vec::new());
                 }
-                if max > 1 {
+                // A pull for more than max_ack_pending is refused outright (409) by the server,
+                // so the top-up asks for no more than that bound.
+                let top_up = (max - 1).min(self.inner.config.task_unacked_max as usize);
+                if top_up > 0 {
                     messages.extend(
                         self.inner
-                            .fetch(&consumer, max - 1, PULL_TOP_UP_WAIT)
+                            .fetch(&consumer, top_up, PULL_TOP_UP_WAIT)
                             .await?,
                     );
                 }
