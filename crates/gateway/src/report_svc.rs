@@ -2,9 +2,10 @@
 //! indicators of `lienthong_projections` over gRPC (see `proto/lienthong/v1/report.proto`; the
 //! definitions of every figure are in the `lienthong-projections` crate docs).
 //!
-//! Every call folds what is new in the store into the projections, then reads its view, both in
-//! one blocking task that holds the [`ReadModels`] lock: a report reflects every command
-//! acknowledged before the call, and one fold runs at a time. (Two interleaved folds of one
+//! Every call folds what is new in the store into the projections under the [`ReadModels`] lock
+//! held for writing, then reads its view under the same lock held for reading: a report reflects
+//! every command acknowledged before the call, one fold runs at a time, reports run side by side
+//! but never while a fold changes the views. (Two interleaved folds of one
 //! database could count a dossier's contribution twice: a batch reads a record and the counters it
 //! changes separately, then writes both.) The same handle keeps the views warm between calls
 //! ([`ReadModels::spawn_catch_up_loop`], run by `lienthong serve`), so a call's own fold is
@@ -30,7 +31,7 @@ use lienthong_projections::{
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::report_service_server::ReportService;
 use lienthong_workflow::Catalog;
-use tokio::sync::Mutex;
+use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -38,15 +39,15 @@ use crate::auth::{Principal, Role};
 use crate::shared::Shared;
 use crate::status::{self, denied, invalid};
 
-/// The projections the report service reads, and the lock that lets one fold (or one read) run
-/// at a time. Cheap to clone: clones share both.
+/// The projections the report service reads, and the lock that keeps folds apart from each other
+/// and from reads (reads run side by side). Cheap to clone: clones share both.
 #[derive(Clone, Debug)]
 pub struct ReadModels {
     /// The read models' database, folding the engine's store.
     projections: Arc<Projections>,
-    /// Held, for the whole blocking task, by whoever folds or reads: folds never interleave, and
-    /// a report never reads a view between a fold's checkpoint and the next.
-    folding: Arc<Mutex<()>>,
+    /// Held for writing, for the whole blocking task, by a fold; for reading by a query: folds
+    /// never interleave, and a report never reads a view while a fold is changing it.
+    folding: Arc<RwLock<()>>,
 }
 
 impl ReadModels {
@@ -54,7 +55,7 @@ impl ReadModels {
     pub fn new(projections: Arc<Projections>) -> Self {
         ReadModels {
             projections,
-            folding: Arc::new(Mutex::new(())),
+            folding: Arc::new(RwLock::new(())),
         }
     }
 
@@ -63,14 +64,23 @@ impl ReadModels {
         &self.projections
     }
 
-    /// Runs `f` on the projections in a blocking task that holds the lock. The guard moves into
-    /// the task: a caller that goes away (a cancelled call) does not release it before `f` ends.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    /// Runs `f` on the projections in a blocking task that holds the lock, for writing (`fold`)
+    /// or reading. The guard moves into the task: a caller that goes away (a cancelled call) does
+    /// not release it before `f` ends.
+    async fn blocking<T, F>(&self, fold: bool, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&Projections) -> Result<T, lienthong_projections::Error> + Send + 'static,
     {
-        let guard = self.folding.clone().lock_owned().await;
+        enum Guard {
+            _Fold(tokio::sync::OwnedRwLockWriteGuard<()>),
+            _Read(tokio::sync::OwnedRwLockReadGuard<()>),
+        }
+        let guard = if fold {
+            Guard::_Fold(self.folding.clone().write_owned().await)
+        } else {
+            Guard::_Read(self.folding.clone().read_owned().await)
+        };
         let projections = self.projections.clone();
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
@@ -83,27 +93,25 @@ impl ReadModels {
 
     /// Folds everything new in the store.
     pub async fn catch_up(&self) -> Result<Progress, Status> {
-        self.blocking(|p| p.catch_up()).await
+        self.blocking(true, |p| p.catch_up()).await
     }
 
-    /// Folds everything new in the store, then answers `query` from the views.
+    /// Folds everything new in the store (so the answer reflects every command acknowledged
+    /// before the call), then answers `query` from the views; queries run side by side.
     pub async fn read<T, F>(&self, query: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&Projections) -> Result<T, lienthong_projections::Error> + Send + 'static,
     {
-        self.blocking(move |p| {
-            let progress = p.catch_up()?;
-            if progress.events > 0 {
-                tracing::debug!(
-                    events = progress.events,
-                    checkpoint = progress.to,
-                    "projections caught up for a report"
-                );
-            }
-            query(p)
-        })
-        .await
+        let progress = self.catch_up().await?;
+        if progress.events > 0 {
+            tracing::debug!(
+                events = progress.events,
+                checkpoint = progress.to,
+                "projections caught up for a report"
+            );
+        }
+        self.blocking(false, query).await
     }
 
     /// Folds what is new every `period` (the first time at once) until `shutdown` completes, so

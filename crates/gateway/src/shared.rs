@@ -156,10 +156,12 @@ impl Shared {
         officer: &str,
         act: Act,
     ) -> Result<pb::Actor, Status> {
-        let act_as = match metadata.get(ACT_AS_HEADER).map(|v| v.to_str()) {
-            None => None,
-            Some(Ok(a)) if !a.is_empty() => Some(a),
-            Some(_) => return Err(invalid(ACT_AS_HEADER, "must be an agency code")),
+        // The header is read only after the roles that may never act are refused, so that the
+        // role is always checked before the request's content.
+        let act_as = || match metadata.get(ACT_AS_HEADER).map(|v| v.to_str()) {
+            None => Ok(None),
+            Some(Ok(a)) if !a.is_empty() => Ok(Some(a)),
+            Some(_) => Err(invalid(ACT_AS_HEADER, "must be an agency code")),
         };
         let agency = match (p.role, act) {
             (Role::Auditor, _) => {
@@ -180,7 +182,7 @@ impl Shared {
                     ),
                 ));
             }
-            (Role::Admin, _) => match act_as {
+            (Role::Admin, _) => match act_as()? {
                 Some(a) if !self.engine.catalog().agencies.contains_key(a) => {
                     return Err(invalid(
                         ACT_AS_HEADER,
@@ -190,7 +192,7 @@ impl Shared {
                 Some(a) => a.to_string(),
                 None => p.agency.clone(),
             },
-            _ => match act_as {
+            _ => match act_as()? {
                 Some(a) if a != p.agency => {
                     return Err(denied(
                         "role",
