@@ -64,23 +64,15 @@ impl ReadModels {
         &self.projections
     }
 
-    /// Runs `f` on the projections in a blocking task that holds the lock, for writing (`fold`)
-    /// or reading. The guard moves into the task: a caller that goes away (a cancelled call) does
-    /// not release it before `f` ends.
-    async fn blocking<T, F>(&self, fold: bool, f: F) -> Result<T, Status>
+    /// Runs `f` on the projections in a blocking task that holds `guard` (the lock, for writing
+    /// or reading). The guard moves into the task: a caller that goes away (a cancelled call)
+    /// does not release it before `f` ends.
+    async fn blocking<G, T, F>(&self, guard: G, f: F) -> Result<T, Status>
     where
+        G: Send + 'static,
         T: Send + 'static,
         F: FnOnce(&Projections) -> Result<T, lienthong_projections::Error> + Send + 'static,
     {
-        enum Guard {
-            _Fold(tokio::sync::OwnedRwLockWriteGuard<()>),
-            _Read(tokio::sync::OwnedRwLockReadGuard<()>),
-        }
-        let guard = if fold {
-            Guard::_Fold(self.folding.clone().write_owned().await)
-        } else {
-            Guard::_Read(self.folding.clone().read_owned().await)
-        };
         let projections = self.projections.clone();
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
@@ -93,7 +85,8 @@ impl ReadModels {
 
     /// Folds everything new in the store.
     pub async fn catch_up(&self) -> Result<Progress, Status> {
-        self.blocking(true, |p| p.catch_up()).await
+        let guard = self.folding.clone().write_owned().await;
+        self.blocking(guard, |p| p.catch_up()).await
     }
 
     /// Folds everything new in the store (so the answer reflects every command acknowledged
@@ -111,7 +104,8 @@ impl ReadModels {
                 "projections caught up for a report"
             );
         }
-        self.blocking(false, query).await
+        let guard = self.folding.clone().read_owned().await;
+        self.blocking(guard, query).await
     }
 
     /// Folds what is new every `period` (the first time at once) until `shutdown` completes, so
