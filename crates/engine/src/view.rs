@@ -1,15 +1,20 @@
-//! Human and JSON views of stored events, for timelines (`lienthong replay`) and exports.
+//! Human and JSON views of stored events, for timelines (`lienthong replay`) and exports, and
+//! the one rule that says which events are tasks for which agency ([`task_target`], [`task`]):
+//! the gateway's task streams and the outbox to the bus (`lienthong-node`) both use it, so an
+//! agency gets the same tasks whichever way it connects.
 //!
 //! These views are for reading only: they are never hashed or parsed back. What the hash covers
 //! is always the stored `raw` bytes.
 
 use chrono::{DateTime, TimeZone, Utc};
+use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::{
     AttributeValue, Channel, DocumentRef, Event, Outcome, attribute_value, event::Body,
 };
 use serde_json::{Value, json};
 
-use crate::dossier::DossierState;
+use crate::dossier::{Addressee, DossierState};
+use crate::store::Recorded;
 
 /// The event kind as a stable kebab-case name (`received`, `step-opened`, ...).
 pub fn kind(event: &Event) -> &'static str {
@@ -419,6 +424,79 @@ where
     s
 }
 
+/// Who must act on an event, and on what: the task an event makes, before it is addressed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskTarget {
+    /// The agency code whose work it is (never the citizen).
+    pub agency: String,
+    /// What kind of work.
+    pub kind: pb::TaskKind,
+    /// The step concerned (empty for a supplement asked at intake or the appointment's deadline).
+    pub step: String,
+    /// For a step: its due; for a deadline notice: the deadline; none for a supplement request.
+    pub due: Option<prost_types::Timestamp>,
+}
+
+/// The task an event makes for an agency, if any: a step opened for it, a supplement another
+/// agency asked of it (one asked of the citizen is no agency's task), a warning or a miss of a
+/// deadline it holds. An event makes at most one task.
+pub fn task_target(r: &Recorded) -> Option<TaskTarget> {
+    let (agency, kind, step, due) = match r.event.body.as_ref()? {
+        Body::StepOpened(s) => (&s.agency, pb::TaskKind::StepOpened, &s.step_id, s.due),
+        Body::SupplementRequested(s) => match Addressee::parse(&s.addressed_to) {
+            Addressee::Agency(_) => (
+                &s.addressed_to,
+                pb::TaskKind::SupplementRequested,
+                &s.step_id,
+                None,
+            ),
+            Addressee::Citizen => return None,
+        },
+        Body::DeadlineWarning(w) => (&w.agency, pb::TaskKind::DeadlineWarning, &w.step_id, w.due),
+        Body::DeadlineMissed(m) => (&m.agency, pb::TaskKind::DeadlineMissed, &m.step_id, m.due),
+        _ => return None,
+    };
+    if agency.is_empty() {
+        return None;
+    }
+    Some(TaskTarget {
+        agency: agency.clone(),
+        kind,
+        step: step.clone(),
+        due,
+    })
+}
+
+/// A task's stable id: `<dossier id>/<seq>` of the event that made it (also its feed message id).
+pub fn task_id(r: &Recorded) -> String {
+    let (dossier, seq) = r
+        .event
+        .envelope
+        .as_ref()
+        .map_or(("", 0), |e| (e.dossier_id.as_str(), e.seq));
+    format!("{dossier}/{seq}")
+}
+
+/// The task an event makes ([`task_target`]) as the wire message agencies receive, carrying the
+/// event exactly as stored.
+pub fn task(r: &Recorded) -> Option<pb::Task> {
+    let target = task_target(r)?;
+    let env = r.event.envelope.clone().unwrap_or_default();
+    Some(pb::Task {
+        task_id: task_id(r),
+        kind: target.kind as i32,
+        dossier_id: env.dossier_id,
+        dossier_code: env.dossier_code,
+        step_id: target.step,
+        agency: target.agency,
+        due: target.due,
+        event: Some(pb::RecordedEvent {
+            event: Some(r.event.clone()),
+            sealed: Some(r.sealed.clone()),
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,5 +517,51 @@ mod tests {
         assert_eq!(summary(&e, &Utc), "closed: refused");
         assert_eq!(to_json(&e)["body"]["outcome"], "refused");
         assert_eq!(to_json(&e)["seq"], 9);
+    }
+
+    fn recorded(body: Body) -> Recorded {
+        let event = Event {
+            envelope: Some(Envelope {
+                dossier_id: "d1".into(),
+                seq: 4,
+                ..Default::default()
+            }),
+            body: Some(body),
+        };
+        Recorded {
+            event,
+            sealed: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_supplement_asked_of_the_citizen_is_no_task() {
+        let asked = |to: &str| {
+            recorded(Body::SupplementRequested(pb::SupplementRequested {
+                step_id: "tham-dinh".into(),
+                addressed_to: to.into(),
+                ..Default::default()
+            }))
+        };
+        assert_eq!(task_target(&asked("citizen")), None);
+        let t = task(&asked("vpdk-dat")).expect("a task for the land office");
+        assert_eq!(t.agency, "vpdk-dat");
+        assert_eq!(t.task_id, "d1/4");
+        assert_eq!(t.kind, pb::TaskKind::SupplementRequested as i32);
+    }
+
+    #[test]
+    fn a_step_opened_is_a_task_for_its_agency() {
+        let r = recorded(Body::StepOpened(pb::StepOpened {
+            step_id: "ky".into(),
+            agency: "tu-phap".into(),
+            ..Default::default()
+        }));
+        let t = task_target(&r).expect("a task");
+        assert_eq!((t.agency.as_str(), t.step.as_str()), ("tu-phap", "ky"));
+        assert_eq!(
+            task_target(&recorded(Body::Closed(Closed::default()))),
+            None
+        );
     }
 }

@@ -16,7 +16,6 @@ use lienthong_engine::dossier::{
 use lienthong_engine::store::Recorded;
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::agency_service_server::AgencyService;
-use lienthong_proto::v1::event::Body;
 use lienthong_workflow::StepId;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,34 +37,10 @@ pub struct Agencies {
     pub shared: Arc<Shared>,
 }
 
-/// The task an event makes for `agency`, if any.
+/// The task an event makes for `agency`, if any: the engine's one rule
+/// ([`lienthong_engine::view::task`]), which the outbox to the bus uses too.
 pub fn task_for(r: &Recorded, agency: &str) -> Option<pb::Task> {
-    let (kind, step, due) = match r.event.body.as_ref()? {
-        Body::StepOpened(s) if s.agency == agency => {
-            (pb::TaskKind::StepOpened, s.step_id.clone(), s.due)
-        }
-        Body::SupplementRequested(s) if s.addressed_to == agency => {
-            (pb::TaskKind::SupplementRequested, s.step_id.clone(), None)
-        }
-        Body::DeadlineWarning(w) if w.agency == agency => {
-            (pb::TaskKind::DeadlineWarning, w.step_id.clone(), w.due)
-        }
-        Body::DeadlineMissed(m) if m.agency == agency => {
-            (pb::TaskKind::DeadlineMissed, m.step_id.clone(), m.due)
-        }
-        _ => return None,
-    };
-    let env = r.event.envelope.clone().unwrap_or_default();
-    Some(pb::Task {
-        task_id: format!("{}/{}", env.dossier_id, env.seq),
-        kind: kind as i32,
-        dossier_id: env.dossier_id,
-        dossier_code: env.dossier_code,
-        step_id: step,
-        agency: agency.to_string(),
-        due,
-        event: Some(convert::recorded(r)),
-    })
+    lienthong_engine::view::task(r).filter(|t| t.agency == agency)
 }
 
 /// Tails the feed for `agency` from `cursor` into `tx` until the client goes away, its deadline

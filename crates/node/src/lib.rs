@@ -1,0 +1,15 @@
+//! The processes of the distributed mode (issue 4), built over the bus (`lienthong-bus`) and the
+//! engine (`lienthong-engine`), one module per job. `lienthong serve --nats URL --role ...` wires
+//! them; this crate holds no `main`.
+//!
+//! - [`outbox`]: the engine node's publisher. It tails the engine's global feed (the sled log,
+//!   the record of truth) and publishes every event to the bus's feed and every task an event
+//!   makes to its agency's queue, in feed order, resuming after a restart from the bus's own
+//!   last feed message and relying on the bus's message-id deduplication for the overlap.
+//!
+//! Planned here (not built yet): the engine role's command server (partitions served from the
+//! bus's `Commands`), and the projections role fed from the bus's feed.
+
+pub mod outbox;
+
+pub use outbox::Outbox;
