@@ -10,22 +10,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lienthong_engine::dossier::{
-    Command, CompleteStep, IssueApology, Refuse, RejectStep, RequestSupplement, Stop,
-};
 use lienthong_engine::store::Recorded;
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::agency_service_server::AgencyService;
-use lienthong_workflow::StepId;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Principal, Role};
-use crate::convert::{self, required};
+use crate::auth::Role;
 use crate::dossier_svc::STREAM_BUFFER_MESSAGES;
-use crate::shared::{Act, Shared, grpc_timeout};
-use crate::status::{self, denied, invalid};
+use crate::shared::{Shared, grpc_timeout};
+use crate::status::{self, denied};
 
 /// Feed records read per look at the feed.
 pub const FEED_BATCH_RECORDS: usize = 512;
@@ -129,42 +124,6 @@ async fn tail(
     }
 }
 
-impl Agencies {
-    /// Who may make an agency's act: the principal and the actor it acts as. Checked before the
-    /// request's content is read, so a role that may never act is told so, not that a field of
-    /// its request is wrong.
-    fn caller<T>(
-        &self,
-        request: &Request<T>,
-        officer: &str,
-    ) -> Result<(Principal, pb::Actor), Status> {
-        let p = self.shared.authenticate(request)?;
-        let actor = self
-            .shared
-            .actor(&p, request.metadata(), officer, Act::AsAgency)?;
-        Ok((p, actor))
-    }
-
-    /// Runs an agency's act for a caller that passed [`Agencies::caller`].
-    async fn act(
-        &self,
-        (p, actor): (Principal, pb::Actor),
-        rpc: &'static str,
-        dossier: &str,
-        key: &str,
-        command: Command,
-    ) -> Result<Response<pb::CommandResponse>, Status> {
-        self.shared
-            .execute(&p, rpc, Some(dossier), actor, key, command)
-            .await
-            .map(Response::new)
-    }
-}
-
-fn step(field: &str, value: &str) -> Result<StepId, Status> {
-    Ok(StepId(required(field, value)?.to_string()))
-}
-
 #[tonic::async_trait]
 impl AgencyService for Agencies {
     type StreamTasksStream = ReceiverStream<Result<pb::TaskStreamMessage, Status>>;
@@ -210,120 +169,41 @@ impl AgencyService for Agencies {
         &self,
         request: Request<pb::CompleteStepRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let req = request.get_ref();
-        let caller = self.caller(&request, &req.officer)?;
-        let command = Command::CompleteStep(CompleteStep {
-            step: step("step_id", &req.step_id)?,
-            outcome: req.outcome.clone(),
-            results: convert::documents("results", &req.results, &self.shared.limits)?,
-            note: req.note.clone(),
-        });
-        self.act(
-            caller,
-            "CompleteStep",
-            &req.dossier,
-            &req.idempotency_key,
-            command,
-        )
-        .await
+        self.shared.run(&request).await.map(Response::new)
     }
 
     async fn reject_step(
         &self,
         request: Request<pb::RejectStepRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let req = request.get_ref();
-        let caller = self.caller(&request, &req.officer)?;
-        let command = Command::RejectStep(RejectStep {
-            step: step("step_id", &req.step_id)?,
-            reason: req.reason.clone(),
-        });
-        self.act(
-            caller,
-            "RejectStep",
-            &req.dossier,
-            &req.idempotency_key,
-            command,
-        )
-        .await
+        self.shared.run(&request).await.map(Response::new)
     }
 
     async fn request_supplement(
         &self,
         request: Request<pb::RequestSupplementRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let req = request.get_ref();
-        let caller = self.caller(&request, &req.officer)?;
-        let command = Command::RequestSupplement(RequestSupplement {
-            step: convert::opt_step(&req.step_id),
-            items: req.items.clone(),
-            reason: req.reason.clone(),
-            addressed_to: convert::addressee(&req.addressed_to),
-        });
-        self.act(
-            caller,
-            "RequestSupplement",
-            &req.dossier,
-            &req.idempotency_key,
-            command,
-        )
-        .await
+        self.shared.run(&request).await.map(Response::new)
     }
 
     async fn refuse(
         &self,
         request: Request<pb::RefuseRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let req = request.get_ref();
-        let caller = self.caller(&request, &req.officer)?;
-        let command = Command::Refuse(Refuse {
-            step: convert::opt_step(&req.step_id),
-            reason: req.reason.clone(),
-        });
-        self.act(
-            caller,
-            "Refuse",
-            &req.dossier,
-            &req.idempotency_key,
-            command,
-        )
-        .await
+        self.shared.run(&request).await.map(Response::new)
     }
 
     async fn stop(
         &self,
         request: Request<pb::StopRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let req = request.get_ref();
-        let caller = self.caller(&request, &req.officer)?;
-        let command = Command::Stop(Stop {
-            reason: req.reason.clone(),
-        });
-        self.act(caller, "Stop", &req.dossier, &req.idempotency_key, command)
-            .await
+        self.shared.run(&request).await.map(Response::new)
     }
 
     async fn issue_apology(
         &self,
         request: Request<pb::IssueApologyRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let req = request.get_ref();
-        let caller = self.caller(&request, &req.officer)?;
-        let new_appointment =
-            lienthong_engine::dossier::convert::instant(req.new_appointment.as_ref())
-                .ok_or_else(|| invalid("new_appointment", "is required: a valid instant"))?;
-        let command = Command::IssueApology(IssueApology {
-            step: convert::opt_step(&req.step_id),
-            reason: req.reason.clone(),
-            new_appointment,
-        });
-        self.act(
-            caller,
-            "IssueApology",
-            &req.dossier,
-            &req.idempotency_key,
-            command,
-        )
-        .await
+        self.shared.run(&request).await.map(Response::new)
     }
 }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use lienthong_engine::dossier::{Command, ProvideSupplement, ReturnResult, Withdraw};
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::dossier_service_server::DossierService;
 use tokio::sync::mpsc;
@@ -11,8 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::shared::{Act, Shared};
-use crate::status::invalid;
+use crate::shared::Shared;
 
 /// Messages buffered per streaming call before the sender waits for the client.
 pub const STREAM_BUFFER_MESSAGES: usize = 64;
@@ -30,18 +28,7 @@ impl DossierService for Dossiers {
         &self,
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let p = self.shared.authenticate(&request)?;
-        let req = request.get_ref();
-        let actor = self
-            .shared
-            .actor(&p, request.metadata(), &req.officer, Act::AsDesk)?;
-        let mut actor = actor;
-        actor.channel = req.channel;
-        let command = convert::submit(req, &self.shared.limits)?;
-        self.shared
-            .execute(&p, "Submit", None, actor, &req.idempotency_key, command)
-            .await
-            .map(Response::new)
+        self.shared.run(&request).await.map(Response::new)
     }
 
     async fn get(
@@ -85,83 +72,20 @@ impl DossierService for Dossiers {
         &self,
         request: Request<pb::ProvideSupplementRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let p = self.shared.authenticate(&request)?;
-        let req = request.get_ref();
-        let actor = self
-            .shared
-            .actor(&p, request.metadata(), &req.officer, Act::AsAgency)?;
-        let command = Command::ProvideSupplement(ProvideSupplement {
-            documents: convert::documents("documents", &req.documents, &self.shared.limits)?,
-            note: req.note.clone(),
-        });
-        self.shared
-            .execute(
-                &p,
-                "ProvideSupplement",
-                Some(&req.dossier),
-                actor,
-                &req.idempotency_key,
-                command,
-            )
-            .await
-            .map(Response::new)
+        self.shared.run(&request).await.map(Response::new)
     }
 
     async fn return_result(
         &self,
         request: Request<pb::ReturnResultRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let p = self.shared.authenticate(&request)?;
-        let req = request.get_ref();
-        let actor = self
-            .shared
-            .actor(&p, request.metadata(), &req.officer, Act::AsDesk)?;
-        let channel = pb::Channel::try_from(req.channel).unwrap_or(pb::Channel::Unspecified);
-        if channel == pb::Channel::Unspecified {
-            return Err(invalid(
-                "channel",
-                "is required: how the result was handed back (CHANNEL_IN_PERSON, CHANNEL_ONLINE, CHANNEL_POST)",
-            ));
-        }
-        let command = Command::ReturnResult(ReturnResult {
-            results: convert::documents("results", &req.results, &self.shared.limits)?,
-            channel,
-        });
-        self.shared
-            .execute(
-                &p,
-                "ReturnResult",
-                Some(&req.dossier),
-                actor,
-                &req.idempotency_key,
-                command,
-            )
-            .await
-            .map(Response::new)
+        self.shared.run(&request).await.map(Response::new)
     }
 
     async fn withdraw(
         &self,
         request: Request<pb::WithdrawRequest>,
     ) -> Result<Response<pb::CommandResponse>, Status> {
-        let p = self.shared.authenticate(&request)?;
-        let req = request.get_ref();
-        let actor = self
-            .shared
-            .actor(&p, request.metadata(), &req.officer, Act::AsDesk)?;
-        let command = Command::Withdraw(Withdraw {
-            reason: req.reason.clone(),
-        });
-        self.shared
-            .execute(
-                &p,
-                "Withdraw",
-                Some(&req.dossier),
-                actor,
-                &req.idempotency_key,
-                command,
-            )
-            .await
-            .map(Response::new)
+        self.shared.run(&request).await.map(Response::new)
     }
 }

@@ -8,7 +8,8 @@
 //!   agency code in the client certificate) and the roles (agency, desk, auditor, admin).
 //! - [`status`]: the one place where errors become `tonic::Status` codes ([`oversize`] brings
 //!   tonic's own over-size refusal in line: RESOURCE_EXHAUSTED).
-//! - [`convert`]: wire messages to engine commands and back, with the input checks.
+//! - [`commands`]: each mutating request as one engine command (shared with the bus's engine
+//!   node); [`convert`]: wire messages to engine values and back, with the input checks.
 //! - The services: [`dossier_svc`] (submit, get, history ...), [`agency_svc`] (the task stream
 //!   and the agencies' acts), [`audit_svc`] (replay, verify, export), over the [`shared`] state;
 //!   [`report_svc`] (deadline board, SLA breaches, indicators) over the projections as well.
@@ -18,6 +19,7 @@
 pub mod agency_svc;
 pub mod audit_svc;
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod convert;
 pub mod dossier_svc;

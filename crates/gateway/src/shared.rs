@@ -18,6 +18,7 @@ use tonic::metadata::MetadataMap;
 use tracing::Instrument;
 
 use crate::auth::{ACT_AS_HEADER, Authenticator, Principal, Role};
+use crate::commands::ToCommand;
 use crate::config::Limits;
 use crate::convert;
 use crate::ratelimit::RateLimiter;
@@ -217,6 +218,30 @@ impl Shared {
             officer,
             channel: pb::Channel::System as i32,
         })
+    }
+
+    /// Runs one mutating RPC: authenticates the caller, checks its role, converts the request
+    /// ([`ToCommand`]) and executes it.
+    pub async fn run<R: ToCommand>(
+        &self,
+        request: &tonic::Request<R>,
+    ) -> Result<pb::CommandResponse, Status> {
+        let p = self.authenticate(request)?;
+        let req = request.get_ref();
+        let mut actor = self.actor(&p, request.metadata(), req.officer(), R::ACT)?;
+        if let Some(channel) = req.channel() {
+            actor.channel = channel;
+        }
+        let command = req.command(&self.limits)?;
+        self.execute(
+            &p,
+            R::RPC,
+            req.dossier(),
+            actor,
+            req.idempotency_key(),
+            command,
+        )
+        .await
     }
 
     /// Runs one mutating call end to end: checks that an agency acts only on dossiers routed to it,
