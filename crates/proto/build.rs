@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "lienthong/v1/agency.proto",
         "lienthong/v1/audit.proto",
         "lienthong/v1/report.proto",
+        "lienthong/v1/bus.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -169,6 +169,19 @@ pub fn partition_of(dossier: Uuid, count: PartitionCount) -> Partition {
     Partition((hash % u64::from(count.0)) as u32)
 }
 
+/// The partition a submission goes to, before its dossier has an id: FNV-1a 64 over
+/// `<agency>/<idempotency key>` (the submitting actor's agency code and key), modulo `count`. A
+/// retry of the submission (same agency, same key) reaches the same partition, and so the same
+/// engine node, whose idempotency record answers it; that node gives the new dossier an id in a
+/// partition it owns.
+pub fn partition_of_key(agency: &str, idempotency_key: &str, count: PartitionCount) -> Partition {
+    let mut bytes = Vec::with_capacity(agency.len() + 1 + idempotency_key.len());
+    bytes.extend_from_slice(agency.as_bytes());
+    bytes.push(b'/');
+    bytes.extend_from_slice(idempotency_key.as_bytes());
+    Partition((fnv1a64(&bytes) % u64::from(count.0)) as u32)
+}
+
 /// An agency code as it appears in subjects and consumer names: 1 ..= [`AGENCY_BYTES_MAX`]
 /// bytes of `[a-z0-9-]` (the codes of `workflows/agencies.toml`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

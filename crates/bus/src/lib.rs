@@ -46,7 +46,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use config::Config;
-pub use contract::{Agency, Partition, PartitionCount, TaskId, partition_of};
+pub use contract::{Agency, Partition, PartitionCount, TaskId, partition_of, partition_of_key};
 pub use message::{
     CommandInbox, DeadLetter, Delivery, FeedEvent, FeedRecord, FeedSubscription, IncomingCommand,
     Published, Reply, Task, TaskCounts,

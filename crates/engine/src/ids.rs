@@ -19,6 +19,20 @@ impl DossierId {
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
     }
+
+    /// The partition that owns the dossier when the dossier space is split into `count`
+    /// partitions: FNV-1a 64 over the 16 bytes, modulo `count` (the bus contract's
+    /// `partition_of`, docs/nats.md; a test in crates/node checks that both agree).
+    pub fn partition(&self, count: u32) -> u32 {
+        let hash = self
+            .as_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        // The remainder is below `count`, a u32.
+        (hash % u64::from(count.max(1))) as u32
+    }
 }
 
 impl Default for DossierId {
@@ -62,6 +76,20 @@ impl fmt::Display for DossierCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_match_the_bus_contracts_vectors() {
+        // The vectors of docs/nats.md and lienthong_bus::contract, with 16 partitions.
+        let nil: DossierId = "00000000-0000-0000-0000-000000000000"
+            .parse()
+            .expect("uuid");
+        assert_eq!(nil.partition(16), 5);
+        let v7: DossierId = "0190f5c2-7d1e-7a3b-9c4d-5e6f708192a3"
+            .parse()
+            .expect("uuid");
+        assert_eq!(v7.partition(16), 11);
+        assert_eq!(v7.partition(1), 0);
+    }
 
     #[test]
     fn code_has_four_digits_at_least() {

@@ -82,6 +82,9 @@ pub enum Via {
     Token,
     /// A client certificate (mutual TLS).
     Certificate,
+    /// A command from the bus (distributed mode), which is a trusted zone: its actor was
+    /// authenticated by the gateway that sent it, or it is a vetted agency adapter.
+    Bus,
 }
 
 /// An authenticated caller.

@@ -7,9 +7,14 @@
 //!   makes to its agency's queue, in feed order, resuming after a restart from the bus's own
 //!   last feed message and relying on the bus's message-id deduplication for the overlap.
 //!
-//! Planned here (not built yet): the engine role's command server (partitions served from the
-//! bus's `Commands`), and the projections role fed from the bus's feed.
+//! - [`commands`]: the engine node's command server: the partitions it owns, served on the bus's
+//!   `Commands` with the gateway's own conversion and error map (`lienthong.v1.BusCommand` in,
+//!   `BusReply` out).
+//!
+//! Planned here (not built yet): the projections role fed from the bus's feed, and the CLI roles
+//! (`lienthong serve --nats URL --role ...`).
 
+pub mod commands;
 pub mod outbox;
 
 pub use outbox::Outbox;

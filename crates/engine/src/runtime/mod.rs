@@ -53,7 +53,7 @@ pub const CACHED_DOSSIERS_MAX: usize = 100_000;
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 
 /// How the engine runs, beyond its store, catalog and clock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     /// How long before a deadline (a step's due, the dossier's appointment) its holder gets a
     /// `DeadlineWarning`; working time for `wd`/`wh`. Default `1wd`, the legal notice period of
@@ -62,13 +62,37 @@ pub struct Options {
     /// Longest sleep of the timer loop, in milliseconds, so that a timer set by another process
     /// or a clock jump is noticed within this bound.
     pub timer_sleep_ms_max: u64,
+    /// In the distributed mode, the partitions this engine node owns: a new dossier gets an id
+    /// in one of them, so that the commands that follow (routed by the id's partition) reach this
+    /// node. `None`: any id (the embedded mode).
+    pub partitions: Option<Arc<OwnedPartitions>>,
 }
+
+/// The partitions an engine node owns, out of `count`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedPartitions {
+    /// How many partitions the dossier space is split into.
+    pub count: u32,
+    /// The ones this node owns (each below `count`, at least one).
+    pub owned: std::collections::BTreeSet<u32>,
+}
+
+impl OwnedPartitions {
+    /// Whether the dossier `id` belongs to this node.
+    pub fn owns(&self, id: &DossierId) -> bool {
+        self.owned.contains(&id.partition(self.count))
+    }
+}
+
+/// Most fresh ids drawn to find one in an owned partition (expected: `count / owned` draws).
+pub const ID_DRAWS_MAX: u32 = 1 << 20;
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             warning_lead: Duration::WorkingDays(1),
             timer_sleep_ms_max: 60_000,
+            partitions: None,
         }
     }
 }
@@ -292,6 +316,27 @@ impl Engine {
         }))
     }
 
+    /// A new dossier id, in one of this node's partitions when it owns some.
+    fn fresh_id(&self) -> Result<DossierId, Error> {
+        let Some(p) = &self.inner.options.partitions else {
+            return Ok(DossierId::new());
+        };
+        for _ in 0..ID_DRAWS_MAX {
+            let id = DossierId::new();
+            if p.owns(&id) {
+                return Ok(id);
+            }
+        }
+        Err(Error::Definition {
+            dossier: "(new)".into(),
+            hash: String::new(),
+            reason: format!(
+                "no id in the owned partitions {:?} of {} after {ID_DRAWS_MAX} draws: the node's partition set is empty or out of range",
+                p.owned, p.count
+            ),
+        })
+    }
+
     async fn submit(&self, req: &Request, fingerprint: [u8; 32]) -> Result<Outcome, Error> {
         let Command::Submit(submit) = &req.command else {
             return Err(Error::NotFound("(no dossier id given)".into()));
@@ -311,7 +356,7 @@ impl Engine {
             .map(|a| a.code_prefix.clone())
             .unwrap_or_else(|| workflow.receiving_agency.0.to_uppercase());
         let now = self.now();
-        let id = DossierId::new();
+        let id = self.fresh_id()?;
         let state = DossierState::default();
         let bodies = dossier::decide(
             &state,
