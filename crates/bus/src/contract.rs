@@ -70,6 +70,10 @@ pub const AGENCY_BYTES_MAX: usize = 64;
 pub const TASK_ID_BYTES_MAX: usize = 256;
 /// Most partitions a deployment may have.
 pub const PARTITIONS_MAX: u32 = 4096;
+/// Partitions when the configuration does not say: enough to spread over a few engine nodes,
+/// few enough that one node can own them all. Every process of a deployment must use the same
+/// count (it is part of the routing).
+pub const PARTITION_COUNT_DEFAULT: u32 = 16;
 
 /// `lienthong.cmd.<partition>`: where commands for a partition's dossiers are requested.
 pub fn command_subject(partition: Partition) -> String {

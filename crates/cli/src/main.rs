@@ -8,13 +8,19 @@ mod simulate;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
     restore_sigpipe();
-    let cli = commands::Cli::parse();
+    // The matches are kept so that `serve` can tell a flag given from a default (its settings
+    // file fills only what flags and environment leave unset).
+    let matches = commands::Cli::command().get_matches();
+    let cli = match commands::Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     common::init_tracing(cli.verbose);
-    match commands::run(cli) {
+    match commands::run(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -25,10 +25,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use lienthong_bus::nats::NatsBus;
+use lienthong_bus::{Bus, PartitionCount, partition_of};
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::agency_service_client::AgencyServiceClient;
+use lienthong_proto::v1::bus_command::Command as BusCmd;
 use lienthong_proto::v1::dossier_service_client::DossierServiceClient;
 use parking_lot::Mutex;
+use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
@@ -44,13 +49,28 @@ pub const ACT_TRIES_MAX: u32 = 20;
 pub const RECONNECT_PAUSE_MS_MIN: u64 = 100;
 /// Longest pause between reconnections.
 pub const RECONNECT_PAUSE_MS_MAX: u64 = 5_000;
+/// How long one pull from the bus waits for a task, in milliseconds.
+pub const BUS_PULL_WAIT_MS: u64 = 500;
 
 /// Arguments of `agent`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The gateway: `http://127.0.0.1:50051`, or `https://…` for TLS.
-    #[arg(long, value_name = "URL")]
-    grpc: String,
+    /// Work over the gRPC gateway: `http://127.0.0.1:50051`, or `https://…` for TLS.
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "nats",
+        conflicts_with = "nats"
+    )]
+    grpc: Option<String>,
+    /// Work over NATS instead: pull the agency's tasks from its durable consumer and send acts
+    /// to the engine by request/reply (docs/nats.md), e.g. `nats://127.0.0.1:4222`.
+    #[arg(long, value_name = "URL", env = "LIENTHONG_NATS")]
+    nats: Option<String>,
+    /// Partitions the dossier space is split into: must be the engine nodes' (`serve
+    /// --partition-count`).
+    #[arg(long, env = "LIENTHONG_PARTITION_COUNT", default_value_t = lienthong_bus::contract::PARTITION_COUNT_DEFAULT)]
+    partition_count: u32,
     /// The agency whose queue to work: the credential's own agency (an auditor's or admin's
     /// credential may stream another agency's tasks, but acts are recorded as the credential's).
     #[arg(long)]
@@ -138,14 +158,85 @@ struct Counters {
     streams: AtomicU64,
 }
 
+/// How the agent reaches the engine.
+enum Transport {
+    /// Through the gRPC gateway, with the agency's credentials.
+    Grpc {
+        /// Agency service client.
+        agencies: AgencyServiceClient<Channel>,
+        /// Dossier service client (supplements, results).
+        dossiers: DossierServiceClient<Channel>,
+        /// `authorization` header value, if a token is used.
+        bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    },
+    /// Over the bus: acts by request/reply to the dossier's partition.
+    Bus {
+        /// The bus.
+        bus: Arc<dyn Bus>,
+        /// How many partitions the dossier space is split into.
+        count: PartitionCount,
+    },
+}
+
+/// One act of the agent.
+#[derive(Clone, Debug)]
+enum Act {
+    /// Complete a step.
+    Complete(pb::CompleteStepRequest),
+    /// Reject a step.
+    Reject(pb::RejectStepRequest),
+    /// Provide a supplement asked of the agency.
+    Supplement(pb::ProvideSupplementRequest),
+    /// Hand the result back (desk).
+    Return(pb::ReturnResultRequest),
+}
+
+impl Act {
+    /// The RPC's name, for logs.
+    fn rpc(&self) -> &'static str {
+        match self {
+            Act::Complete(_) => "CompleteStep",
+            Act::Reject(_) => "RejectStep",
+            Act::Supplement(_) => "ProvideSupplement",
+            Act::Return(_) => "ReturnResult",
+        }
+    }
+
+    /// The dossier it names.
+    fn dossier(&self) -> &str {
+        match self {
+            Act::Complete(r) => &r.dossier,
+            Act::Reject(r) => &r.dossier,
+            Act::Supplement(r) => &r.dossier,
+            Act::Return(r) => &r.dossier,
+        }
+    }
+
+    /// The act as a bus command.
+    fn bus_command(self) -> BusCmd {
+        match self {
+            Act::Complete(r) => BusCmd::CompleteStep(r),
+            Act::Reject(r) => BusCmd::RejectStep(r),
+            Act::Supplement(r) => BusCmd::ProvideSupplement(r),
+            Act::Return(r) => BusCmd::ReturnResult(r),
+        }
+    }
+}
+
+/// How one act ended.
+enum Done {
+    /// The engine answered (first answer or a replay).
+    Answered(pb::CommandResponse),
+    /// The step or dossier had moved on: nothing to do.
+    Stale,
+    /// It failed (counted and logged); the task should come back.
+    Failed,
+}
+
 /// The connection and the choices, shared by the task handlers.
 struct Agent {
-    /// Agency service client.
-    agencies: AgencyServiceClient<Channel>,
-    /// Dossier service client (supplements, results).
-    dossiers: DossierServiceClient<Channel>,
-    /// `authorization` header value, if a token is used.
-    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// How acts reach the engine.
+    transport: Transport,
     /// The agency worked.
     agency: String,
     /// Officer written on the acts.
@@ -196,36 +287,61 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let channel = connect(&args).await?;
-        let bearer = args
-            .token
-            .as_deref()
-            .map(|t| {
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| anyhow!("--token contains characters a header cannot carry"))
+        let officer = args
+            .officer
+            .clone()
+            .unwrap_or_else(|| format!("agent:{}", args.agency));
+        let agent = |transport| {
+            Arc::new(Agent {
+                transport,
+                officer: officer.clone(),
+                agency: args.agency.clone(),
+                approve_rate: args.approve_rate,
+                delay: args.delay,
+                seed: args.seed,
+                counters: Counters::default(),
             })
-            .transpose()?;
-        if bearer.is_none() && args.cert.is_none() {
-            bail!(
-                "give --token (or LIENTHONG_TOKEN) or --cert/--key: the gateway refuses anonymous calls"
+        };
+        let agent = if let Some(url) = &args.nats {
+            let count = PartitionCount::new(args.partition_count).ok_or_else(|| {
+                anyhow!("--partition-count {} is out of range", args.partition_count)
+            })?;
+            let agency = lienthong_bus::Agency::new(&args.agency)?;
+            let bus: Arc<dyn Bus> = Arc::new(
+                NatsBus::connect(url, lienthong_bus::Config::default())
+                    .await
+                    .with_context(|| format!("cannot use NATS at {url}"))?,
             );
-        }
-        let agent = Arc::new(Agent {
-            agencies: AgencyServiceClient::new(channel.clone()),
-            dossiers: DossierServiceClient::new(channel),
-            bearer,
-            officer: args
-                .officer
-                .clone()
-                .unwrap_or_else(|| format!("agent:{}", args.agency)),
-            agency: args.agency.clone(),
-            approve_rate: args.approve_rate,
-            delay: args.delay,
-            seed: args.seed,
-            counters: Counters::default(),
-        });
-        work(agent.clone(), &args).await?;
+            let agent = agent(Transport::Bus {
+                bus: bus.clone(),
+                count,
+            });
+            work_bus(agent.clone(), &args, bus, agency).await?;
+            agent
+        } else {
+            let channel = connect(&args).await?;
+            let bearer = args
+                .token
+                .as_deref()
+                .map(|t| {
+                    format!("Bearer {t}")
+                        .parse()
+                        .map_err(|_| anyhow!("--token contains characters a header cannot carry"))
+                })
+                .transpose()?;
+            if bearer.is_none() && args.cert.is_none() {
+                bail!(
+                    "give --token (or LIENTHONG_TOKEN) or --cert/--key: the gateway refuses anonymous calls"
+                );
+            }
+            let agent = agent(Transport::Grpc {
+                agencies: AgencyServiceClient::new(channel.clone()),
+                dossiers: DossierServiceClient::new(channel),
+                bearer,
+            });
+            work(agent.clone(), &args).await?;
+            agent
+        };
         print_summary(&agent, args.json);
         anyhow::Ok(())
     })?;
@@ -234,11 +350,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 /// The channel to the gateway, with TLS when the URL is `https://` or a CA is given.
 async fn connect(args: &Args) -> Result<Channel> {
-    let mut endpoint = Endpoint::from_shared(args.grpc.clone())
-        .map_err(|e| anyhow!("--grpc `{}` is not a URL ({e})", args.grpc))?
+    let url = args.grpc.clone().unwrap_or_default();
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| anyhow!("--grpc `{url}` is not a URL ({e})"))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
-    if args.grpc.starts_with("https://") || args.ca_cert.is_some() {
+    if url.starts_with("https://") || args.ca_cert.is_some() {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &args.ca_cert {
             let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
@@ -278,7 +395,10 @@ async fn work(agent: Arc<Agent>, args: &Args) -> Result<()> {
             agency: agent.agency.clone(),
             backlog_only: false,
         }));
-        let mut client = agent.agencies.clone();
+        let Transport::Grpc { agencies, .. } = &agent.transport else {
+            bail!("the task stream needs the gRPC transport");
+        };
+        let mut client = agencies.clone();
         let opened = tokio::select! {
             r = client.stream_tasks(request) => r,
             _ = &mut ctrl_c => return Ok(()),
@@ -347,7 +467,7 @@ async fn work(agent: Arc<Agent>, args: &Args) -> Result<()> {
                             cursor.lock().in_hand.insert(m.position);
                             let (agent, cursor) = (agent.clone(), cursor.clone());
                             tokio::spawn(async move {
-                                agent.handle(task).await;
+                                let _ = agent.handle(task).await;
                                 cursor.lock().in_hand.remove(&m.position);
                                 drop(permit);
                             });
@@ -372,6 +492,81 @@ async fn work(agent: Arc<Agent>, args: &Args) -> Result<()> {
     }
 }
 
+/// Pulls the agency's tasks from its durable consumer on the bus and works them, acking each
+/// once handled (a failed act is negatively acknowledged, so the task comes back after a pause,
+/// and after the bus's delivery limit goes to the dead letters); stops when idle (with
+/// `--exit-when-idle`) or on Ctrl-C, after the tasks in hand.
+async fn work_bus(
+    agent: Arc<Agent>,
+    args: &Args,
+    bus: Arc<dyn Bus>,
+    agency: lienthong_bus::Agency,
+) -> Result<()> {
+    let permits = Arc::new(Semaphore::new(args.concurrency));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut last_task = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(RECONNECT_PAUSE_MS_MIN);
+    loop {
+        if let Some(idle) = args.exit_when_idle
+            && last_task.elapsed() >= idle
+            && permits.available_permits() == args.concurrency
+        {
+            return Ok(());
+        }
+        let room = permits.available_permits().max(1);
+        let pulled = tokio::select! {
+            p = bus.pull(&agency, room, Duration::from_millis(BUS_PULL_WAIT_MS)) => p,
+            _ = &mut ctrl_c => break,
+        };
+        let deliveries = match pulled {
+            Ok(d) => {
+                pause = Duration::from_millis(RECONNECT_PAUSE_MS_MIN);
+                d
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pull tasks; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(RECONNECT_PAUSE_MS_MAX));
+                continue;
+            }
+        };
+        for d in deliveries {
+            last_task = tokio::time::Instant::now();
+            agent.counters.tasks.fetch_add(1, Ordering::Relaxed);
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .context("task permits closed")?;
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                let handled = match pb::Task::decode(d.payload.as_ref()) {
+                    Ok(task) => agent.handle(task).await,
+                    Err(e) => {
+                        // Not acked: it comes back, and after the delivery limit it is a dead
+                        // letter that operators see.
+                        tracing::error!(task = %d.task, error = %e, "a task that is not a lienthong.v1.Task");
+                        false
+                    }
+                };
+                let acked = if handled {
+                    d.ack().await
+                } else {
+                    d.nak(Duration::from_millis(RECONNECT_PAUSE_MS_MAX)).await
+                };
+                if let Err(e) = acked {
+                    tracing::warn!(task = %d.task, error = %e, "could not acknowledge a task; it will come back");
+                }
+                drop(permit);
+            });
+        }
+    }
+    // Ctrl-C: wait for the tasks in hand.
+    let _all = permits.acquire_many(args.concurrency as u32).await;
+    Ok(())
+}
+
 /// Worth retrying: the server is busy, shutting down or not up yet. RESOURCE_EXHAUSTED only when
 /// it says when (the request rate, with RetryInfo) or is about concurrent streams: a message or an
 /// attribute count over its limit will never pass.
@@ -388,7 +583,10 @@ fn retryable(s: &Status) -> bool {
 impl Agent {
     /// `r` with the agent's credentials.
     fn credentials<T>(&self, mut r: Request<T>) -> Request<T> {
-        if let Some(b) = &self.bearer {
+        if let Transport::Grpc {
+            bearer: Some(b), ..
+        } = &self.transport
+        {
             r.metadata_mut().insert("authorization", b.clone());
         }
         r
@@ -406,84 +604,75 @@ impl Agent {
         StdRng::seed_from_u64(self.seed ^ fnv1a(&[task_id.as_bytes()]))
     }
 
-    /// Works one task.
-    async fn handle(&self, task: pb::Task) {
+    /// Works one task; false when an act failed and the task should come back.
+    async fn handle(&self, task: pb::Task) -> bool {
         let key = |act: &str| format!("agent/{act}/{}", task.task_id);
-        let result = match task.kind() {
+        match task.kind() {
             pb::TaskKind::StepOpened => {
                 tokio::time::sleep(self.delay).await;
                 let approve = self.rng(&task.task_id).random_bool(self.approve_rate);
-                if approve {
-                    let out = self
-                        .call("CompleteStep", || {
-                            let mut c = self.agencies.clone();
-                            let r = self.request(pb::CompleteStepRequest {
-                                idempotency_key: key("complete"),
-                                dossier: task.dossier_id.clone(),
-                                step_id: task.step_id.clone(),
-                                outcome: "approve".into(),
-                                results: vec![document(
-                                    &format!("ket-qua-{}", task.step_id),
-                                    &task.task_id,
-                                )],
-                                note: String::new(),
-                                officer: self.officer.clone(),
-                            });
-                            async move { c.complete_step(r).await }
-                        })
+                if !approve {
+                    let done = self
+                        .call(Act::Reject(pb::RejectStepRequest {
+                            idempotency_key: key("reject"),
+                            dossier: task.dossier_id.clone(),
+                            step_id: task.step_id.clone(),
+                            reason: "không đủ điều kiện theo quy định".into(),
+                            officer: self.officer.clone(),
+                        }))
                         .await;
-                    if let Some(resp) = &out {
-                        if !resp.replayed {
-                            self.counters.completed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        let ready = resp.dossier.as_ref().is_some_and(|d| {
-                            d.status() == pb::DossierStatus::ReadyToReturn
-                                && d.receiving_agency == self.agency
-                        });
-                        if ready {
-                            self.return_result(&task, key("return")).await;
-                        }
-                    }
-                    out.map(|_| ())
-                } else {
-                    let out = self
-                        .call("RejectStep", || {
-                            let mut c = self.agencies.clone();
-                            let r = self.request(pb::RejectStepRequest {
-                                idempotency_key: key("reject"),
-                                dossier: task.dossier_id.clone(),
-                                step_id: task.step_id.clone(),
-                                reason: "không đủ điều kiện theo quy định".into(),
-                                officer: self.officer.clone(),
-                            });
-                            async move { c.reject_step(r).await }
-                        })
-                        .await;
-                    if out.as_ref().is_some_and(|r| !r.replayed) {
-                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                    }
-                    out.map(|_| ())
+                    return self.count(done, &self.counters.rejected).is_some();
                 }
+                let done = self
+                    .call(Act::Complete(pb::CompleteStepRequest {
+                        idempotency_key: key("complete"),
+                        dossier: task.dossier_id.clone(),
+                        step_id: task.step_id.clone(),
+                        outcome: "approve".into(),
+                        results: vec![document(
+                            &format!("ket-qua-{}", task.step_id),
+                            &task.task_id,
+                        )],
+                        note: String::new(),
+                        officer: self.officer.clone(),
+                    }))
+                    .await;
+                let Some(answer) = self.count(done, &self.counters.completed) else {
+                    return false;
+                };
+                let ready = answer
+                    .as_ref()
+                    .and_then(|r| r.dossier.as_ref())
+                    .is_some_and(|d| {
+                        d.status() == pb::DossierStatus::ReadyToReturn
+                            && d.receiving_agency == self.agency
+                    });
+                if ready {
+                    let done = self
+                        .call(Act::Return(pb::ReturnResultRequest {
+                            idempotency_key: key("return"),
+                            dossier: task.dossier_id.clone(),
+                            results: vec![document("ket-qua", &task.task_id)],
+                            channel: pb::Channel::InPerson as i32,
+                            officer: self.officer.clone(),
+                        }))
+                        .await;
+                    return self.count(done, &self.counters.returned).is_some();
+                }
+                true
             }
             pb::TaskKind::SupplementRequested => {
                 tokio::time::sleep(self.delay).await;
-                let out = self
-                    .call("ProvideSupplement", || {
-                        let mut c = self.dossiers.clone();
-                        let r = self.request(pb::ProvideSupplementRequest {
-                            idempotency_key: key("supplement"),
-                            dossier: task.dossier_id.clone(),
-                            documents: vec![document("giay-to-bo-sung", &task.task_id)],
-                            note: format!("{} bổ sung", self.agency),
-                            officer: self.officer.clone(),
-                        });
-                        async move { c.provide_supplement(r).await }
-                    })
+                let done = self
+                    .call(Act::Supplement(pb::ProvideSupplementRequest {
+                        idempotency_key: key("supplement"),
+                        dossier: task.dossier_id.clone(),
+                        documents: vec![document("giay-to-bo-sung", &task.task_id)],
+                        note: format!("{} bổ sung", self.agency),
+                        officer: self.officer.clone(),
+                    }))
                     .await;
-                if out.as_ref().is_some_and(|r| !r.replayed) {
-                    self.counters.supplemented.fetch_add(1, Ordering::Relaxed);
-                }
-                out.map(|_| ())
+                self.count(done, &self.counters.supplemented).is_some()
             }
             pb::TaskKind::DeadlineWarning | pb::TaskKind::DeadlineMissed => {
                 self.counters
@@ -495,56 +684,99 @@ impl Agent {
                     step = %task.step_id,
                     "deadline notice"
                 );
-                Some(())
+                true
             }
-            pb::TaskKind::Unspecified => Some(()),
-        };
-        if result.is_none() {
-            tracing::debug!(task = %task.task_id, "task not carried out");
+            pb::TaskKind::Unspecified => true,
         }
     }
 
-    /// The desk hands the result back to the citizen.
-    async fn return_result(&self, task: &pb::Task, key: String) {
-        let out = self
-            .call("ReturnResult", || {
-                let mut c = self.dossiers.clone();
-                let r = self.request(pb::ReturnResultRequest {
-                    idempotency_key: key.clone(),
-                    dossier: task.dossier_id.clone(),
-                    results: vec![document("ket-qua", &task.task_id)],
-                    channel: pb::Channel::InPerson as i32,
-                    officer: self.officer.clone(),
-                });
-                async move { c.return_result(r).await }
-            })
-            .await;
-        if out.as_ref().is_some_and(|r| !r.replayed) {
-            self.counters.returned.fetch_add(1, Ordering::Relaxed);
+    /// Counts a first answer in `counter`; `None` when the act failed (the task should come
+    /// back), `Some(None)` when it was stale, `Some(Some(answer))` otherwise.
+    fn count(&self, done: Done, counter: &AtomicU64) -> Option<Option<pb::CommandResponse>> {
+        match done {
+            Done::Answered(r) => {
+                if !r.replayed {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Some(r))
+            }
+            Done::Stale => Some(None),
+            Done::Failed => None,
         }
     }
 
-    /// Makes one call, retrying rate limits and unavailability; `None` when it did not happen
-    /// (stale task or a failure, both counted and logged).
-    async fn call<F, Fut>(&self, rpc: &'static str, mut make: F) -> Option<pb::CommandResponse>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<pb::CommandResponse>, Status>>,
-    {
+    /// Sends one act over the transport.
+    async fn send(&self, act: &Act) -> Result<pb::CommandResponse, Status> {
+        match &self.transport {
+            Transport::Grpc {
+                agencies, dossiers, ..
+            } => {
+                let (mut a, mut d) = (agencies.clone(), dossiers.clone());
+                let answer = match act.clone() {
+                    Act::Complete(r) => a.complete_step(self.request(r)).await,
+                    Act::Reject(r) => a.reject_step(self.request(r)).await,
+                    Act::Supplement(r) => d.provide_supplement(self.request(r)).await,
+                    Act::Return(r) => d.return_result(self.request(r)).await,
+                };
+                answer.map(tonic::Response::into_inner)
+            }
+            Transport::Bus { bus, count } => {
+                let id: uuid::Uuid = act
+                    .dossier()
+                    .parse()
+                    .map_err(|_| Status::invalid_argument("the task's dossier id is not a UUID"))?;
+                let command = pb::BusCommand {
+                    actor: Some(pb::Actor {
+                        agency: self.agency.clone(),
+                        officer: self.officer.clone(),
+                        channel: pb::Channel::System as i32,
+                    }),
+                    command: Some(act.clone().bus_command()),
+                };
+                let reply = bus
+                    .request(
+                        partition_of(id, *count),
+                        Bytes::from(command.encode_to_vec()),
+                        Duration::from_secs(ACT_TIMEOUT_S),
+                    )
+                    .await
+                    .map_err(|e| {
+                        if e.is_retryable() {
+                            Status::unavailable(e.to_string())
+                        } else {
+                            Status::internal(e.to_string())
+                        }
+                    })?;
+                let reply = pb::BusReply::decode(reply.as_ref()).map_err(|e| {
+                    Status::internal(format!("a reply that is not a BusReply: {e}"))
+                })?;
+                match reply.result {
+                    Some(pb::bus_reply::Result::Response(r)) => Ok(r),
+                    Some(pb::bus_reply::Result::Error(e)) => {
+                        Err(lienthong_node::commands::status_of(&e))
+                    }
+                    _ => Err(Status::internal("an empty or unexpected BusReply")),
+                }
+            }
+        }
+    }
+
+    /// Makes one act, retrying rate limits and unavailability.
+    async fn call(&self, act: Act) -> Done {
+        let rpc = act.rpc();
         let mut pause = Duration::from_millis(RECONNECT_PAUSE_MS_MIN);
         for _ in 0..ACT_TRIES_MAX {
-            match make().await {
+            match self.send(&act).await {
                 Ok(r) => {
-                    let r = r.into_inner();
                     if r.replayed {
                         self.counters.replayed.fetch_add(1, Ordering::Relaxed);
                     }
-                    return Some(r);
+                    return Done::Answered(r);
                 }
                 Err(s) if s.code() == Code::FailedPrecondition => {
                     self.counters.stale.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(rpc, message = s.message(), "task is stale");
-                    return None;
+                    return Done::Stale;
                 }
                 Err(s) if retryable(&s) => {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -558,13 +790,13 @@ impl Agent {
                 Err(s) => {
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(rpc, code = ?s.code(), message = s.message(), "act failed");
-                    return None;
+                    return Done::Failed;
                 }
             }
         }
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         tracing::error!(rpc, "act failed after {ACT_TRIES_MAX} tries");
-        None
+        Done::Failed
     }
 }
 

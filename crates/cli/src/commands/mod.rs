@@ -59,7 +59,7 @@ pub enum Command {
 }
 
 /// Runs the chosen subcommand; the exit code is the subcommand's verdict.
-pub fn run(cli: Cli) -> Result<ExitCode> {
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
     match cli.command {
         Command::Check(a) => check::run(a),
         Command::Graph(a) => graph::run(a),
@@ -71,7 +71,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Calendar(a) => calendar::run(a),
         Command::Report(a) => report::run(a),
         Command::Projections(a) => projections::run(a),
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(a, matches.subcommand_matches("serve")),
         Command::Agent(a) => agent::run(a),
     }
 }

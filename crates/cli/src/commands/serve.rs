@@ -1,7 +1,18 @@
 //! `lienthong serve --data DIR [--grpc ADDR] [--workflows DIR] [--auth FILE] [--tls-cert PEM
-//! --tls-key PEM [--client-ca PEM]] [--insecure]`: the embedded engine, its deadline timers, the
-//! read models (`DIR/projections`, kept warm by a catch-up every [`CATCH_UP_PERIOD_MS`]) and the
-//! gRPC gateway in one process, until Ctrl-C or SIGTERM.
+//! --tls-key PEM [--client-ca PEM]] [--insecure] [--nats URL --role engine|gateway|projections|all
+//! --partitions 0-15 --partition-count 16] [--config lienthong.toml]`.
+//!
+//! Without `--nats` (the embedded default): the engine, its deadline timers, the read models
+//! (`DIR/projections`, kept warm by a catch-up every [`CATCH_UP_PERIOD_MS`]) and the gRPC gateway
+//! in one process. With `--nats`, the process also joins the bus (docs/nats.md) in its role:
+//! `engine` runs the engine over DIR for the partitions it owns, its timers, the outbox that
+//! publishes the feed and the agencies' tasks, and the command server (no gRPC); `all` does that
+//! and serves the gRPC gateway too. Until Ctrl-C or SIGTERM, then everything stops in order.
+//!
+//! Settings come from, in order of precedence: flags, environment variables (`LIENTHONG_NATS`,
+//! `LIENTHONG_ROLE`, `LIENTHONG_PARTITIONS`, ...), the `[serve]` table of the `--config` file
+//! (`deploy/lienthong.toml` is an example; keys are the flags' long names with `_`), then the
+//! built-in defaults.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,11 +20,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use lienthong_bus::nats::NatsBus;
+use lienthong_bus::{Bus, Partition, PartitionCount};
 use lienthong_engine::runtime::{Engine, SystemClock};
+use lienthong_engine::runtime::{Options, OwnedPartitions};
 use lienthong_gateway::auth::Authenticator;
+use lienthong_gateway::shared::Shared;
 use lienthong_gateway::{Config, Limits, ReadModels, Tls};
+use lienthong_node::{Outbox, commands, outbox};
 use lienthong_projections::{FeedSource, Projections};
+use serde::Deserialize;
 
 use super::DataArg;
 use super::projections::PROJECTIONS_DIR;
@@ -25,11 +44,42 @@ pub const GRPC_ADDR_DEFAULT: &str = "127.0.0.1:50051";
 /// report folds the rest itself before answering, so this only keeps that work small).
 pub const CATCH_UP_PERIOD_MS: u64 = 1_000;
 
+/// Which part of a distributed deployment this process is.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Role {
+    /// The engine for the partitions it owns: store, timers, outbox, command server.
+    Engine,
+    /// The gRPC gateway over engines reached through the bus (not built yet).
+    Gateway,
+    /// The read models fed from the bus's feed (not built yet in the CLI).
+    Projections,
+    /// Everything in one process: the engine (all its partitions), the gRPC gateway and the read
+    /// models; with `--nats` it also publishes to and serves the bus.
+    All,
+}
+
 /// Arguments of `serve`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     data: DataArg,
+    /// Settings file: its `[serve]` table fills what flags and environment leave unset.
+    #[arg(long, env = "LIENTHONG_CONFIG")]
+    config: Option<PathBuf>,
+    /// NATS server of the distributed mode, e.g. `nats://127.0.0.1:4222` (nats-server >= 2.10
+    /// with JetStream). Without it, the embedded mode: no bus.
+    #[arg(long, env = "LIENTHONG_NATS", value_name = "URL")]
+    nats: Option<String>,
+    /// This process's part of the deployment (with --nats; the embedded mode is `all`).
+    #[arg(long, env = "LIENTHONG_ROLE", value_enum, default_value = "all")]
+    role: Role,
+    /// The partitions this engine node owns, e.g. `0-15` or `0,2,4-7`; default all.
+    #[arg(long, env = "LIENTHONG_PARTITIONS")]
+    partitions: Option<String>,
+    /// Partitions the dossier space is split into; the same for every process of a deployment.
+    #[arg(long, env = "LIENTHONG_PARTITION_COUNT", default_value_t = lienthong_bus::contract::PARTITION_COUNT_DEFAULT)]
+    partition_count: u32,
     /// Address to serve gRPC on (port 0: any free port, printed on start).
     #[arg(long, default_value = GRPC_ADDR_DEFAULT)]
     grpc: SocketAddr,
@@ -73,8 +123,156 @@ pub struct Args {
     request_burst_max: u32,
 }
 
+/// The `[serve]` table of a settings file: every key optional, the flags' long names with `_`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    /// The table.
+    serve: Option<ServeSettings>,
+}
+
+/// What a settings file may set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeSettings {
+    /// `--data`.
+    data: Option<PathBuf>,
+    /// `--grpc`.
+    grpc: Option<SocketAddr>,
+    /// `--workflows`.
+    workflows: Option<PathBuf>,
+    /// `--auth`.
+    auth: Option<PathBuf>,
+    /// `--tls-cert`.
+    tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    tls_key: Option<PathBuf>,
+    /// `--client-ca`.
+    client_ca: Option<PathBuf>,
+    /// `--nats`.
+    nats: Option<String>,
+    /// `--role`.
+    role: Option<Role>,
+    /// `--partitions`.
+    partitions: Option<String>,
+    /// `--partition-count`.
+    partition_count: Option<u32>,
+    /// `--requests-per-s-max`.
+    requests_per_s_max: Option<u32>,
+    /// `--request-burst-max`.
+    request_burst_max: Option<u32>,
+}
+
+/// Fills what neither a flag nor the environment set from the `--config` file.
+fn apply_file(args: &mut Args, m: Option<&ArgMatches>) -> Result<()> {
+    let Some(path) = args.config.clone() else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+    let file: FileSettings = toml::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}: {e}hint: keys go in a [serve] table and are the long flags with `_` (see deploy/lienthong.toml)",
+            path.display()
+        )
+    })?;
+    let Some(f) = file.serve else {
+        return Ok(());
+    };
+    // A value counts as given when it came from the command line or the environment.
+    let unset = |id: &str| {
+        m.and_then(|m| m.value_source(id))
+            .is_none_or(|s| s == ValueSource::DefaultValue)
+    };
+    macro_rules! fill {
+        ($field:ident) => {
+            if unset(stringify!($field)) {
+                if let Some(v) = f.$field {
+                    args.$field = v;
+                }
+            }
+        };
+        (opt $field:ident) => {
+            if unset(stringify!($field)) && f.$field.is_some() {
+                args.$field = f.$field;
+            }
+        };
+    }
+    if unset("data")
+        && let Some(v) = f.data
+    {
+        args.data.data = v;
+    }
+    fill!(grpc);
+    fill!(opt workflows);
+    fill!(opt auth);
+    fill!(opt tls_cert);
+    fill!(opt tls_key);
+    fill!(opt client_ca);
+    fill!(opt nats);
+    fill!(role);
+    fill!(opt partitions);
+    fill!(partition_count);
+    fill!(requests_per_s_max);
+    fill!(request_burst_max);
+    Ok(())
+}
+
+/// `0-15`, `0,2,4-7`: the owned partitions, each below `count`.
+fn parse_partitions(text: &str, count: u32) -> Result<std::collections::BTreeSet<u32>> {
+    let mut owned = std::collections::BTreeSet::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let parse = |x: &str| {
+            x.parse::<u32>().map_err(|_| {
+                anyhow!("--partitions `{text}`: `{x}` is not a partition number (write e.g. 0-15 or 0,2,4-7)")
+            })
+        };
+        let (lo, hi) = (parse(lo)?, parse(hi)?);
+        if lo > hi || hi >= count {
+            bail!(
+                "--partitions `{text}`: `{part}` is not within 0-{} (--partition-count {count})",
+                count - 1
+            );
+        }
+        owned.extend(lo..=hi);
+    }
+    if owned.is_empty() {
+        bail!("--partitions `{text}` names no partition");
+    }
+    Ok(owned)
+}
+
 /// Serves until Ctrl-C or SIGTERM.
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
+    apply_file(&mut args, matches)?;
+    if args.nats.is_none() && args.role != Role::All {
+        bail!(
+            "--role {:?} is part of a distributed deployment: give --nats URL too (without it, `serve` runs everything in one process)",
+            args.role
+        );
+    }
+    match args.role {
+        Role::Gateway | Role::Projections => bail!(
+            "--role {:?} over NATS is not built yet (issue 4 continues): run --role engine for the engine nodes and --role all for a node that also serves gRPC",
+            args.role
+        ),
+        Role::Engine | Role::All => {}
+    }
+    let count = PartitionCount::new(args.partition_count).ok_or_else(|| {
+        anyhow!(
+            "--partition-count {} is out of range (1-{})",
+            args.partition_count,
+            lienthong_bus::contract::PARTITIONS_MAX
+        )
+    })?;
+    let owned = match &args.partitions {
+        Some(text) => parse_partitions(text, args.partition_count)?,
+        None => (0..args.partition_count).collect(),
+    };
     let catalog = crate::common::load_catalog(&crate::common::workflows_dir(&args.workflows))?;
     let auth = match &args.auth {
         Some(path) => Authenticator::load(path)?,
@@ -126,7 +324,61 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let engine = Engine::new(store, catalog, Arc::new(SystemClock));
+        let options = Options {
+            partitions: args.nats.as_ref().map(|_| {
+                Arc::new(OwnedPartitions {
+                    count: args.partition_count,
+                    owned: owned.clone(),
+                })
+            }),
+            ..Options::default()
+        };
+        let engine = Engine::with_options(store, catalog, Arc::new(SystemClock), options);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        // The bus: the outbox and the command server of this engine node.
+        let mut bus_tasks = Vec::new();
+        if let Some(url) = &args.nats {
+            let bus: Arc<dyn Bus> = Arc::new(
+                NatsBus::connect(url, lienthong_bus::Config::default())
+                    .await
+                    .with_context(|| format!("cannot join the bus at {url}"))?,
+            );
+            let outbox = Outbox::new(engine.store().clone(), bus.clone(), outbox::Config::default())?;
+            let stop = stopped(stop_rx.clone());
+            bus_tasks.push(tokio::spawn(async move {
+                if let Err(e) = outbox.run(stop).await {
+                    tracing::error!(error = %e, "the outbox stopped: the feed and tasks are no longer published; restart the engine node");
+                }
+            }));
+            let shared = Shared::new(engine.clone(), Authenticator::default(), config.limits);
+            let partitions: Vec<Partition> = owned.iter().map(|p| Partition(*p)).collect();
+            let stop = stopped(stop_rx.clone());
+            bus_tasks.push(tokio::spawn(async move {
+                if let Err(e) = commands::serve(shared, bus, &partitions, stop).await {
+                    tracing::error!(error = %e, "the command server stopped");
+                }
+            }));
+            eprintln!(
+                "lienthong: engine node on NATS {url}: partitions {} of {}, data in {}",
+                describe(&owned),
+                count.get(),
+                args.data.data.display()
+            );
+        }
+        if args.role == Role::Engine {
+            let timers = engine.spawn_timer_loop(stopped(stop_rx.clone()));
+            shutdown_signal().await;
+            eprintln!("lienthong: shutting down");
+            let _ = stop_tx.send(true);
+            for t in bus_tasks {
+                let _ = t.await;
+            }
+            let _ = timers.await;
+            return anyhow::Ok(());
+        }
         let listener = tokio::net::TcpListener::bind(args.grpc)
             .await
             .with_context(|| format!("cannot listen on {}", args.grpc))?;
@@ -140,10 +392,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
             },
             args.data.data.display()
         );
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
         let timers = engine.spawn_timer_loop(stopped(stop_rx.clone()));
         let catch_up = models.spawn_catch_up_loop(
             Duration::from_millis(CATCH_UP_PERIOD_MS),
@@ -160,11 +408,42 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("lienthong: shutting down");
         let _ = stop_tx.send(true);
         server.await.context("gateway task")??;
+        for t in bus_tasks {
+            let _ = t.await;
+        }
         let _ = timers.await;
         let _ = catch_up.await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `0-3,7` for a set of partitions.
+fn describe(owned: &std::collections::BTreeSet<u32>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Option<(u32, u32)> = None;
+    for &p in owned {
+        run = match run {
+            Some((lo, hi)) if p == hi + 1 => Some((lo, p)),
+            Some((lo, hi)) => {
+                out.push(if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                });
+                Some((p, p))
+            }
+            None => Some((p, p)),
+        };
+    }
+    if let Some((lo, hi)) = run {
+        out.push(if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}-{hi}")
+        });
+    }
+    out.join(",")
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

@@ -1,0 +1,275 @@
+//! The distributed mode as separate processes over a real nats-server (started here on a free
+//! port by `lienthong_bus::testing::NatsServer`; without one the test fails and says to run
+//! `scripts/nats-server.sh`): `lienthong serve --nats URL --role engine` owns every partition,
+//! four `lienthong agent --nats URL --agency X` processes work their queues, and the test itself
+//! speaks only the bus contract (docs/nats.md) to file dossiers and read them back.
+//!
+//! - `agents_over_nats_close_every_dossier`: every birth dossier filed on the bus is worked by the
+//!   three agencies and returned by the desk, each agency completing exactly one step per dossier.
+//! - `an_engine_killed_mid_load_loses_nothing_and_does_nothing_twice`: the engine is SIGKILLed
+//!   while the agents work and started again on the same data; every acknowledged submission is
+//!   there, every dossier still closes, the store's chains verify, and the feed on NATS holds
+//!   each stored event exactly once (the restarted outbox resumed after the feed's end).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lienthong_bus::nats::NatsBus;
+use lienthong_bus::testing::NatsServer;
+use lienthong_bus::{Commands, Feed, PartitionCount, partition_of, partition_of_key};
+use lienthong_e2e::{lienthong_bin, repo_root};
+use lienthong_proto::v1 as pb;
+use lienthong_proto::v1::bus_command::Command as C;
+use prost::Message;
+use serde_json::Value;
+
+/// Partitions of the deployment under test (every process must agree).
+const PARTITIONS: u32 = 4;
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `lienthong serve --nats URL --role engine --data DATA`, once it says it joined the bus.
+fn engine(nats: &str, data: &std::path::Path) -> Proc {
+    let mut child = Command::new(lienthong_bin())
+        .args(["serve", "--role", "engine", "--nats", nats])
+        .args(["--partition-count", &PARTITIONS.to_string(), "--data"])
+        .arg(data)
+        .current_dir(repo_root())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn lienthong serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!(
+                "the engine exited before joining the bus:\n{}",
+                seen.join("\n")
+            );
+        };
+        if line.starts_with("lienthong: engine node on NATS") {
+            break;
+        }
+        seen.push(line);
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Proc(child)
+}
+
+/// `lienthong agent --nats URL --agency X`, stopping after 4 s without a task.
+fn agent(nats: &str, agency: &str) -> Child {
+    Command::new(lienthong_bin())
+        .args(["agent", "--nats", nats, "--agency", agency])
+        .args(["--partition-count", &PARTITIONS.to_string()])
+        .args(["--exit-when-idle", "4s", "--json", "--delay", "20ms"])
+        .current_dir(repo_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lienthong agent")
+}
+
+/// Waits for an agent and returns its JSON summary.
+fn summary(child: Child) -> Value {
+    let out = child.wait_with_output().expect("agent ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "agent failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("summary `{stdout}`: {e}"))
+}
+
+/// A requester on the bus, as any NATS client could be.
+struct Desk {
+    bus: NatsBus,
+    count: PartitionCount,
+}
+
+impl Desk {
+    async fn send(&self, partition: lienthong_bus::Partition, command: C) -> pb::BusReply {
+        let msg = pb::BusCommand {
+            actor: Some(pb::Actor {
+                agency: "ubnd-xa".into(),
+                officer: "can-bo-mot-cua".into(),
+                channel: pb::Channel::InPerson as i32,
+            }),
+            command: Some(command),
+        };
+        // Retried while no engine answers (it may be restarting): same key, same answer.
+        let mut tries = 0;
+        loop {
+            match self
+                .bus
+                .request(
+                    partition,
+                    Bytes::from(msg.encode_to_vec()),
+                    Duration::from_secs(10),
+                )
+                .await
+            {
+                Ok(b) => return pb::BusReply::decode(b.as_ref()).expect("a BusReply"),
+                Err(e) if e.is_retryable() && tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no reply: {e}"),
+            }
+        }
+    }
+
+    async fn submit(&self, key: &str) -> String {
+        let mut attributes = std::collections::BTreeMap::new();
+        attributes.insert(
+            "child.age_months".to_string(),
+            pb::AttributeValue {
+                kind: Some(pb::attribute_value::Kind::Integer(1)),
+            },
+        );
+        attributes.insert(
+            "child.birth_date".to_string(),
+            pb::AttributeValue {
+                kind: Some(pb::attribute_value::Kind::Date("2026-10-01".into())),
+            },
+        );
+        let request = pb::SubmitRequest {
+            idempotency_key: key.into(),
+            procedure_code: "2.000986".into(),
+            channel: pb::Channel::InPerson as i32,
+            applicant: Some(pb::Applicant {
+                full_name: "Đỗ Thị G".into(),
+                ..Default::default()
+            }),
+            attributes,
+            documents: Vec::new(),
+            officer: "can-bo-mot-cua".into(),
+        };
+        let p = partition_of_key("ubnd-xa", key, self.count);
+        match self.send(p, C::Submit(request)).await.result {
+            Some(pb::bus_reply::Result::Response(r)) => r.dossier_id,
+            other => panic!("submission {key}: {other:?}"),
+        }
+    }
+
+    async fn get(&self, id: &str) -> pb::Dossier {
+        let uuid: uuid::Uuid = id.parse().expect("uuid");
+        let get = C::Get(pb::GetDossierRequest { dossier: id.into() });
+        match self.send(partition_of(uuid, self.count), get).await.result {
+            Some(pb::bus_reply::Result::Dossier(d)) => d,
+            other => panic!("get {id}: {other:?}"),
+        }
+    }
+}
+
+async fn desk(server: &NatsServer) -> Desk {
+    Desk {
+        bus: NatsBus::connect(&server.url(), Default::default())
+            .await
+            .expect("connects"),
+        count: PartitionCount::new(PARTITIONS).expect("count"),
+    }
+}
+
+const AGENCIES: [&str; 4] = ["tu-phap", "cong-an", "bhxh", "ubnd-xa"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_over_nats_close_every_dossier() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _engine = engine(&server.url(), dir.path());
+    let desk = desk(&server).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(desk.submit(&format!("nats-e2e-{i}")).await);
+    }
+    let agents: Vec<_> = AGENCIES.iter().map(|a| agent(&server.url(), a)).collect();
+    for (s, a) in agents.into_iter().map(summary).zip(AGENCIES) {
+        assert_eq!(
+            s["completed"], 10,
+            "{a} completes one step per dossier: {s}"
+        );
+        assert_eq!(s["failed"], 0, "{a}: {s}");
+    }
+    for id in &ids {
+        let d = desk.get(id).await;
+        assert_eq!(d.status_text, "closed:result-returned", "{}", d.code);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_killed_mid_load_loses_nothing_and_does_nothing_twice() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut engine_proc = engine(&server.url(), dir.path());
+    let desk = desk(&server).await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(desk.submit(&format!("kill-{i}")).await);
+    }
+    let agents: Vec<_> = AGENCIES.iter().map(|a| agent(&server.url(), a)).collect();
+    // Let the agents get going, then kill the engine without warning and start it again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SAFETY: kill(2) on a child we own and have not reaped.
+    let rc = unsafe { libc::kill(engine_proc.0.id() as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(rc, 0);
+    let _ = engine_proc.0.wait();
+    drop(engine_proc);
+    let engine_again = engine(&server.url(), dir.path());
+    // Submissions acknowledged before the kill are all there; more can be filed.
+    for i in 12..16 {
+        ids.push(desk.submit(&format!("kill-{i}")).await);
+    }
+    let summaries: Vec<Value> = agents.into_iter().map(summary).collect();
+    for id in &ids {
+        let d = desk.get(id).await;
+        assert_eq!(d.status_text, "closed:result-returned", "{}", d.code);
+    }
+    for (s, a) in summaries.iter().zip(AGENCIES) {
+        assert_eq!(s["failed"], 0, "{a}: {s}");
+    }
+    // Each stored event is on the NATS feed exactly once.
+    let stored: u64 = {
+        let mut total = 0;
+        for id in &ids {
+            total += desk.get(id).await.seq;
+        }
+        total
+    };
+    let bus = Arc::new(desk.bus);
+    let mut on_feed = 0u64;
+    let mut from = 1;
+    loop {
+        let batch = bus.read(from, 512).await.expect("feed read");
+        if batch.is_empty() {
+            break;
+        }
+        on_feed += batch.len() as u64;
+        from = batch.last().expect("non-empty").position + 1;
+    }
+    assert_eq!(on_feed, stored, "the feed holds every stored event once");
+
+    // Every hash chain of the store verifies (the engine is stopped first: it holds the store).
+    drop(engine_again);
+    let out = lienthong_e2e::run(&["verify", "--data", &dir.path().display().to_string()]);
+    assert!(
+        out.status.success(),
+        "verify: {}\n{}",
+        lienthong_e2e::stdout(&out),
+        lienthong_e2e::stderr(&out)
+    );
+}
