@@ -161,14 +161,7 @@ struct Counters {
 /// How the agent reaches the engine.
 enum Transport {
     /// Through the gRPC gateway, with the agency's credentials.
-    Grpc {
-        /// Agency service client.
-        agencies: AgencyServiceClient<Channel>,
-        /// Dossier service client (supplements, results).
-        dossiers: DossierServiceClient<Channel>,
-        /// `authorization` header value, if a token is used.
-        bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-    },
+    Grpc(Box<GrpcClients>),
     /// Over the bus: acts by request/reply to the dossier's partition.
     Bus {
         /// The bus.
@@ -176,6 +169,16 @@ enum Transport {
         /// How many partitions the dossier space is split into.
         count: PartitionCount,
     },
+}
+
+/// The gRPC clients and credentials of an agent.
+struct GrpcClients {
+    /// Agency service client.
+    agencies: AgencyServiceClient<Channel>,
+    /// Dossier service client (supplements, results).
+    dossiers: DossierServiceClient<Channel>,
+    /// `authorization` header value, if a token is used.
+    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 /// One act of the agent.
@@ -226,7 +229,7 @@ impl Act {
 /// How one act ended.
 enum Done {
     /// The engine answered (first answer or a replay).
-    Answered(pb::CommandResponse),
+    Answered(Box<pb::CommandResponse>),
     /// The step or dossier had moved on: nothing to do.
     Stale,
     /// It failed (counted and logged); the task should come back.
@@ -334,11 +337,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     "give --token (or LIENTHONG_TOKEN) or --cert/--key: the gateway refuses anonymous calls"
                 );
             }
-            let agent = agent(Transport::Grpc {
+            let agent = agent(Transport::Grpc(Box::new(GrpcClients {
                 agencies: AgencyServiceClient::new(channel.clone()),
                 dossiers: DossierServiceClient::new(channel),
                 bearer,
-            });
+            })));
             work(agent.clone(), &args).await?;
             agent
         };
@@ -395,10 +398,10 @@ async fn work(agent: Arc<Agent>, args: &Args) -> Result<()> {
             agency: agent.agency.clone(),
             backlog_only: false,
         }));
-        let Transport::Grpc { agencies, .. } = &agent.transport else {
+        let Transport::Grpc(grpc) = &agent.transport else {
             bail!("the task stream needs the gRPC transport");
         };
-        let mut client = agencies.clone();
+        let mut client = grpc.agencies.clone();
         let opened = tokio::select! {
             r = client.stream_tasks(request) => r,
             _ = &mut ctrl_c => return Ok(()),
@@ -583,9 +586,8 @@ fn retryable(s: &Status) -> bool {
 impl Agent {
     /// `r` with the agent's credentials.
     fn credentials<T>(&self, mut r: Request<T>) -> Request<T> {
-        if let Transport::Grpc {
-            bearer: Some(b), ..
-        } = &self.transport
+        if let Transport::Grpc(grpc) = &self.transport
+            && let Some(b) = &grpc.bearer
         {
             r.metadata_mut().insert("authorization", b.clone());
         }
@@ -698,7 +700,7 @@ impl Agent {
                 if !r.replayed {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(Some(r))
+                Some(Some(*r))
             }
             Done::Stale => Some(None),
             Done::Failed => None,
@@ -708,10 +710,8 @@ impl Agent {
     /// Sends one act over the transport.
     async fn send(&self, act: &Act) -> Result<pb::CommandResponse, Status> {
         match &self.transport {
-            Transport::Grpc {
-                agencies, dossiers, ..
-            } => {
-                let (mut a, mut d) = (agencies.clone(), dossiers.clone());
+            Transport::Grpc(grpc) => {
+                let (mut a, mut d) = (grpc.agencies.clone(), grpc.dossiers.clone());
                 let answer = match act.clone() {
                     Act::Complete(r) => a.complete_step(self.request(r)).await,
                     Act::Reject(r) => a.reject_step(self.request(r)).await,
@@ -771,7 +771,7 @@ impl Agent {
                     if r.replayed {
                         self.counters.replayed.fetch_add(1, Ordering::Relaxed);
                     }
-                    return Done::Answered(r);
+                    return Done::Answered(Box::new(r));
                 }
                 Err(s) if s.code() == Code::FailedPrecondition => {
                     self.counters.stale.fetch_add(1, Ordering::Relaxed);
