@@ -201,12 +201,22 @@ async fn ensure_stream(
     config: stream::Config,
 ) -> Result<stream::Stream, Error> {
     let name = config.name.clone();
-    js.create_or_update_stream(config)
-        .await
-        .map_err(|e| Error::Nats {
+    js.create_or_update_stream(config).await.map_err(|e| {
+        let text = e.to_string();
+        // JetStream reserves each stream's byte limit against the server's max_file_store
+        // (by default 75% of the disk's free space).
+        let hint = if text.contains("insufficient storage") {
+            " (hint: the server's JetStream `max_file_store` is below this stream's byte \
+                 limit: raise it in the server's config, see deploy/nats/single.conf, or lower the \
+                 bus's `feed_bytes_max`)"
+        } else {
+            ""
+        };
+        Error::Nats {
             op: "create or update stream",
-            reason: format!("{name}: {e}"),
-        })?;
+            reason: format!("{name}: {text}{hint}"),
+        }
+    })?;
     js.get_stream(&name)
         .await
         .map_err(|e| Error::nats("get stream", e))

@@ -11,7 +11,8 @@
 //! A missing binary, or one older than 2.10, makes the test **fail** with a message saying to run
 //! `scripts/nats-server.sh`: tests that need NATS are never skipped silently.
 //!
-//! The server runs as `nats-server -js -a 127.0.0.1 -p <port> -sd <dir>`; its output goes to
+//! The server runs as `nats-server -c <dir>/nats-server.conf -js -a 127.0.0.1 -p <port>` (the file
+//! sets the JetStream directory and a storage ceiling of [`TEST_MAX_FILE_STORE`]); its output goes to
 //! `<dir>/nats-server.log`, whose tail is shown if it fails to start. [`NatsServer::stop`] and
 //! [`NatsServer::start_again`] kill and restart it on the same port and storage directory, for
 //! fault tests.
@@ -33,6 +34,9 @@ pub const ENV_NATS_SERVER: &str = "LIENTHONG_NATS_SERVER";
 pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What to tell a developer whose machine has no usable nats-server.
+/// JetStream's storage ceiling in test servers (a reservation limit, not space used).
+pub const TEST_MAX_FILE_STORE: &str = "1TB";
+
 const HOW_TO_INSTALL: &str = "run scripts/nats-server.sh (installs the pinned nats-server into \
      .tools/bin/nats-server), or set LIENTHONG_NATS_SERVER to a nats-server >= 2.10";
 
@@ -205,11 +209,25 @@ impl NatsServer {
         let log_err = log
             .try_clone()
             .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        // JetStream reserves each stream's `max_bytes` against `max_file_store`, which defaults
+        // to 75% of the disk's free space: on a machine with little free space the bus's feed
+        // stream (16 GiB by default) could not be created. The tests set the ceiling themselves;
+        // what they store is tiny.
+        let config_path = self.dir.join("nats-server.conf");
+        let store = self.dir.join("jetstream");
+        std::fs::write(
+            &config_path,
+            format!(
+                "jetstream {{\n  store_dir: {:?}\n  max_file_store: {TEST_MAX_FILE_STORE}\n}}\n",
+                store.display().to_string()
+            ),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
         let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&config_path)
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
-            .arg("-sd")
-            .arg(self.dir.join("jetstream"))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
