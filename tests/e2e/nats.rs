@@ -10,6 +10,10 @@
 //!   while the agents work and started again on the same data; every acknowledged submission is
 //!   there, every dossier still closes, the store's chains verify, and the feed on NATS holds
 //!   each stored event exactly once (the restarted outbox resumed after the feed's end).
+//! - `a_broker_restart_mid_load_loses_nothing`: nats-server is stopped and started again (same
+//!   storage) while the agents work; every process reconnects, nothing is lost or published twice.
+//! - `a_stalled_agency_does_not_hold_up_the_others`: with one agency's system down, the others
+//!   finish their steps; its tasks wait and are delivered when it returns.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -65,16 +69,26 @@ fn engine(nats: &str, data: &std::path::Path) -> Proc {
         }
         seen.push(line);
     }
-    std::thread::spawn(move || for _ in lines {});
+    // The engine's log goes to the test's output (shown when a test fails).
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("engine: {line}");
+        }
+    });
     Proc(child)
 }
 
 /// `lienthong agent --nats URL --agency X`, stopping after 4 s without a task.
 fn agent(nats: &str, agency: &str) -> Child {
+    agent_idle(nats, agency, "4s")
+}
+
+/// `lienthong agent --nats URL --agency X`, stopping after `idle` without a task.
+fn agent_idle(nats: &str, agency: &str, idle: &str) -> Child {
     Command::new(lienthong_bin())
         .args(["agent", "--nats", nats, "--agency", agency])
         .args(["--partition-count", &PARTITIONS.to_string()])
-        .args(["--exit-when-idle", "4s", "--json", "--delay", "20ms"])
+        .args(["--exit-when-idle", idle, "--json", "--delay", "20ms"])
         .current_dir(repo_root())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -272,4 +286,110 @@ async fn an_engine_killed_mid_load_loses_nothing_and_does_nothing_twice() {
         lienthong_e2e::stdout(&out),
         lienthong_e2e::stderr(&out)
     );
+}
+
+/// The broker restarts while the agents work: the engine's and agents' connections come back by
+/// themselves, the backlog drains, nothing is lost and the feed holds each event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_load_loses_nothing() {
+    let mut server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _engine = engine(&server.url(), dir.path());
+    let desk = desk(&server).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(desk.submit(&format!("broker-{i}")).await);
+    }
+    // Agents wait longer before calling it a day: a publish in flight when the broker died is
+    // retried only after its acknowledgement times out (the bus's JetStream timeout, 10 s).
+    let agents: Vec<_> = AGENCIES
+        .iter()
+        .map(|a| agent_idle(&server.url(), a, "20s"))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.start_again();
+    for i in 10..14 {
+        ids.push(desk.submit(&format!("broker-{i}")).await);
+    }
+    let summaries: Vec<Value> = agents.into_iter().map(summary).collect();
+    for (s, a) in summaries.iter().zip(AGENCIES) {
+        assert_eq!(s["failed"], 0, "{a}: {s}");
+    }
+    let mut stored = 0;
+    for id in &ids {
+        let d = desk.get(id).await;
+        let open: Vec<_> = d
+            .steps
+            .iter()
+            .filter(|s| s.status() == pb::StepStatus::Open)
+            .map(|s| s.step_id.clone())
+            .collect();
+        assert_eq!(
+            d.status_text, "closed:result-returned",
+            "{} (open: {open:?}; agents: {summaries:?})",
+            d.code
+        );
+        stored += d.seq;
+    }
+    let mut on_feed = 0u64;
+    let mut from = 1;
+    loop {
+        let batch = desk.bus.read(from, 512).await.expect("feed read");
+        if batch.is_empty() {
+            break;
+        }
+        on_feed += batch.len() as u64;
+        from = batch.last().expect("non-empty").position + 1;
+    }
+    assert_eq!(on_feed, stored, "the feed holds every stored event once");
+}
+
+/// One agency's system is down: the others work their queues undisturbed, its tasks wait in its
+/// queue, and when it comes back it receives them and the dossiers close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_agency_does_not_hold_up_the_others() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _engine = engine(&server.url(), dir.path());
+    let desk = desk(&server).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(desk.submit(&format!("stall-{i}")).await);
+    }
+    // Social insurance (bhxh) is down; justice and police work.
+    let first: Vec<_> = ["tu-phap", "cong-an"]
+        .iter()
+        .map(|a| agent(&server.url(), a))
+        .collect();
+    for (s, a) in first.into_iter().map(summary).zip(["tu-phap", "cong-an"]) {
+        assert_eq!(s["completed"], 8, "{a} is not held up by bhxh: {s}");
+    }
+    for id in &ids {
+        let d = desk.get(id).await;
+        let health = d
+            .steps
+            .iter()
+            .find(|s| s.step_id == "issue-health-card")
+            .expect("step");
+        assert_eq!(
+            health.status(),
+            pb::StepStatus::Open,
+            "{} waits for bhxh",
+            d.code
+        );
+    }
+    // bhxh comes back: its queued tasks arrive; the desk then returns every result.
+    let late: Vec<_> = ["bhxh", "ubnd-xa"]
+        .iter()
+        .map(|a| agent(&server.url(), a))
+        .collect();
+    for (s, a) in late.into_iter().map(summary).zip(["bhxh", "ubnd-xa"]) {
+        assert_eq!(s["completed"], 8, "{a}: {s}");
+    }
+    for id in &ids {
+        let d = desk.get(id).await;
+        assert_eq!(d.status_text, "closed:result-returned", "{}", d.code);
+    }
 }

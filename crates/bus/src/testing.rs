@@ -209,7 +209,10 @@ impl NatsServer {
         let log_err = log
             .try_clone()
             .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-        // JetStream reserves each stream's `max_bytes` against `max_file_store`, which defaults
+        // `sync_interval: always`: JetStream acknowledges a message only once it is on disk (by
+        // default it syncs every 2 minutes, so a killed single server loses what it acknowledged
+        // since; the fault tests kill it). JetStream reserves each stream's `max_bytes` against
+        // `max_file_store`, which defaults
         // to 75% of the disk's free space: on a machine with little free space the bus's feed
         // stream (16 GiB by default) could not be created. The tests set the ceiling themselves;
         // what they store is tiny.
@@ -218,7 +221,7 @@ impl NatsServer {
         std::fs::write(
             &config_path,
             format!(
-                "jetstream {{\n  store_dir: {:?}\n  max_file_store: {TEST_MAX_FILE_STORE}\n}}\n",
+                "jetstream {{\n  store_dir: {:?}\n  max_file_store: {TEST_MAX_FILE_STORE}\n  sync_interval: always\n}}\n",
                 store.display().to_string()
             ),
         )

@@ -528,6 +528,8 @@ async fn work_bus(
                 d
             }
             Err(e) => {
+                // Time without a broker is not idleness: the queue may be full of work.
+                last_task = tokio::time::Instant::now();
                 tracing::warn!(error = %e, "cannot pull tasks; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(RECONNECT_PAUSE_MS_MAX));
