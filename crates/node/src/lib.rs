@@ -11,10 +11,14 @@
 //!   `Commands` with the gateway's own conversion and error map (`lienthong.v1.BusCommand` in,
 //!   `BusReply` out).
 //!
-//! Planned here (not built yet): the projections role fed from the bus's feed, and the CLI roles
-//! (`lienthong serve --nats URL --role ...`).
+//! - [`projections`]: the projections role on its own machine: a verified local mirror of the
+//!   bus's feed ([`projections::BusFeed`], a `lienthong_projections::FeedSource`) filled from
+//!   the bus, and the loop that mirrors and folds the read models from it.
+//!
+//! Planned here (not built yet): the CLI roles (`lienthong serve --nats URL --role ...`).
 
 pub mod commands;
 pub mod outbox;
+pub mod projections;
 
 pub use outbox::Outbox;
