@@ -14,6 +14,8 @@
 //!   storage) while the agents work; every process reconnects, nothing is lost or published twice.
 //! - `a_stalled_agency_does_not_hold_up_the_others`: with one agency's system down, the others
 //!   finish their steps; its tasks wait and are delivered when it returns.
+//! - `the_projections_role_sees_what_the_embedded_mode_sees`: `serve --role projections`, fed
+//!   only by the bus, reports the same board, breaches and indicators as the engine's own views.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -391,5 +393,121 @@ async fn a_stalled_agency_does_not_hold_up_the_others() {
     for id in &ids {
         let d = desk.get(id).await;
         assert_eq!(d.status_text, "closed:result-returned", "{}", d.code);
+    }
+}
+
+/// `lienthong serve --role projections` on its own data directory, fed only by the bus, ends
+/// with the same board, breaches and indicators as the engine's own read models (the embedded
+/// mode's) for the same dossiers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projections_role_sees_what_the_embedded_mode_sees() {
+    let server = NatsServer::start();
+    let engine_dir = tempfile::tempdir().expect("temp dir");
+    let views_dir = tempfile::tempdir().expect("temp dir");
+    let mut engine_proc = engine(&server.url(), engine_dir.path());
+    let mut views = Command::new(lienthong_bin())
+        .args([
+            "serve",
+            "--role",
+            "projections",
+            "--nats",
+            &server.url(),
+            "--data",
+        ])
+        .arg(views_dir.path())
+        .current_dir(repo_root())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the projections role");
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let stderr = views.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("projections: {line}");
+            if let Some(rest) = line.strip_prefix("lienthong: projections folded to feed position ")
+                && let Some(n) = rest.split_whitespace().next().and_then(|n| n.parse().ok())
+            {
+                let _ = tx.send(n);
+            }
+        }
+    });
+    let views = Proc(views);
+
+    let desk = desk(&server).await;
+    for i in 0..6 {
+        desk.submit(&format!("views-{i}")).await;
+    }
+    // Justice and police work; social insurance does not, so some steps stay open on the board.
+    let agents: Vec<_> = ["tu-phap", "cong-an"]
+        .iter()
+        .map(|a| agent(&server.url(), a))
+        .collect();
+    for s in agents.into_iter().map(summary) {
+        assert_eq!(s["failed"], 0, "{s}");
+    }
+    // Wait until the projections have folded everything the feed holds.
+    let last = desk
+        .bus
+        .last()
+        .await
+        .expect("feed")
+        .expect("events")
+        .position;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(n) if n >= last => break,
+            Ok(_) => {}
+            Err(e) => panic!("the projections did not reach feed position {last}: {e}"),
+        }
+    }
+    // Stop both (the views and the store are read by `report` once their processes are gone).
+    // SAFETY: kill(2) on children we own and have not reaped.
+    unsafe {
+        libc::kill(views.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    drop(views);
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(engine_proc.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = engine_proc.0.wait();
+    drop(engine_proc);
+
+    let now = "2026-12-31T10:00:00+07:00";
+    for report in ["board", "breaches", "indicators"] {
+        let read = |dir: &std::path::Path| {
+            let out = lienthong_e2e::run(&[
+                "report",
+                report,
+                "--data",
+                &dir.display().to_string(),
+                "--format",
+                "json",
+                "--now",
+                now,
+            ]);
+            assert!(
+                out.status.success(),
+                "report {report}: {}",
+                lienthong_e2e::stderr(&out)
+            );
+            let mut v: Value = serde_json::from_str(&lienthong_e2e::stdout(&out)).expect("json");
+            // The header says how far each fold got, in its own feed's positions.
+            if let Some(h) = v.get_mut("header") {
+                h["lag"] = Value::Null;
+            }
+            v
+        };
+        let embedded = read(engine_dir.path());
+        let distributed = read(views_dir.path());
+        assert_eq!(distributed, embedded, "report {report}");
+        if report == "board" {
+            // Not two empty reports: social insurance's open steps are overdue on both.
+            let text = embedded.to_string();
+            assert_eq!(text.matches("issue-health-card").count(), 6, "{text}");
+        }
     }
 }

@@ -252,6 +252,9 @@ impl From<sled::Error> for Error {
     }
 }
 
+/// Name of the feed mirror's directory inside a projections-role data directory.
+pub const BUS_FEED_DIR: &str = "bus-feed";
+
 /// The last message of the bus's feed the mirror consumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Checkpoint {

@@ -39,11 +39,20 @@ pub struct Common {
     pub workflows: Option<PathBuf>,
 }
 
-/// Opens the store and the projections of `data`, with the workflows' calendars.
+/// Opens the projections of `data` over its feed, with the workflows' calendars: the engine's
+/// store, or, in the data directory of a projections-role process (`serve --role projections`),
+/// its mirror of the bus's feed.
 pub fn open(data: &Path, workflows: &Option<PathBuf>) -> Result<Projections> {
-    let store = crate::common::open_existing_store(data)?;
     let catalog = crate::common::load_catalog(&crate::common::workflows_dir(workflows))?;
-    let feed: Arc<dyn FeedSource> = store;
+    let mirror = data.join(lienthong_node::projections::BUS_FEED_DIR);
+    let feed: Arc<dyn FeedSource> = if mirror.is_dir() {
+        Arc::new(
+            lienthong_node::projections::BusFeed::open(&mirror)
+                .with_context(|| format!("cannot open the feed mirror in {}", mirror.display()))?,
+        )
+    } else {
+        crate::common::open_existing_store(data)?
+    };
     let dir = data.join(PROJECTIONS_DIR);
     Projections::open(&dir, feed, catalog)
         .with_context(|| format!("cannot open the projections in {}", dir.display()))

@@ -7,7 +7,10 @@
 //! in one process. With `--nats`, the process also joins the bus (docs/nats.md) in its role:
 //! `engine` runs the engine over DIR for the partitions it owns, its timers, the outbox that
 //! publishes the feed and the agencies' tasks, and the command server (no gRPC); `all` does that
-//! and serves the gRPC gateway too. Until Ctrl-C or SIGTERM, then everything stops in order.
+//! and serves the gRPC gateway too; `projections` mirrors the bus's feed into DIR/bus-feed and
+//! folds the read models in DIR/projections (`lienthong report --data DIR` reads them once the
+//! process has stopped; serving reports over gRPC from this role is still to come); `gateway` is
+//! not built yet. Until Ctrl-C or SIGTERM, then everything stops in order.
 //!
 //! Settings come from, in order of precedence: flags, environment variables (`LIENTHONG_NATS`,
 //! `LIENTHONG_ROLE`, `LIENTHONG_PARTITIONS`, ...), the `[serve]` table of the `--config` file
@@ -52,7 +55,7 @@ enum Role {
     Engine,
     /// The gRPC gateway over engines reached through the bus (not built yet).
     Gateway,
-    /// The read models fed from the bus's feed (not built yet in the CLI).
+    /// The read models fed from the bus's feed (a verified local mirror in DIR/bus-feed).
     Projections,
     /// Everything in one process: the engine (all its partitions), the gRPC gateway and the read
     /// models; with `--nats` it also publishes to and serves the bus.
@@ -256,10 +259,10 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         );
     }
     match args.role {
-        Role::Gateway | Role::Projections => bail!(
-            "--role {:?} over NATS is not built yet (issue 4 continues): run --role engine for the engine nodes and --role all for a node that also serves gRPC",
-            args.role
+        Role::Gateway => bail!(
+            "--role gateway over NATS is not built yet (issue 4 continues): run --role engine for the engine nodes and --role all for a node that also serves gRPC"
         ),
+        Role::Projections => return run_projections(&args),
         Role::Engine | Role::All => {}
     }
     let count = PartitionCount::new(args.partition_count).ok_or_else(|| {
@@ -417,6 +420,77 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// The projections role: the bus's feed mirrored into `DIR/bus-feed` and folded into the read
+/// models in `DIR/projections`, until Ctrl-C or SIGTERM. Progress is logged as
+/// `lienthong: projections folded to feed position N (lag M)` when it changes, at most once per
+/// [`PROGRESS_LOG_PERIOD_MS`]; `lienthong report --data DIR` reads the views once it has stopped.
+fn run_projections(args: &Args) -> Result<ExitCode> {
+    let url = args
+        .nats
+        .clone()
+        .context("--role projections needs --nats")?;
+    let catalog = crate::common::load_catalog(&crate::common::workflows_dir(&args.workflows))?;
+    let mirror_dir = args
+        .data
+        .data
+        .join(lienthong_node::projections::BUS_FEED_DIR);
+    let feed = Arc::new(
+        lienthong_node::projections::BusFeed::open(&mirror_dir)
+            .with_context(|| format!("cannot open the feed mirror in {}", mirror_dir.display()))?,
+    );
+    let views_dir = args.data.data.join(PROJECTIONS_DIR);
+    let source: Arc<dyn FeedSource> = feed.clone();
+    let views = Projections::open(&views_dir, source, catalog)
+        .with_context(|| format!("cannot open the projections in {}", views_dir.display()))?;
+    let models = ReadModels::new(Arc::new(views));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let bus: Arc<dyn Bus> = Arc::new(
+            NatsBus::connect(&url, lienthong_bus::Config::default())
+                .await
+                .with_context(|| format!("cannot join the bus at {url}"))?,
+        );
+        let follower = lienthong_node::projections::Follower::new(
+            bus,
+            feed,
+            models,
+            lienthong_node::projections::Config::default(),
+        )?;
+        let mut progress = follower.progress();
+        eprintln!(
+            "lienthong: projections on NATS {url}, data in {}",
+            args.data.data.display()
+        );
+        let logger = tokio::spawn(async move {
+            let mut last = None;
+            while progress.changed().await.is_ok() {
+                let p = progress.borrow_and_update().clone();
+                let now = (p.folded_position, p.lag());
+                if last != Some(now) {
+                    eprintln!(
+                        "lienthong: projections folded to feed position {} (lag {})",
+                        now.0, now.1
+                    );
+                    last = Some(now);
+                }
+                tokio::time::sleep(Duration::from_millis(PROGRESS_LOG_PERIOD_MS)).await;
+            }
+        });
+        let result = follower.run(shutdown_signal()).await;
+        logger.abort();
+        result?;
+        eprintln!("lienthong: projections stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Least time between two progress lines of the projections role, in milliseconds.
+pub const PROGRESS_LOG_PERIOD_MS: u64 = 500;
 
 /// `0-3,7` for a set of partitions.
 fn describe(owned: &std::collections::BTreeSet<u32>) -> String {
