@@ -123,13 +123,25 @@ pub fn check_server_version(version: &str) -> Result<(), Error> {
 }
 
 impl NatsBus {
-    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`), checks the server, and creates or
-    /// updates the streams.
+    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`, or several servers of a cluster
+    /// separated by commas), checks the server, and creates or updates the streams.
     pub async fn connect(url: &str, config: Config) -> Result<Self, Error> {
         config.validate()?;
+        let servers = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| Error::Connect {
+                        url: u.to_owned(),
+                        reason: format!("not a NATS server address: {e}"),
+                    })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         let client = async_nats::ConnectOptions::new()
             .name("lienthong")
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|e| Error::Connect {
                 url: url.to_owned(),

@@ -129,6 +129,64 @@ pub struct NatsServer {
     port: u16,
     /// Its JetStream storage (and log) directory, removed on `Drop`.
     dir: PathBuf,
+    /// Its place in a cluster, if it is one node of a [`NatsCluster`].
+    cluster: Option<ClusterNode>,
+}
+
+/// One node's cluster settings.
+#[derive(Clone, Debug)]
+struct ClusterNode {
+    /// Unique server name within the cluster.
+    name: String,
+    /// Its cluster (route) port.
+    route_port: u16,
+    /// Every node's route port, its own included.
+    route_ports: Vec<u16>,
+}
+
+/// A JetStream cluster of nats-servers on loopback ports (each node as [`NatsServer`]), for tests
+/// that kill a node; killed on `Drop`.
+pub struct NatsCluster {
+    /// The nodes, in order.
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `n` nodes that route to each other, each with JetStream.
+    pub fn start(n: usize) -> Self {
+        let binary = find_nats_server().unwrap_or_else(|e| panic!("{e}"));
+        let version = nats_server_version(&binary).unwrap_or_else(|e| panic!("{e}"));
+        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for (i, route_port) in route_ports.iter().enumerate() {
+            let mut node = NatsServer {
+                child: None,
+                binary: binary.clone(),
+                version: version.clone(),
+                port: free_port(),
+                dir: fresh_dir(),
+                cluster: Some(ClusterNode {
+                    name: format!("n{i}"),
+                    route_port: *route_port,
+                    route_ports: route_ports.clone(),
+                }),
+            };
+            if let Err(e) = node.spawn() {
+                panic!("cluster node {i} did not start: {e}");
+            }
+            nodes.push(node);
+        }
+        NatsCluster { nodes }
+    }
+
+    /// Every node's URL, comma-separated (what a client connects to).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 impl NatsServer {
@@ -147,6 +205,7 @@ impl NatsServer {
                 version: version.clone(),
                 port: free_port(),
                 dir: dir.clone(),
+                cluster: None,
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -221,8 +280,21 @@ impl NatsServer {
         std::fs::write(
             &config_path,
             format!(
-                "jetstream {{\n  store_dir: {:?}\n  max_file_store: {TEST_MAX_FILE_STORE}\n  sync_interval: always\n}}\n",
-                store.display().to_string()
+                "jetstream {{\n  store_dir: {:?}\n  max_file_store: {TEST_MAX_FILE_STORE}\n  sync_interval: always\n}}\n{}",
+                store.display().to_string(),
+                self.cluster.as_ref().map_or(String::new(), |c| {
+                    let routes: Vec<String> = c
+                        .route_ports
+                        .iter()
+                        .map(|p| format!("nats-route://127.0.0.1:{p}"))
+                        .collect();
+                    format!(
+                        "server_name: {}\ncluster {{\n  name: lienthong-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                        c.name,
+                        c.route_port,
+                        routes.join(", ")
+                    )
+                })
             ),
         )
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;

@@ -71,6 +71,9 @@ pub struct Args {
     /// --partition-count`).
     #[arg(long, env = "LIENTHONG_PARTITION_COUNT", default_value_t = lienthong_bus::contract::PARTITION_COUNT_DEFAULT)]
     partition_count: u32,
+    /// Copies JetStream keeps of the bus's streams: the deployment's (`serve --replicas`).
+    #[arg(long, env = "LIENTHONG_REPLICAS", default_value_t = lienthong_bus::config::REPLICAS_DEFAULT)]
+    replicas: usize,
     /// The agency whose queue to work: the credential's own agency (an auditor's or admin's
     /// credential may stream another agency's tasks, but acts are recorded as the credential's).
     #[arg(long)]
@@ -311,7 +314,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             })?;
             let agency = lienthong_bus::Agency::new(&args.agency)?;
             let bus: Arc<dyn Bus> = Arc::new(
-                NatsBus::connect(url, lienthong_bus::Config::default())
+                NatsBus::connect(
+                    url,
+                    lienthong_bus::Config {
+                        replicas: args.replicas,
+                        ..lienthong_bus::Config::default()
+                    },
+                )
                     .await
                     .with_context(|| format!("cannot use NATS at {url}"))?,
             );

@@ -1,6 +1,6 @@
 //! `lienthong serve --data DIR [--grpc ADDR] [--workflows DIR] [--auth FILE] [--tls-cert PEM
 //! --tls-key PEM [--client-ca PEM]] [--insecure] [--nats URL --role engine|gateway|projections|all
-//! --partitions 0-15 --partition-count 16] [--config lienthong.toml]`.
+//! --partitions 0-15 --partition-count 16 --replicas 1] [--config lienthong.toml]`.
 //!
 //! Without `--nats` (the embedded default): the engine, its deadline timers, the read models
 //! (`DIR/projections`, kept warm by a catch-up every [`CATCH_UP_PERIOD_MS`]) and the gRPC gateway
@@ -83,6 +83,10 @@ pub struct Args {
     /// Partitions the dossier space is split into; the same for every process of a deployment.
     #[arg(long, env = "LIENTHONG_PARTITION_COUNT", default_value_t = lienthong_bus::contract::PARTITION_COUNT_DEFAULT)]
     partition_count: u32,
+    /// Copies JetStream keeps of the feed, task and dead-letter streams (3 on a 3-node cluster);
+    /// the same for every process of a deployment (each one creates or updates the streams).
+    #[arg(long, env = "LIENTHONG_REPLICAS", default_value_t = lienthong_bus::config::REPLICAS_DEFAULT)]
+    replicas: usize,
     /// Address to serve gRPC on (port 0: any free port, printed on start).
     #[arg(long, default_value = GRPC_ADDR_DEFAULT)]
     grpc: SocketAddr,
@@ -160,6 +164,8 @@ struct ServeSettings {
     partitions: Option<String>,
     /// `--partition-count`.
     partition_count: Option<u32>,
+    /// `--replicas`.
+    replicas: Option<usize>,
     /// `--requests-per-s-max`.
     requests_per_s_max: Option<u32>,
     /// `--request-burst-max`.
@@ -216,6 +222,7 @@ fn apply_file(args: &mut Args, m: Option<&ArgMatches>) -> Result<()> {
     fill!(role);
     fill!(opt partitions);
     fill!(partition_count);
+    fill!(replicas);
     fill!(requests_per_s_max);
     fill!(request_burst_max);
     Ok(())
@@ -345,7 +352,7 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         let mut bus_tasks = Vec::new();
         if let Some(url) = &args.nats {
             let bus: Arc<dyn Bus> = Arc::new(
-                NatsBus::connect(url, lienthong_bus::Config::default())
+                NatsBus::connect(url, bus_config(args.replicas))
                     .await
                     .with_context(|| format!("cannot join the bus at {url}"))?,
             );
@@ -450,7 +457,7 @@ fn run_projections(args: &Args) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let bus: Arc<dyn Bus> = Arc::new(
-            NatsBus::connect(&url, lienthong_bus::Config::default())
+            NatsBus::connect(&url, bus_config(args.replicas))
                 .await
                 .with_context(|| format!("cannot join the bus at {url}"))?,
         );
@@ -487,6 +494,14 @@ fn run_projections(args: &Args) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bus's settings for `replicas` copies of each stream.
+fn bus_config(replicas: usize) -> lienthong_bus::Config {
+    lienthong_bus::Config {
+        replicas,
+        ..lienthong_bus::Config::default()
+    }
 }
 
 /// Least time between two progress lines of the projections role, in milliseconds.
