@@ -267,6 +267,20 @@ impl Shared {
             if idempotency_key.is_empty() {
                 return Err(invalid("idempotency_key", "is required: a retry with the same key returns the first answer"));
             }
+            // A supplement goes to the citizen or to an agency the workflows define: its task
+            // must have a queue to land in.
+            if let Command::RequestSupplement(r) = &command
+                && let dossier::Addressee::Agency(a) = &r.addressed_to
+                && !self.engine.catalog().agencies.contains_key(&a.0)
+            {
+                return Err(invalid(
+                    "addressed_to",
+                    format!(
+                        "`{}` is neither `citizen` nor an agency of workflows/agencies.toml",
+                        a.0
+                    ),
+                ));
+            }
             let id = match dossier {
                 Some(d) => {
                     let id = self.resolve(d)?;

@@ -568,3 +568,50 @@ async fn health_and_reflection() {
     }
     server.stop().await;
 }
+
+/// A supplement addressed to something that is neither the citizen nor an agency of the
+/// workflows is refused with INVALID_ARGUMENT on `addressed_to`, and nothing is written: its task
+/// would have no queue to land in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supplement_to_an_unknown_agency_is_refused() {
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let d = c
+        .dossiers
+        .submit(req("desk", birth("addr-1", 3)))
+        .await
+        .expect("submitted")
+        .into_inner();
+    let before = d.dossier.as_ref().expect("state").seq;
+    let e = c
+        .agencies
+        .request_supplement(req(
+            "tu-phap",
+            pb::RequestSupplementRequest {
+                idempotency_key: "addr-sup".into(),
+                dossier: d.dossier_id.clone(),
+                step_id: "register-birth".into(),
+                items: vec!["giay-xac-nhan".into()],
+                reason: "cần xác minh".into(),
+                addressed_to: "Tư Pháp tỉnh".into(),
+                officer: String::new(),
+            },
+        ))
+        .await
+        .expect_err("not an agency code");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("addressed_to"), "{}", e.message());
+    let now = c
+        .dossiers
+        .get(req(
+            "desk",
+            pb::GetDossierRequest {
+                dossier: d.dossier_id,
+            },
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(now.seq, before, "nothing written");
+    server.stop().await;
+}

@@ -32,7 +32,8 @@
 //!
 //! # Retries and a full agency queue
 //!
-//! Nothing is ever skipped. A retryable bus error (no connection, timeout) is retried on the
+//! Nothing is ever skipped, except a task whose agency is not a valid queue name (then the event
+//! is still published and the error logged with its position: see `pending`). A retryable bus error (no connection, timeout) is retried on the
 //! same record with exponential backoff ([`Config::retry_backoff_min`] to
 //! [`Config::retry_backoff_max`]); any other bus error (a name or size the bus refuses, which the
 //! engine's own limits should make impossible) stops the outbox with the error.
@@ -703,11 +704,26 @@ fn pending(r: &Recorded, after: u64) -> Result<Pending, Error> {
     let dossier = DossierId::from_str(&env.dossier_id)
         .map_err(|e| malformed(format!("dossier id {:?}: {e}", env.dossier_id)))?;
     let task = match lienthong_engine::view::task(r) {
-        Some(t) => Some(Task {
-            agency: Agency::new(&t.agency)?,
-            id: TaskId::new(&t.task_id)?,
-            payload: Bytes::from(t.encode_to_vec()),
-        }),
+        Some(t) => match (Agency::new(&t.agency), TaskId::new(&t.task_id)) {
+            (Ok(agency), Ok(id)) => Some(Task {
+                agency,
+                id,
+                payload: Bytes::from(t.encode_to_vec()),
+            }),
+            // A task no queue can hold (an addressee that is not an agency code): stopping here
+            // would stop every agency's work for good, so the event is published without it and
+            // the operator is told. The gateway refuses such addressees; this guards old events.
+            (agency, id) => {
+                tracing::error!(
+                    position,
+                    agency = %t.agency,
+                    task = %t.task_id,
+                    reason = %agency.err().or(id.err()).map_or(String::new(), |e| e.to_string()),
+                    "an event names a task for no valid agency queue: published without its task"
+                );
+                None
+            }
+        },
         None => None,
     };
     Ok(Pending {
