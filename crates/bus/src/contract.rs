@@ -46,8 +46,9 @@ pub const TASK_STREAM: &str = "LIENTHONG_TASKS";
 /// Stream holding dead-letter records (`lienthong.dead.>`), limits retention, never discards old.
 pub const DEAD_STREAM: &str = "LIENTHONG_DEAD";
 
-/// Queue group of the command subscribers: several engine processes may serve one partition
-/// (for fail-over); each command goes to one of them.
+/// Queue group of the command subscribers. Each partition must be served by exactly one engine
+/// node (its dossiers live in that node's store); the queue group only keeps a restarted node's
+/// overlapping subscription from doubling a command.
 pub const COMMAND_QUEUE_GROUP: &str = "lienthong-engine";
 
 /// Standard NATS header: JetStream drops a second message with the same id within the stream's

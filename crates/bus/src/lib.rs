@@ -189,8 +189,8 @@ impl Error {
 /// Commands to the engine by request/reply, routed by partition.
 pub trait Commands: Send + Sync {
     /// Starts serving `partition`: requests for it arrive in the returned inbox until it is
-    /// dropped. On NATS several processes may serve one partition (queue group
-    /// `lienthong-engine`): each request goes to one of them.
+    /// dropped. On NATS the subscription is in queue group `lienthong-engine`, so each request
+    /// goes to one subscriber; a deployment gives each partition to exactly one engine node.
     fn serve(&self, partition: Partition) -> BoxFuture<'_, Result<CommandInbox, Error>>;
 
     /// Sends `payload` to whoever serves `partition` and waits up to `timeout` for the reply.

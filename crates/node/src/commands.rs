@@ -18,7 +18,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use lienthong_bus::{Bus, IncomingCommand, Partition};
+use lienthong_bus::{
+    Bus, IncomingCommand, Partition, PartitionCount, partition_of, partition_of_key,
+};
 use lienthong_gateway::auth::{Principal, Role, Via};
 use lienthong_gateway::commands::ToCommand;
 use lienthong_gateway::shared::Shared;
@@ -50,6 +52,7 @@ pub enum Error {
 pub async fn serve(
     shared: Arc<Shared>,
     bus: Arc<dyn Bus>,
+    count: PartitionCount,
     partitions: &[Partition],
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
@@ -74,7 +77,7 @@ pub async fn serve(
                 };
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    handle(&shared, incoming).await;
+                    handle(&shared, count, incoming).await;
                     drop(permit);
                 });
             }
@@ -96,9 +99,12 @@ pub async fn serve(
 }
 
 /// Answers one request.
-async fn handle(shared: &Shared, incoming: IncomingCommand) {
+async fn handle(shared: &Shared, count: PartitionCount, incoming: IncomingCommand) {
     let reply = match pb::BusCommand::decode(incoming.payload.as_ref()) {
-        Ok(command) => answer(shared, command).await,
+        Ok(command) => match routed_here(shared, count, incoming.partition, &command) {
+            Ok(()) => answer(shared, command).await,
+            Err(s) => error_reply(s),
+        },
         Err(e) => error_reply(invalid(
             "payload",
             format!("is not a lienthong.v1.BusCommand: {e}"),
@@ -108,6 +114,48 @@ async fn handle(shared: &Shared, incoming: IncomingCommand) {
     if let Err(e) = incoming.reply.send(bytes).await {
         // The requester sees a timeout and retries with its idempotency key.
         tracing::warn!(partition = %incoming.partition, error = %e, "could not send a command's reply");
+    }
+}
+
+/// Refuses a command sent to the wrong partition: a sender whose partition count differs from
+/// this node's (its routing and ours disagree), or a bug. Executing it here would put the dossier,
+/// or look for it, on a node that does not own it.
+fn routed_here(
+    shared: &Shared,
+    count: PartitionCount,
+    partition: Partition,
+    command: &pb::BusCommand,
+) -> Result<(), Status> {
+    let expected = match &command.command {
+        Some(C::Submit(r)) => {
+            let agency = command.actor.as_ref().map_or("", |a| a.agency.as_str());
+            partition_of_key(agency, &r.idempotency_key, count)
+        }
+        Some(c) => {
+            let dossier = match c {
+                C::CompleteStep(r) => &r.dossier,
+                C::RejectStep(r) => &r.dossier,
+                C::RequestSupplement(r) => &r.dossier,
+                C::ProvideSupplement(r) => &r.dossier,
+                C::Refuse(r) => &r.dossier,
+                C::Stop(r) => &r.dossier,
+                C::IssueApology(r) => &r.dossier,
+                C::ReturnResult(r) => &r.dossier,
+                C::Withdraw(r) => &r.dossier,
+                C::Get(r) => &r.dossier,
+                C::Submit(_) => return Ok(()),
+            };
+            partition_of(shared.resolve(dossier)?.0, count)
+        }
+        None => return Ok(()),
+    };
+    if expected == partition {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!(
+            "wrong partition: this command belongs to partition {expected} of {} but was sent to {partition}; every process of a deployment must use the same partition count",
+            count.get()
+        )))
     }
 }
 

@@ -15,7 +15,8 @@
 //!   bus's feed ([`projections::BusFeed`], a `lienthong_projections::FeedSource`) filled from
 //!   the bus, and the loop that mirrors and folds the read models from it.
 //!
-//! Planned here (not built yet): the CLI roles (`lienthong serve --nats URL --role ...`).
+//! `lienthong serve --nats URL --role engine|projections|all` wires them (crates/cli); the gRPC
+//! gateway as its own process over the bus is not built yet.
 
 pub mod commands;
 pub mod outbox;

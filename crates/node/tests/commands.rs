@@ -70,7 +70,8 @@ impl Node {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let serving = commands::serve(shared, bus, &partitions, async {
+            let count = PartitionCount::new(count).expect("count");
+            let serving = commands::serve(shared, bus, count, &partitions, async {
                 let _ = stopped.await;
             });
             let _ = ready_tx.send(());
@@ -247,6 +248,26 @@ async fn end_to_end(bus: Arc<dyn Bus>) {
         other => panic!("expected a dossier, got {other:?}"),
     };
     assert_eq!(got.status_text, "closed:result-returned");
+
+    // A sender whose partition count differs sends to the wrong partition: refused, not run.
+    let uuid: uuid::Uuid = id.parse().expect("uuid");
+    let wrong = Partition((partition_of(uuid, count).0 + 1) % count.get());
+    let misrouted = error(
+        r.send(
+            wrong,
+            "kiem-toan",
+            C::Get(pb::GetDossierRequest {
+                dossier: id.clone(),
+            }),
+        )
+        .await,
+    );
+    assert_eq!(misrouted.code(), Code::FailedPrecondition, "{misrouted:?}");
+    assert!(
+        misrouted.message().contains("partition"),
+        "{}",
+        misrouted.message()
+    );
 
     let mut bad = birth("bus-bad");
     bad.procedure_code.clear();

@@ -348,27 +348,36 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        // The bus: the outbox and the command server of this engine node.
+        // The bus: the outbox and the command server of this engine node. If either stops on its
+        // own (a fault), the whole process stops with an error, so that a supervisor restarts it
+        // rather than a node that takes commands whose work never reaches the agencies.
         let mut bus_tasks = Vec::new();
+        let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(2);
         if let Some(url) = &args.nats {
             let bus: Arc<dyn Bus> = Arc::new(
                 NatsBus::connect(url, bus_config(args.replicas))
                     .await
                     .with_context(|| format!("cannot join the bus at {url}"))?,
             );
-            let outbox = Outbox::new(engine.store().clone(), bus.clone(), outbox::Config::default())?;
+            let outbox = Outbox::new(
+                engine.store().clone(),
+                bus.clone(),
+                outbox::Config::default(),
+            )?;
             let stop = stopped(stop_rx.clone());
+            let fatal = fatal_tx.clone();
             bus_tasks.push(tokio::spawn(async move {
                 if let Err(e) = outbox.run(stop).await {
-                    tracing::error!(error = %e, "the outbox stopped: the feed and tasks are no longer published; restart the engine node");
+                    let _ = fatal.send(format!("the outbox stopped: {e}")).await;
                 }
             }));
             let shared = Shared::new(engine.clone(), Authenticator::default(), config.limits);
             let partitions: Vec<Partition> = owned.iter().map(|p| Partition(*p)).collect();
             let stop = stopped(stop_rx.clone());
+            let fatal = fatal_tx.clone();
             bus_tasks.push(tokio::spawn(async move {
-                if let Err(e) = commands::serve(shared, bus, &partitions, stop).await {
-                    tracing::error!(error = %e, "the command server stopped");
+                if let Err(e) = commands::serve(shared, bus, count, &partitions, stop).await {
+                    let _ = fatal.send(format!("the command server stopped: {e}")).await;
                 }
             }));
             eprintln!(
@@ -378,16 +387,27 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
                 args.data.data.display()
             );
         }
+        drop(fatal_tx);
+        // Until Ctrl-C/SIGTERM, or a bus component's fault (`None`: there is no bus).
+        let wait = async {
+            tokio::select! {
+                _ = shutdown_signal() => None,
+                Some(fault) = fatal_rx.recv() => Some(fault),
+            }
+        };
         if args.role == Role::Engine {
             let timers = engine.spawn_timer_loop(stopped(stop_rx.clone()));
-            shutdown_signal().await;
+            let fault = wait.await;
             eprintln!("lienthong: shutting down");
             let _ = stop_tx.send(true);
             for t in bus_tasks {
                 let _ = t.await;
             }
             let _ = timers.await;
-            return anyhow::Ok(());
+            return match fault {
+                Some(f) => Err(anyhow!("{f}; restart the engine node")),
+                None => anyhow::Ok(()),
+            };
         }
         let listener = tokio::net::TcpListener::bind(args.grpc)
             .await
@@ -414,7 +434,7 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
             config,
             stopped(stop_rx),
         ));
-        shutdown_signal().await;
+        let fault = wait.await;
         eprintln!("lienthong: shutting down");
         let _ = stop_tx.send(true);
         server.await.context("gateway task")??;
@@ -423,7 +443,10 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         }
         let _ = timers.await;
         let _ = catch_up.await;
-        anyhow::Ok(())
+        match fault {
+            Some(f) => Err(anyhow!("{f}; restart the node")),
+            None => anyhow::Ok(()),
+        }
     })?;
     Ok(ExitCode::SUCCESS)
 }
