@@ -564,10 +564,15 @@ async fn work_bus(
                         false
                     }
                 };
+                // A failed act comes back after the consumer's backoff for this delivery (30 s,
+                // 1 min, 5 min ...), so a long engine outage spends the delivery limit over hours,
+                // not minutes, before a task becomes a dead letter.
                 let acked = if handled {
                     d.ack().await
                 } else {
-                    d.nak(Duration::from_millis(RECONNECT_PAUSE_MS_MAX)).await
+                    let backoff = lienthong_bus::config::TASK_REDELIVERY_BACKOFF_DEFAULT;
+                    let i = (d.delivered.max(1) as usize - 1).min(backoff.len() - 1);
+                    d.nak(backoff[i]).await
                 };
                 if let Err(e) = acked {
                     tracing::warn!(task = %d.task, error = %e, "could not acknowledge a task; it will come back");
