@@ -16,6 +16,9 @@
 //!   finish their steps; its tasks wait and are delivered when it returns.
 //! - `the_projections_role_sees_what_the_embedded_mode_sees`: `serve --role projections`, fed
 //!   only by the bus, reports the same board, breaches and indicators as the engine's own views.
+//! - `every_shipped_procedure_closes_over_nats`: the four shipped procedures, with branches that
+//!   skip and take their conditional steps (including the land transfer's payment step), close
+//!   with one agency process per agency.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -120,9 +123,19 @@ struct Desk {
 
 impl Desk {
     async fn send(&self, partition: lienthong_bus::Partition, command: C) -> pb::BusReply {
+        self.send_as("ubnd-xa", partition, command).await
+    }
+
+    /// Sends `command` as the receiving desk of `desk_agency`.
+    async fn send_as(
+        &self,
+        desk_agency: &str,
+        partition: lienthong_bus::Partition,
+        command: C,
+    ) -> pb::BusReply {
         let msg = pb::BusCommand {
             actor: Some(pb::Actor {
-                agency: "ubnd-xa".into(),
+                agency: desk_agency.into(),
                 officer: "can-bo-mot-cua".into(),
                 channel: pb::Channel::InPerson as i32,
             }),
@@ -523,5 +536,123 @@ async fn the_projections_role_sees_what_the_embedded_mode_sees() {
             let text = embedded.to_string();
             assert_eq!(text.matches("issue-health-card").count(), 6, "{text}");
         }
+    }
+}
+
+/// Every shipped procedure, each with branches that skip or take its conditional steps, runs to
+/// the returned result over NATS with one agency process per agency involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_procedure_closes_over_nats() {
+    use pb::attribute_value::Kind;
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _engine = engine(&server.url(), dir.path());
+    let desk = desk(&server).await;
+    let b = |v: bool| Kind::Boolean(v);
+    let i = |v: i64| Kind::Integer(v);
+    // (procedure, receiving agency, attributes) for each dossier.
+    type Case = (&'static str, &'static str, Vec<(&'static str, Kind)>);
+    let cases: Vec<Case> = vec![
+        (
+            "2.000986",
+            "ubnd-xa",
+            vec![
+                ("child.age_months", i(2)),
+                ("child.birth_date", Kind::Date("2026-10-01".into())),
+            ],
+        ),
+        (
+            "2.000986",
+            "ubnd-xa",
+            vec![
+                ("child.age_months", i(80)),
+                ("child.birth_date", Kind::Date("2020-01-05".into())),
+            ],
+        ),
+        (
+            "LT.KHAI-TU",
+            "ubnd-xa",
+            vec![
+                ("request.remove_residence", b(true)),
+                ("request.benefit", b(true)),
+                ("deceased.has_social_insurance", b(true)),
+                ("deceased.social_protection", b(false)),
+            ],
+        ),
+        (
+            "LT.KHAI-TU",
+            "ubnd-xa",
+            vec![
+                ("request.remove_residence", b(false)),
+                ("request.benefit", b(true)),
+                ("deceased.has_social_insurance", b(false)),
+                ("deceased.social_protection", b(true)),
+            ],
+        ),
+        (
+            "LT.CHUYEN-NHUONG-DAT",
+            "tthcc",
+            vec![("transfer.exempt", b(false)), ("parcel.area_m2", i(120))],
+        ),
+        (
+            "LT.CHUYEN-NHUONG-DAT",
+            "tthcc",
+            vec![("transfer.exempt", b(true)), ("parcel.area_m2", i(60))],
+        ),
+        (
+            "LT.DKDN-BHXH",
+            "dkkd",
+            vec![
+                ("enterprise.employees", i(12)),
+                ("enterprise.kind", Kind::Text("tnhh-1tv".into())),
+            ],
+        ),
+        (
+            "LT.DKDN-BHXH",
+            "dkkd",
+            vec![
+                ("enterprise.employees", i(0)),
+                ("enterprise.kind", Kind::Text("tu-nhan".into())),
+            ],
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (n, (procedure, receiving, attributes)) in cases.into_iter().enumerate() {
+        let key = format!("every-{n}");
+        let request = pb::SubmitRequest {
+            idempotency_key: key.clone(),
+            procedure_code: procedure.into(),
+            channel: pb::Channel::Online as i32,
+            applicant: Some(pb::Applicant {
+                full_name: "Vũ Văn H".into(),
+                ..Default::default()
+            }),
+            attributes: attributes
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), pb::AttributeValue { kind: Some(v) }))
+                .collect(),
+            documents: Vec::new(),
+            officer: "can-bo".into(),
+        };
+        let p = partition_of_key(receiving, &key, desk.count);
+        match desk.send_as(receiving, p, C::Submit(request)).await.result {
+            Some(pb::bus_reply::Result::Response(r)) => ids.push((procedure, r.dossier_id)),
+            other => panic!("submission of {procedure}: {other:?}"),
+        }
+    }
+    let agencies = [
+        "tu-phap", "cong-an", "bhxh", "ldtbxh", "ubnd-xa", "tthcc", "vpdk-dat", "thue", "dkkd",
+    ];
+    let agents: Vec<_> = agencies.iter().map(|a| agent(&server.url(), a)).collect();
+    for (s, a) in agents.into_iter().map(summary).zip(agencies) {
+        assert_eq!(s["failed"], 0, "{a}: {s}");
+    }
+    for (procedure, id) in &ids {
+        let d = desk.get(id).await;
+        assert_eq!(
+            d.status_text, "closed:result-returned",
+            "{procedure} {}: {:?}",
+            d.code, d.steps
+        );
     }
 }
