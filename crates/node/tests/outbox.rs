@@ -18,8 +18,9 @@
 //!   the later tasks of the police and social insurance. Once the officer acks, the rest goes out
 //!   in order.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,15 +28,13 @@ use lienthong_bus::memory::MemoryBus;
 use lienthong_bus::nats::NatsBus;
 use lienthong_bus::testing::NatsServer;
 use lienthong_bus::{Agency, Bus, FeedRecord};
-use lienthong_engine::DossierId;
-use lienthong_engine::dossier::{Applicant, Command, CompleteStep, Document, Submit};
-use lienthong_engine::runtime::{Engine, ManualClock, Request};
 use lienthong_engine::store::{EventStore, SledStore};
 use lienthong_node::outbox::{self, Outbox, Progress};
 use lienthong_proto::v1 as pb;
-use lienthong_workflow::{AttrValue, Catalog, StepId};
 use prost::Message;
 use tokio::sync::{oneshot, watch};
+
+use support::World;
 
 /// How long a test waits for the outbox to catch up before failing.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,109 +43,6 @@ const PULL_WAIT: Duration = Duration::from_millis(500);
 
 /// The agencies the birth procedure routes to (the desk only gets the final step).
 const AGENCIES: [&str; 4] = ["tu-phap", "cong-an", "bhxh", "ubnd-xa"];
-
-/// An engine over a sled store in a temporary directory, with the project's workflows.
-struct World {
-    store: Arc<SledStore>,
-    engine: Engine,
-    _dir: tempfile::TempDir,
-    next_key: std::sync::atomic::AtomicU64,
-}
-
-impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let workflows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows");
-        let catalog = Arc::new(Catalog::load(&workflows).expect("the project's workflows load"));
-        let store = Arc::new(SledStore::open(dir.path()).expect("store opens"));
-        let start = chrono::DateTime::parse_from_rfc3339("2026-03-02T09:00:00+07:00")
-            .expect("instant")
-            .with_timezone(&chrono::Utc);
-        let engine = Engine::new(store.clone(), catalog, Arc::new(ManualClock::new(start)));
-        World {
-            store,
-            engine,
-            _dir: dir,
-            next_key: 0.into(),
-        }
-    }
-
-    fn key(&self) -> String {
-        let n = self
-            .next_key
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("k-{n}")
-    }
-
-    /// A birth dossier received at the desk: a task for the justice officer.
-    async fn submit(&self) -> DossierId {
-        let mut attributes = BTreeMap::new();
-        attributes.insert("child.age_months".to_string(), AttrValue::Integer(1));
-        let born = chrono::NaiveDate::from_ymd_opt(2026, 2, 1).expect("date");
-        attributes.insert("child.birth_date".to_string(), AttrValue::Date(born));
-        let command = Command::Submit(Submit {
-            procedure_code: "2.000986".into(),
-            channel: pb::Channel::InPerson,
-            applicant: Applicant {
-                full_name: "Trần Thị Hà".into(),
-                id_number: "001190000001".into(),
-                ..Default::default()
-            },
-            attributes,
-            documents: vec![Document {
-                kind: "to-khai-khai-sinh".into(),
-                uri: "dms://t/1".into(),
-                sha256: "00".repeat(32),
-            }],
-        });
-        self.execute(None, "ubnd-xa", command).await
-    }
-
-    /// The justice officer registers the birth: tasks for the police and social insurance.
-    async fn register_birth(&self, dossier: DossierId) {
-        let command = Command::CompleteStep(CompleteStep {
-            step: StepId("register-birth".into()),
-            outcome: "approve".into(),
-            results: vec![],
-            note: String::new(),
-        });
-        self.execute(Some(dossier), "tu-phap", command).await;
-    }
-
-    /// A dossier with tasks for three agencies.
-    async fn dossier(&self) -> DossierId {
-        let d = self.submit().await;
-        self.register_birth(d).await;
-        d
-    }
-
-    async fn execute(
-        &self,
-        dossier: Option<DossierId>,
-        agency: &str,
-        command: Command,
-    ) -> DossierId {
-        let request = Request {
-            dossier,
-            actor: pb::Actor {
-                agency: agency.into(),
-                officer: "test".into(),
-                channel: pb::Channel::System as i32,
-            },
-            idempotency_key: self.key(),
-            command,
-        };
-        self.engine
-            .execute(request)
-            .await
-            .unwrap_or_else(|e| panic!("command refused: {e}"))
-            .dossier
-    }
-
-    fn last_position(&self) -> u64 {
-        self.store.last_position().expect("last position")
-    }
-}
 
 /// A running outbox and how to stop it.
 struct Running {

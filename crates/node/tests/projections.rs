@@ -32,8 +32,9 @@
 //!   `prev_hash` are refused without moving the checkpoint; exact duplicates are dropped; what
 //!   the mirror reads back is the store's feed and streams with bus positions.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,131 +43,23 @@ use lienthong_bus::memory::MemoryBus;
 use lienthong_bus::nats::NatsBus;
 use lienthong_bus::testing::NatsServer;
 use lienthong_bus::{Bus, FeedEvent, FeedRecord};
-use lienthong_engine::DossierId;
-use lienthong_engine::dossier::{Applicant, Command, CompleteStep, Document, Submit};
-use lienthong_engine::runtime::{Engine, ManualClock, Request};
-use lienthong_engine::store::{EventStore, Recorded, SledStore, chain};
+use lienthong_engine::store::{EventStore, Recorded, chain};
 use lienthong_gateway::ReadModels;
 use lienthong_node::outbox::{self, Outbox};
 use lienthong_node::projections::{self, BusFeed, Follower, Progress};
 use lienthong_projections::projector::KeyValue;
 use lienthong_projections::{self as lp, Projections};
 use lienthong_proto::v1 as pb;
-use lienthong_workflow::{AttrValue, Catalog, StepId};
+use lienthong_workflow::Catalog;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
+
+use support::World;
 
 /// How long a test waits for the role or the outbox before failing.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An engine over a sled store in a temporary directory, with the project's workflows.
-struct World {
-    store: Arc<SledStore>,
-    engine: Engine,
-    catalog: Arc<Catalog>,
-    _dir: tempfile::TempDir,
-    next_key: std::sync::atomic::AtomicU64,
-}
-
 impl World {
-    fn new() -> World {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let workflows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows");
-        let catalog = Arc::new(Catalog::load(&workflows).expect("the project's workflows load"));
-        let store = Arc::new(SledStore::open(dir.path()).expect("store opens"));
-        let start = chrono::DateTime::parse_from_rfc3339("2026-03-02T09:00:00+07:00")
-            .expect("instant")
-            .with_timezone(&chrono::Utc);
-        let engine = Engine::new(
-            store.clone(),
-            catalog.clone(),
-            Arc::new(ManualClock::new(start)),
-        );
-        World {
-            store,
-            engine,
-            catalog,
-            _dir: dir,
-            next_key: 0.into(),
-        }
-    }
-
-    fn key(&self) -> String {
-        let n = self
-            .next_key
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("k-{n}")
-    }
-
-    /// A birth dossier received at the desk: a task for the justice officer.
-    async fn submit(&self) -> DossierId {
-        let mut attributes = BTreeMap::new();
-        attributes.insert("child.age_months".to_string(), AttrValue::Integer(1));
-        let born = chrono::NaiveDate::from_ymd_opt(2026, 2, 1).expect("date");
-        attributes.insert("child.birth_date".to_string(), AttrValue::Date(born));
-        let command = Command::Submit(Submit {
-            procedure_code: "2.000986".into(),
-            channel: pb::Channel::InPerson,
-            applicant: Applicant {
-                full_name: "Trần Thị Hà".into(),
-                id_number: "001190000001".into(),
-                ..Default::default()
-            },
-            attributes,
-            documents: vec![Document {
-                kind: "to-khai-khai-sinh".into(),
-                uri: "dms://t/1".into(),
-                sha256: "00".repeat(32),
-            }],
-        });
-        self.execute(None, "ubnd-xa", command).await
-    }
-
-    /// The justice officer registers the birth: steps open for the police and social insurance.
-    async fn register_birth(&self, dossier: DossierId) {
-        let command = Command::CompleteStep(CompleteStep {
-            step: StepId("register-birth".into()),
-            outcome: "approve".into(),
-            results: vec![],
-            note: String::new(),
-        });
-        self.execute(Some(dossier), "tu-phap", command).await;
-    }
-
-    /// A dossier with open steps at three agencies.
-    async fn dossier(&self) -> DossierId {
-        let d = self.submit().await;
-        self.register_birth(d).await;
-        d
-    }
-
-    async fn execute(
-        &self,
-        dossier: Option<DossierId>,
-        agency: &str,
-        command: Command,
-    ) -> DossierId {
-        let request = Request {
-            dossier,
-            actor: pb::Actor {
-                agency: agency.into(),
-                officer: "test".into(),
-                channel: pb::Channel::System as i32,
-            },
-            idempotency_key: self.key(),
-            command,
-        };
-        self.engine
-            .execute(request)
-            .await
-            .unwrap_or_else(|e| panic!("command refused: {e}"))
-            .dossier
-    }
-
-    fn last_position(&self) -> u64 {
-        self.store.last_position().expect("last position")
-    }
-
     /// The embedded mode's views: projections folded directly from the store, in a fresh
     /// directory.
     fn embedded_dump(&self) -> Vec<KeyValue> {
