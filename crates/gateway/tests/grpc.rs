@@ -521,23 +521,34 @@ async fn resumed_stream_loses_no_task() {
     server.stop().await;
 }
 
-/// Standard health checking answers SERVING for the services, and reflection lists them.
+/// The API's services.
+const SERVICES: [&str; 4] = [
+    "lienthong.v1.DossierService",
+    "lienthong.v1.AgencyService",
+    "lienthong.v1.AuditService",
+    "lienthong.v1.ReportService",
+];
+
+/// Standard health checking answers SERVING for every service, and reflection lists them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection() {
     let server = TestServer::start().await;
     let ch = server.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
-    let r = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "lienthong.v1.AgencyService".into(),
-        })
-        .await
-        .expect("health")
-        .into_inner();
-    assert_eq!(
-        r.status(),
-        tonic_health::pb::health_check_response::ServingStatus::Serving
-    );
+    for service in SERVICES {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(
+            r.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service}"
+        );
+    }
 
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -558,12 +569,7 @@ async fn health_and_reflection() {
         panic!("unexpected reflection answer {msg:?}");
     };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for want in [
-        "lienthong.v1.DossierService",
-        "lienthong.v1.AgencyService",
-        "lienthong.v1.AuditService",
-        "grpc.health.v1.Health",
-    ] {
+    for want in SERVICES.into_iter().chain(["grpc.health.v1.Health"]) {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     server.stop().await;
