@@ -70,6 +70,11 @@ impl Serving {
     /// Starts `lienthong serve --grpc 127.0.0.1:0 --auth examples/auth.toml --data DATA` from the
     /// repository root and waits for the line that names the address it listens on.
     pub fn start(data: &Path) -> Serving {
+        Self::start_with(data, &[])
+    }
+
+    /// [`Serving::start`] with more arguments (a role, `--nats URL`, ...).
+    pub fn start_with(data: &Path, extra: &[&str]) -> Serving {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(lienthong_bin())
             .args([
@@ -81,6 +86,7 @@ impl Serving {
                 "--data",
             ])
             .arg(data)
+            .args(extra)
             .current_dir(repo_root())
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())

@@ -16,6 +16,10 @@
 //!   finish their steps; its tasks wait and are delivered when it returns.
 //! - `the_projections_role_sees_what_the_embedded_mode_sees`: `serve --role projections`, fed
 //!   only by the bus, reports the same board, breaches and indicators as the engine's own views.
+//! - `engine_gateway_and_projections_run_as_separate_processes`: `--role gateway` and `--role
+//!   projections` each in their own process and data directory beside the engine node; agency
+//!   systems (`lienthong agent --grpc`) work through the gateway, which forwards commands over the
+//!   bus and keeps callers to their role; the projections process serves the report service.
 //! - `every_shipped_procedure_closes_over_nats`: the four shipped procedures, with branches that
 //!   skip and take their conditional steps (including the land transfer's payment step), close
 //!   with one agency process per agency.
@@ -140,6 +144,7 @@ impl Desk {
                 channel: pb::Channel::InPerson as i32,
             }),
             command: Some(command),
+            routed_only: false,
         };
         // Retried while no engine answers (it may be restarting): same key, same answer.
         let mut tries = 0;
@@ -164,31 +169,7 @@ impl Desk {
     }
 
     async fn submit(&self, key: &str) -> String {
-        let mut attributes = std::collections::BTreeMap::new();
-        attributes.insert(
-            "child.age_months".to_string(),
-            pb::AttributeValue {
-                kind: Some(pb::attribute_value::Kind::Integer(1)),
-            },
-        );
-        attributes.insert(
-            "child.birth_date".to_string(),
-            pb::AttributeValue {
-                kind: Some(pb::attribute_value::Kind::Date("2026-10-01".into())),
-            },
-        );
-        let request = pb::SubmitRequest {
-            idempotency_key: key.into(),
-            procedure_code: "2.000986".into(),
-            channel: pb::Channel::InPerson as i32,
-            applicant: Some(pb::Applicant {
-                full_name: "Đỗ Thị G".into(),
-                ..Default::default()
-            }),
-            attributes,
-            documents: Vec::new(),
-            officer: "can-bo-mot-cua".into(),
-        };
+        let request = birth(key);
         let p = partition_of_key("ubnd-xa", key, self.count);
         match self.send(p, C::Submit(request)).await.result {
             Some(pb::bus_reply::Result::Response(r)) => r.dossier_id,
@@ -654,5 +635,247 @@ async fn every_shipped_procedure_closes_over_nats() {
             "{procedure} {}: {:?}",
             d.code, d.steps
         );
+    }
+}
+
+/// A gRPC request with a development bearer token of `examples/auth.toml`.
+fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    r
+}
+
+/// `lienthong agent --grpc` against a gateway, stopping after 4 s without a task.
+fn grpc_agent(addr: &str, agency: &str, token: &str) -> Child {
+    Command::new(lienthong_bin())
+        .args([
+            "agent",
+            "--grpc",
+            &format!("http://{addr}"),
+            "--agency",
+            agency,
+        ])
+        .args(["--exit-when-idle", "4s", "--json", "--delay", "10ms"])
+        .env("LIENTHONG_TOKEN", token)
+        .current_dir(repo_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lienthong agent")
+}
+
+/// The whole distributed deployment as separate processes: an engine node (`--role engine`), a
+/// gRPC gateway (`--role gateway`, its own data directory: a feed mirror only) and the read
+/// models (`--role projections`, serving the report service), with the agencies' systems
+/// connecting to the gateway over gRPC as integrators' would. The gateway forwards commands to
+/// the engine over the bus, keeps its callers to their role (checked by the engine against the
+/// dossier's current state), serves a History that includes the caller's own writes, task streams
+/// from its mirror, and an audit Verify of its mirror; the projections process reports every
+/// dossier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_gateway_and_projections_run_as_separate_processes() {
+    use lienthong_e2e::Serving;
+    use lienthong_proto::v1::audit_service_client::AuditServiceClient;
+    use lienthong_proto::v1::dossier_service_client::DossierServiceClient;
+    use lienthong_proto::v1::report_service_client::ReportServiceClient;
+    const DOSSIERS: usize = 8;
+
+    let server = NatsServer::start();
+    let url = server.url();
+    let engine_dir = tempfile::tempdir().expect("temp dir");
+    let gateway_dir = tempfile::tempdir().expect("temp dir");
+    let views_dir = tempfile::tempdir().expect("temp dir");
+    let _engine = engine(&url, engine_dir.path());
+    let count = PARTITIONS.to_string();
+    let remote = |role: &'static str| {
+        [
+            "--role",
+            role,
+            "--nats",
+            url.as_str(),
+            "--partition-count",
+            count.as_str(),
+        ]
+    };
+    let mut gateway = Serving::start_with(gateway_dir.path(), &remote("gateway"));
+    let mut views = Serving::start_with(views_dir.path(), &remote("projections"));
+    let gw = format!("http://{}", gateway.addr);
+    let mut dossiers = DossierServiceClient::connect(gw.clone())
+        .await
+        .expect("connects to the gateway");
+
+    // The desk files through the gateway; each History right after includes what was written.
+    let mut ids = Vec::new();
+    for i in 0..DOSSIERS {
+        let answer = dossiers
+            .submit(bearer("dev-desk", birth(&format!("gateway-{i}"))))
+            .await
+            .unwrap_or_else(|s| panic!("submit {i}: {s}\n{}", gateway.log_tail()))
+            .into_inner();
+        let mut history = dossiers
+            .history(bearer(
+                "dev-desk",
+                pb::HistoryRequest {
+                    dossier: answer.dossier_id.clone(),
+                    after_seq: 0,
+                },
+            ))
+            .await
+            .expect("history")
+            .into_inner();
+        let mut seen = 0;
+        while let Some(e) = history.message().await.expect("history event") {
+            seen = e
+                .event
+                .as_ref()
+                .and_then(|ev| ev.envelope.as_ref())
+                .map_or(0, |e| e.seq);
+        }
+        assert_eq!(
+            seen,
+            answer.events.len() as u64,
+            "History through the gateway holds the submission's own events"
+        );
+        ids.push(answer.dossier_id);
+    }
+    // Role checks over the bus: social insurance has no step on a new birth dossier yet (justice
+    // comes first), so it may neither read it nor act on it.
+    let denied = dossiers
+        .get(bearer(
+            "dev-bhxh",
+            pb::GetDossierRequest {
+                dossier: ids[0].clone(),
+            },
+        ))
+        .await
+        .expect_err("not routed to bhxh");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    let mut agencies =
+        lienthong_proto::v1::agency_service_client::AgencyServiceClient::connect(gw.clone())
+            .await
+            .expect("connects");
+    let denied = agencies
+        .complete_step(bearer(
+            "dev-bhxh",
+            pb::CompleteStepRequest {
+                idempotency_key: "bhxh-jumps-the-queue".into(),
+                dossier: ids[0].clone(),
+                step_id: "issue-health-card".into(),
+                outcome: "approve".into(),
+                officer: "can-bo-bhxh".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("not routed to bhxh");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+
+    // The agencies' systems work their task streams through the gateway.
+    let agents: Vec<_> = [
+        ("tu-phap", "dev-tu-phap"),
+        ("cong-an", "dev-cong-an"),
+        ("bhxh", "dev-bhxh"),
+        ("ubnd-xa", "dev-desk"),
+    ]
+    .iter()
+    .map(|(a, t)| grpc_agent(&gateway.addr, a, t))
+    .collect();
+    for (s, a) in agents.into_iter().map(summary).zip(AGENCIES) {
+        assert_eq!(
+            s["completed"], DOSSIERS as u64,
+            "{a} completes one step per dossier: {s}"
+        );
+        assert_eq!(s["failed"], 0, "{a}: {s}");
+    }
+    for id in &ids {
+        let d = dossiers
+            .get(bearer(
+                "dev-desk",
+                pb::GetDossierRequest {
+                    dossier: id.clone(),
+                },
+            ))
+            .await
+            .expect("get")
+            .into_inner();
+        assert_eq!(d.status_text, "closed:result-returned", "{}", d.code);
+    }
+
+    // An auditor verifies the gateway's copy of every history.
+    let mut audit = AuditServiceClient::connect(gw).await.expect("connects");
+    let verified = audit
+        .verify(bearer("dev-auditor", pb::VerifyRequest::default()))
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(verified.clean, "{verified:?}");
+    assert_eq!(verified.dossiers, DOSSIERS as u64, "{verified:?}");
+
+    // The projections process reports every dossier, filed and finished, once it has folded the
+    // feed (it lags the engine by the bus's latency).
+    let mut reports = ReportServiceClient::connect(format!("http://{}", views.addr))
+        .await
+        .expect("connects to the projections");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = reports
+            .indicators(bearer(
+                "dev-auditor",
+                pb::IndicatorsRequest {
+                    agency: "ubnd-xa".into(),
+                    month: String::new(),
+                },
+            ))
+            .await
+            .expect("indicators")
+            .into_inner()
+            .rows;
+        let (received, finished) = rows
+            .iter()
+            .filter(|r| r.level == "dossier" && r.procedure_code == "2.000986")
+            .fold((0, 0), |(a, b), r| (a + r.received, b + r.finished));
+        if received == DOSSIERS as i64 && finished == DOSSIERS as i64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projections report {received} received and {finished} finished, not {DOSSIERS}:\n{}",
+            views.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gateway.stop(10_000).success(), "{}", gateway.log_tail());
+    assert!(views.stop(10_000).success(), "{}", views.log_tail());
+}
+
+/// A birth-group submission (justice, then police and social insurance, then the desk).
+fn birth(key: &str) -> pb::SubmitRequest {
+    let mut attributes = std::collections::BTreeMap::new();
+    attributes.insert(
+        "child.age_months".to_string(),
+        pb::AttributeValue {
+            kind: Some(pb::attribute_value::Kind::Integer(1)),
+        },
+    );
+    attributes.insert(
+        "child.birth_date".to_string(),
+        pb::AttributeValue {
+            kind: Some(pb::attribute_value::Kind::Date("2026-10-01".into())),
+        },
+    );
+    pb::SubmitRequest {
+        idempotency_key: key.into(),
+        procedure_code: "2.000986".into(),
+        channel: pb::Channel::InPerson as i32,
+        applicant: Some(pb::Applicant {
+            full_name: "Đỗ Thị G".into(),
+            ..Default::default()
+        }),
+        attributes,
+        documents: Vec::new(),
+        officer: "can-bo-mot-cua".into(),
     }
 }

@@ -87,8 +87,15 @@ impl AuditService for Audit {
     ) -> Result<Response<pb::VerifyResponse>, Status> {
         self.auditor(&request)?;
         let req = request.get_ref();
-        let store = self.shared.engine.store().clone();
         if req.dossier.is_empty() {
+            let Some(engine) = self.shared.backend.engine() else {
+                let shared = self.shared.clone();
+                return tokio::task::spawn_blocking(move || verify_mirror(&shared))
+                    .await
+                    .map_err(|e| Status::internal(format!("verify task failed: {e}")))?
+                    .map(Response::new);
+            };
+            let store = engine.store().clone();
             let report = tokio::task::spawn_blocking(move || store.verify())
                 .await
                 .map_err(|e| Status::internal(format!("verify task failed: {e}")))?
@@ -106,8 +113,9 @@ impl AuditService for Audit {
             }));
         }
         let id = self.shared.resolve(&req.dossier)?;
-        let last_position = store.last_position().map_err(status::from_store)?;
-        match store.read_stream(&id) {
+        let backend = &self.shared.backend;
+        let last_position = backend.last_position().map_err(status::from_store)?;
+        match backend.read_stream(&id) {
             Ok(stream) if stream.is_empty() => Err(status::not_found(&req.dossier)),
             Ok(stream) => {
                 let mut v = Verifier::new();
@@ -144,8 +152,8 @@ impl AuditService for Audit {
         let p = self.auditor(&request)?;
         let req = request.get_ref();
         let permit = self.shared.stream_permit()?;
-        let store = self.shared.engine.store().clone();
-        let end = store.last_position().map_err(status::from_store)?;
+        let shared = self.shared.clone();
+        let end = shared.backend.last_position().map_err(status::from_store)?;
         let mut cursor = req.after_position;
         let mut left = if req.limit == 0 { u64::MAX } else { req.limit };
         let (tx, rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
@@ -153,7 +161,7 @@ impl AuditService for Audit {
         tokio::spawn(async move {
             let _permit = permit;
             while cursor < end && left > 0 {
-                let batch = match store.read_feed(cursor, FEED_BATCH_RECORDS) {
+                let batch = match shared.backend.read_feed(cursor, FEED_BATCH_RECORDS) {
                     Ok(b) if b.is_empty() => return,
                     Ok(b) => b,
                     Err(e) => {
@@ -175,4 +183,52 @@ impl AuditService for Audit {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// Verifies every stream of the remote backend's feed mirror: each dossier it holds is read
+/// whole and its chain checked again (the mirror checked each event as it arrived; this checks
+/// what is on its disk now). The engines' own stores are verified on their machines
+/// (`lienthong verify`).
+fn verify_mirror(shared: &Shared) -> Result<pb::VerifyResponse, Status> {
+    let backend = &shared.backend;
+    let last_position = backend.last_position().map_err(status::from_store)?;
+    let mut dossiers = std::collections::BTreeSet::new();
+    let mut problems = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let batch = match backend.read_feed(cursor, FEED_BATCH_RECORDS) {
+            Ok(b) => b,
+            Err(lienthong_engine::store::Error::Corrupt(c)) => {
+                problems.push(c.to_string());
+                break;
+            }
+            Err(e) => return Err(status::from_store(e)),
+        };
+        let Some(last) = batch.last() else { break };
+        cursor = last.position();
+        dossiers.extend(batch.iter().filter_map(|r| r.dossier()));
+    }
+    let mut v = Verifier::new();
+    let mut unreadable = 0;
+    for id in &dossiers {
+        match backend.read_stream(id) {
+            Ok(stream) => {
+                v.stream(*id, stream.iter().map(|r| &r.sealed));
+            }
+            Err(lienthong_engine::store::Error::Corrupt(c)) => {
+                unreadable += 1;
+                problems.push(c.to_string());
+            }
+            Err(e) => return Err(status::from_store(e)),
+        }
+    }
+    let report = v.finish();
+    problems.extend(report.breaks.iter().map(|b| b.to_string()));
+    Ok(pb::VerifyResponse {
+        clean: problems.is_empty(),
+        dossiers: report.dossiers + unreadable,
+        events: report.events,
+        last_position,
+        problems,
+    })
 }

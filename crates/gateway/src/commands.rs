@@ -199,3 +199,48 @@ impl ToCommand for pb::WithdrawRequest {
         }))
     }
 }
+
+/// A request message as the bus carries it (`lienthong.v1.BusCommand`'s `command`), naming its
+/// dossier by id: what a gateway over the bus forwards to the engine that owns the dossier.
+pub trait ToBus {
+    /// The bus form; `dossier_id` replaces the dossier the request names (an id or a code) by
+    /// its id, since the bus routes by id. A submission names none.
+    fn to_bus(&self, dossier_id: Option<&str>) -> BusCommandKind;
+}
+
+/// The `command` of a `lienthong.v1.BusCommand`.
+pub type BusCommandKind = pb::bus_command::Command;
+
+impl ToBus for pb::SubmitRequest {
+    fn to_bus(&self, _: Option<&str>) -> BusCommandKind {
+        BusCommandKind::Submit(self.clone())
+    }
+}
+
+/// [`ToBus`] for the requests on an existing dossier.
+macro_rules! to_bus {
+    ($($request:ident => $variant:ident),* $(,)?) => {
+        $(impl ToBus for pb::$request {
+            fn to_bus(&self, dossier_id: Option<&str>) -> BusCommandKind {
+                let mut r = self.clone();
+                if let Some(id) = dossier_id {
+                    r.dossier = id.to_string();
+                }
+                BusCommandKind::$variant(r)
+            }
+        })*
+    };
+}
+
+to_bus!(
+    CompleteStepRequest => CompleteStep,
+    RejectStepRequest => RejectStep,
+    RequestSupplementRequest => RequestSupplement,
+    ProvideSupplementRequest => ProvideSupplement,
+    RefuseRequest => Refuse,
+    StopRequest => Stop,
+    IssueApologyRequest => IssueApology,
+    ReturnResultRequest => ReturnResult,
+    WithdrawRequest => Withdraw,
+    GetDossierRequest => Get,
+);

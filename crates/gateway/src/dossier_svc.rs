@@ -36,10 +36,8 @@ impl DossierService for Dossiers {
         request: Request<pb::GetDossierRequest>,
     ) -> Result<Response<pb::Dossier>, Status> {
         let p = self.shared.authenticate(&request)?;
-        let id = self.shared.resolve(&request.get_ref().dossier)?;
-        let state = self.shared.state(id).await?;
-        self.shared.check_read(&p, &state)?;
-        Ok(Response::new(self.shared.dossier_msg(&state)))
+        let dossier = self.shared.get(&p, &request.get_ref().dossier).await?;
+        Ok(Response::new(dossier))
     }
 
     type HistoryStream = ReceiverStream<Result<pb::RecordedEvent, Status>>;
@@ -51,10 +49,11 @@ impl DossierService for Dossiers {
         let p = self.shared.authenticate(&request)?;
         let req = request.get_ref();
         let id = self.shared.resolve(&req.dossier)?;
-        let state = self.shared.state(id).await?;
-        self.shared.check_read(&p, &state)?;
+        // The read check against the dossier's current state (its engine's, when remote), and
+        // the history through at least that state: a caller reads its own writes.
+        let current = self.shared.get(&p, &id.to_string()).await?;
         let permit = self.shared.stream_permit()?;
-        let events = self.shared.history(id)?;
+        let events = self.shared.history_through(id, current.seq).await?;
         let after = req.after_seq;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
         tokio::spawn(async move {

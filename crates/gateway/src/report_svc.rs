@@ -233,7 +233,7 @@ impl Reports {
     /// The instant to judge against: the request's, else the engine's clock.
     fn now(&self, requested: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>, Status> {
         match requested {
-            None => Ok(self.shared.engine.now()),
+            None => Ok(self.shared.backend.now()),
             Some(t) => instant(Some(t)).ok_or_else(|| invalid("now", "is not a valid instant")),
         }
     }
@@ -245,7 +245,7 @@ impl Reports {
         agency: &str,
     ) -> Result<(Principal, Option<String>), Status> {
         let p = self.shared.authenticate(request)?;
-        let scope = scope(&p, agency, self.shared.engine.catalog())?;
+        let scope = scope(&p, agency, self.shared.backend.catalog())?;
         Ok((p, scope))
     }
 }

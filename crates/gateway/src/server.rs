@@ -1,11 +1,13 @@
 //! The server: every service, health and reflection on one already-bound listener, until the
 //! shutdown future completes (mini-redis style, so that tests bind port 0).
 //!
-//! The services read and write through the engine; the report service reads the projections
-//! (`ReadModels`), which the caller opened over the engine's store and may keep warm with
-//! [`ReadModels::spawn_catch_up_loop`].
+//! The services read and write through a [`Backend`] (the embedded engine, or engines over the
+//! bus); the report service reads the projections (`ReadModels`), which the caller opened over
+//! the same feed and may keep warm with [`ReadModels::spawn_catch_up_loop`]. [`Services`] says
+//! which services one process offers: all of them, the gateway's, or the reports.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use lienthong_engine::runtime::Engine;
 use lienthong_proto::v1::agency_service_server::AgencyServiceServer;
@@ -18,6 +20,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::agency_svc::Agencies;
 use crate::audit_svc::Audit;
+use crate::backend::Backend;
 use crate::config::{self, Config};
 use crate::dossier_svc::Dossiers;
 use crate::report_svc::{ReadModels, Reports};
@@ -40,13 +43,74 @@ pub enum Error {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serves the gateway over `engine` and the read models `models` (projections of the engine's
-/// store) on `listener` until `shutdown` completes, then stops accepting, ends the long-lived
-/// streams (clients resume from their cursor) and waits for the calls in flight.
+/// Which services a server offers (health and reflection always).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Services {
+    /// Dossier, agency, audit and report services: the embedded default and `--role all`.
+    All,
+    /// Dossier, agency and audit services: `--role gateway` (reports come from the projections).
+    Gateway,
+    /// The report service only: `--role projections`.
+    Reports,
+}
+
+impl Services {
+    /// Whether the dossier, agency and audit services are served.
+    pub fn gateway(self) -> bool {
+        matches!(self, Services::All | Services::Gateway)
+    }
+
+    /// Whether the report service is served.
+    pub fn reports(self) -> bool {
+        matches!(self, Services::All | Services::Reports)
+    }
+}
+
+/// Serves every service over the embedded `engine` and the read models `models` (projections of
+/// the engine's store) on `listener` until `shutdown` completes: [`serve_backend`] with
+/// [`Backend::Local`] and [`Services::All`].
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     models: ReadModels,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    serve_backend(
+        listener,
+        Backend::Local(engine),
+        Some(models),
+        Services::All,
+        config,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `services` over `backend` (and `models` for the report service, which is served only
+/// with them) on `listener` until `shutdown` completes, then stops accepting, ends the
+/// long-lived streams (clients resume from their cursor) and waits for the calls in flight.
+pub async fn serve_backend(
+    listener: TcpListener,
+    backend: Backend,
+    models: Option<ReadModels>,
+    services: Services,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let addr = listener.local_addr()?;
+    config.validate(addr)?;
+    let limits = config.limits;
+    let shared = Shared::with(backend, config.auth.clone(), limits);
+    serve_shared(listener, shared, models, services, config, shutdown).await
+}
+
+/// [`serve_backend`] over an already built [`Shared`] (whose `feed` signal the caller may drive).
+pub async fn serve_shared(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    models: Option<ReadModels>,
+    services: Services,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
@@ -67,19 +131,24 @@ pub async fn serve(
             "serving gRPC in PLAINTEXT on a non-loopback address (--insecure): bearer tokens travel in clear"
         ),
     }
-    if config.auth.is_empty() {
+    if shared.auth.is_empty() {
         tracing::warn!(
             "no principals configured (--auth FILE): every call except health and reflection is refused as UNAUTHENTICATED"
         );
     }
-    let limits = config.limits;
-    let shared = Shared::new(engine, config.auth, limits);
+    let limits = shared.limits;
+    let gateway = services.gateway();
+    let models = models.filter(|_| services.reports());
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<DossierServiceServer<Dossiers>>().await;
-    health.set_serving::<AgencyServiceServer<Agencies>>().await;
-    health.set_serving::<AuditServiceServer<Audit>>().await;
-    health.set_serving::<ReportServiceServer<Reports>>().await;
+    if gateway {
+        health.set_serving::<DossierServiceServer<Dossiers>>().await;
+        health.set_serving::<AgencyServiceServer<Agencies>>().await;
+        health.set_serving::<AuditServiceServer<Audit>>().await;
+    }
+    if models.is_some() {
+        health.set_serving::<ReportServiceServer<Reports>>().await;
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(lienthong_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -113,32 +182,39 @@ pub async fn serve(
             .await;
         let _ = closing.send(true);
     };
+    let dossiers = gateway.then(|| {
+        DossierServiceServer::new(Dossiers {
+            shared: shared.clone(),
+        })
+        .max_decoding_message_size(bytes_max)
+    });
+    let agencies = gateway.then(|| {
+        AgencyServiceServer::new(Agencies {
+            shared: shared.clone(),
+        })
+        .max_decoding_message_size(bytes_max)
+    });
+    let audit = gateway.then(|| {
+        AuditServiceServer::new(Audit {
+            shared: shared.clone(),
+        })
+        .max_decoding_message_size(bytes_max)
+    });
+    let reports = models.map(|models| {
+        ReportServiceServer::new(Reports {
+            shared: shared.clone(),
+            models,
+        })
+        .max_decoding_message_size(bytes_max)
+    });
     builder
         .layer(crate::oversize::layer(bytes_max))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
-            DossierServiceServer::new(Dossiers {
-                shared: shared.clone(),
-            })
-            .max_decoding_message_size(bytes_max),
-        )
-        .add_service(
-            AgencyServiceServer::new(Agencies {
-                shared: shared.clone(),
-            })
-            .max_decoding_message_size(bytes_max),
-        )
-        .add_service(
-            AuditServiceServer::new(Audit {
-                shared: shared.clone(),
-            })
-            .max_decoding_message_size(bytes_max),
-        )
-        .add_service(
-            ReportServiceServer::new(Reports { shared, models })
-                .max_decoding_message_size(bytes_max),
-        )
+        .add_optional_service(dossiers)
+        .add_optional_service(agencies)
+        .add_optional_service(audit)
+        .add_optional_service(reports)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal)
         .await?;
     tracing::info!("gRPC server stopped");

@@ -1,6 +1,6 @@
-//! What every service shares: the engine handle, the credentials, the limits, the feed signal,
-//! and the steps every RPC takes (authenticate, resolve the dossier, check the role, execute,
-//! answer).
+//! What every service shares: the backend (the embedded engine, or engines over the bus:
+//! [`Backend`]), the credentials, the limits, the feed signal, and the steps every RPC takes
+//! (authenticate, resolve the dossier, check the role, execute or forward, answer).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use lienthong_engine::dossier::{Command, DossierState};
 use lienthong_engine::runtime::{Engine, Request as EngineRequest};
+use lienthong_engine::store::Recorded;
 use lienthong_engine::{DossierId, dossier};
 use lienthong_proto::v1 as pb;
 use lienthong_workflow::Workflow;
@@ -18,7 +19,8 @@ use tonic::metadata::MetadataMap;
 use tracing::Instrument;
 
 use crate::auth::{ACT_AS_HEADER, Authenticator, Principal, Role};
-use crate::commands::ToCommand;
+use crate::backend::{Backend, Remote};
+use crate::commands::{ToBus, ToCommand};
 use crate::config::Limits;
 use crate::convert;
 use crate::ratelimit::RateLimiter;
@@ -27,10 +29,17 @@ use crate::status::{self, denied, invalid, not_found};
 /// Pinned workflow definitions kept parsed for the routing view (beyond them: re-parsed).
 pub const PINNED_DEFINITIONS_MAX: usize = 1024;
 
+/// Longest wait, in milliseconds, for a remote gateway's feed mirror to hold what its engine
+/// already answered (a History right after a command).
+pub const MIRROR_WAIT_MS_MAX: u64 = 5_000;
+
+/// How often, in milliseconds, a wait for the mirror looks again when nothing woke it.
+pub const MIRROR_POLL_MS: u64 = 20;
+
 /// Shared by the services; one per server.
 pub struct Shared {
-    /// The embedded engine.
-    pub engine: Engine,
+    /// Where commands go and reads come from.
+    pub backend: Backend,
     /// Who may call.
     pub auth: Authenticator,
     /// Named limits.
@@ -59,11 +68,21 @@ pub enum Act {
 }
 
 impl Shared {
-    /// Shared state for one server.
+    /// Shared state for one server over the embedded engine.
     pub fn new(engine: Engine, auth: Authenticator, limits: Limits) -> Arc<Self> {
-        let last = engine.store().last_position().unwrap_or(0);
+        Self::with(Backend::Local(engine), auth, limits)
+    }
+
+    /// Shared state for one gateway over engines reached through the bus.
+    pub fn remote(remote: Remote, auth: Authenticator, limits: Limits) -> Arc<Self> {
+        Self::with(Backend::Remote(remote), auth, limits)
+    }
+
+    /// Shared state for one server over `backend`.
+    pub fn with(backend: Backend, auth: Authenticator, limits: Limits) -> Arc<Self> {
+        let last = backend.last_position().unwrap_or(0);
         Arc::new(Shared {
-            engine,
+            backend,
             auth,
             limits,
             feed: watch::channel(last).0,
@@ -120,16 +139,60 @@ impl Shared {
         if let Ok(id) = text.parse::<DossierId>() {
             return Ok(id);
         }
-        self.engine
-            .store()
+        self.backend
             .dossier_by_code(text)
             .map_err(status::from_store)?
             .ok_or_else(|| not_found(text))
     }
 
-    /// The dossier's current state.
+    /// The dossier's state: the engine's current one, or (the remote backend) the one folded from
+    /// the feed mirror's copy of its history.
     pub async fn state(&self, id: DossierId) -> Result<DossierState, Status> {
-        self.engine.state(id).await.map_err(status::from_engine)
+        match &self.backend {
+            Backend::Local(engine) => engine.state(id).await.map_err(status::from_engine),
+            Backend::Remote(_) => {
+                let history = self.history(id)?;
+                if history.is_empty() {
+                    return Err(not_found(&id.to_string()));
+                }
+                Ok(Self::fold(&history))
+            }
+        }
+    }
+
+    /// The dossier `dossier` names, as `p` may read it: its current state, after the read check
+    /// (an agency reads only the dossiers routed to it). The remote backend asks the dossier's
+    /// engine, which makes the check against its current state.
+    pub async fn get(&self, p: &Principal, dossier: &str) -> Result<pb::Dossier, Status> {
+        let id = self.resolve(dossier)?;
+        match &self.backend {
+            Backend::Local(_) => {
+                let state = self.state(id).await?;
+                self.check_read(p, &state)?;
+                Ok(self.dossier_msg(&state))
+            }
+            Backend::Remote(remote) => {
+                let request = pb::GetDossierRequest {
+                    dossier: id.to_string(),
+                };
+                let command = pb::BusCommand {
+                    actor: Some(pb::Actor {
+                        agency: p.agency.clone(),
+                        officer: p.id.clone(),
+                        channel: pb::Channel::System as i32,
+                    }),
+                    command: Some(request.to_bus(None)),
+                    routed_only: !p.role.reads_everything(),
+                };
+                match remote.commands.send(command).await?.result {
+                    Some(pb::bus_reply::Result::Dossier(d)) => Ok(d),
+                    Some(pb::bus_reply::Result::Error(e)) => Err(status::from_bus_error(&e)),
+                    _ => Err(Status::internal(
+                        "the engine answered a read with something that is not a dossier",
+                    )),
+                }
+            }
+        }
     }
 
     /// Refuses a read by an agency of a dossier not routed to it.
@@ -184,7 +247,7 @@ impl Shared {
                 ));
             }
             (Role::Admin, _) => match act_as()? {
-                Some(a) if !self.engine.catalog().agencies.contains_key(a) => {
+                Some(a) if !self.backend.catalog().agencies.contains_key(a) => {
                     return Err(invalid(
                         ACT_AS_HEADER,
                         format!("`{a}` is not an agency of workflows/agencies.toml"),
@@ -222,7 +285,7 @@ impl Shared {
 
     /// Runs one mutating RPC: authenticates the caller, checks its role, converts the request
     /// ([`ToCommand`]) and executes it.
-    pub async fn run<R: ToCommand>(
+    pub async fn run<R: ToCommand + ToBus>(
         &self,
         request: &tonic::Request<R>,
     ) -> Result<pb::CommandResponse, Status> {
@@ -233,6 +296,9 @@ impl Shared {
             actor.channel = channel;
         }
         let command = req.command(&self.limits)?;
+        if let Backend::Remote(remote) = &self.backend {
+            return self.forward(remote, &p, actor, req, &command).await;
+        }
         self.execute(
             &p,
             R::RPC,
@@ -242,6 +308,83 @@ impl Shared {
             command,
         )
         .await
+    }
+
+    /// Forwards one mutating call to the engine that owns the dossier (the remote backend), after
+    /// the checks that need no dossier state; the engine checks that the dossier is routed to the
+    /// actor's agency (`routed_only`) when the caller is not an admin.
+    async fn forward<R: ToCommand + ToBus>(
+        &self,
+        remote: &Remote,
+        p: &Principal,
+        actor: pb::Actor,
+        req: &R,
+        command: &Command,
+    ) -> Result<pb::CommandResponse, Status> {
+        let span = tracing::info_span!(
+            "rpc",
+            rpc = R::RPC,
+            principal = %p.id,
+            agency = %actor.agency,
+            command = command.kind(),
+            dossier = req.dossier().unwrap_or(""),
+        );
+        async move {
+            self.check_command(req.idempotency_key(), command)?;
+            let id = match req.dossier() {
+                Some(d) => Some(self.resolve(d)?.to_string()),
+                None => None,
+            };
+            let bus = pb::BusCommand {
+                actor: Some(actor),
+                command: Some(req.to_bus(id.as_deref())),
+                routed_only: p.role != Role::Admin,
+            };
+            let answer = match remote.commands.send(bus).await?.result {
+                Some(pb::bus_reply::Result::Response(r)) => Ok(r),
+                Some(pb::bus_reply::Result::Error(e)) => Err(status::from_bus_error(&e)),
+                _ => Err(Status::internal(
+                    "the engine answered a command with something that is not a CommandResponse",
+                )),
+            };
+            match &answer {
+                Ok(r) => tracing::info!(
+                    code = %r.dossier_code,
+                    events = r.events.len(),
+                    replayed = r.replayed,
+                    "done"
+                ),
+                Err(s) => tracing::info!(code = ?s.code(), message = s.message(), "refused"),
+            }
+            answer
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The checks of a command that need no dossier: an idempotency key, and a supplement
+    /// addressed to the citizen or to an agency the workflows define (its task must have a
+    /// queue to land in).
+    fn check_command(&self, idempotency_key: &str, command: &Command) -> Result<(), Status> {
+        if idempotency_key.is_empty() {
+            return Err(invalid(
+                "idempotency_key",
+                "is required: a retry with the same key returns the first answer",
+            ));
+        }
+        if let Command::RequestSupplement(r) = command
+            && let dossier::Addressee::Agency(a) = &r.addressed_to
+            && !self.backend.catalog().agencies.contains_key(&a.0)
+        {
+            return Err(invalid(
+                "addressed_to",
+                format!(
+                    "`{}` is neither `citizen` nor an agency of workflows/agencies.toml",
+                    a.0
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Runs one mutating call end to end: checks that an agency acts only on dossiers routed to it,
@@ -264,23 +407,10 @@ impl Shared {
             dossier = dossier.unwrap_or(""),
         );
         async move {
-            if idempotency_key.is_empty() {
-                return Err(invalid("idempotency_key", "is required: a retry with the same key returns the first answer"));
-            }
-            // A supplement goes to the citizen or to an agency the workflows define: its task
-            // must have a queue to land in.
-            if let Command::RequestSupplement(r) = &command
-                && let dossier::Addressee::Agency(a) = &r.addressed_to
-                && !self.engine.catalog().agencies.contains_key(&a.0)
-            {
-                return Err(invalid(
-                    "addressed_to",
-                    format!(
-                        "`{}` is neither `citizen` nor an agency of workflows/agencies.toml",
-                        a.0
-                    ),
-                ));
-            }
+            let Some(engine) = self.backend.engine() else {
+                return Err(Status::internal("a command reached `execute` on a gateway without an engine"));
+            };
+            self.check_command(idempotency_key, &command)?;
             let id = match dossier {
                 Some(d) => {
                     let id = self.resolve(d)?;
@@ -300,8 +430,7 @@ impl Shared {
                 }
                 None => None,
             };
-            let result = self
-                .engine
+            let result = engine
                 .execute(EngineRequest {
                     dossier: id,
                     actor,
@@ -355,11 +484,11 @@ impl Shared {
         if let Some(wf) = self.definitions.lock().get(hash) {
             return Some(wf.clone());
         }
-        let catalog = self.engine.catalog();
+        let catalog = self.backend.catalog();
         let wf = match catalog.procedures.values().find(|w| &w.hash == hash) {
             Some(wf) => wf.clone(),
             None => {
-                let text = self.engine.store().definition(hash).ok()??;
+                let text = self.backend.definition(hash).ok()??;
                 let families: Vec<&str> = catalog.calendars.keys().map(String::as_str).collect();
                 let wf = Workflow::parse(
                     &text,
@@ -386,15 +515,35 @@ impl Shared {
     }
 
     /// The full verified history of a dossier.
-    pub fn history(&self, id: DossierId) -> Result<Vec<lienthong_engine::store::Recorded>, Status> {
-        self.engine
-            .store()
-            .read_stream(&id)
-            .map_err(status::from_store)
+    pub fn history(&self, id: DossierId) -> Result<Vec<Recorded>, Status> {
+        self.backend.read_stream(&id).map_err(status::from_store)
+    }
+
+    /// The full verified history of a dossier through at least `seq`. The local store has
+    /// everything its engine acknowledged; a remote gateway's feed mirror lags the engine by the
+    /// bus's latency, so this waits for it, up to [`MIRROR_WAIT_MS_MAX`], then answers
+    /// UNAVAILABLE (retry).
+    pub async fn history_through(&self, id: DossierId, seq: u64) -> Result<Vec<Recorded>, Status> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(MIRROR_WAIT_MS_MAX);
+        let mut feed = self.feed.subscribe();
+        loop {
+            let history = self.history(id)?;
+            let held = history.last().map_or(0, Recorded::seq);
+            if held >= seq || self.backend.engine().is_some() {
+                return Ok(history);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(format!(
+                    "this gateway's copy of the feed holds dossier {id} up to seq {held}, its engine is at {seq}: the bus lags; retry"
+                )));
+            }
+            let _ =
+                tokio::time::timeout(Duration::from_millis(MIRROR_POLL_MS), feed.changed()).await;
+        }
     }
 
     /// The state folded from a prefix of a history.
-    pub fn fold(events: &[lienthong_engine::store::Recorded]) -> DossierState {
+    pub fn fold(events: &[Recorded]) -> DossierState {
         let evs: Vec<_> = events.iter().map(|r| r.event.clone()).collect();
         dossier::fold(&evs)
     }

@@ -135,6 +135,16 @@ pub fn from_store(e: store::Error) -> Status {
     }
 }
 
+/// The status a bus reply's error stands for: the same code, message and details a gRPC call to
+/// the engine would have got.
+pub fn from_bus_error(e: &lienthong_proto::v1::BusError) -> Status {
+    Status::with_details(
+        Code::from_i32(e.code),
+        e.message.clone(),
+        e.details.clone().into(),
+    )
+}
+
 /// The status for an error of the read models (the report service). The store's own faults map
 /// as in [`from_store`]; a feed that broke the fold's invariants is DATA_LOSS (the store needs
 /// `lienthong verify`); views ahead of the store (it was replaced) or a working time beyond the

@@ -162,19 +162,20 @@ fn routed_here(
 /// The reply to one decoded command.
 pub async fn answer(shared: &Shared, command: pb::BusCommand) -> pb::BusReply {
     let actor = command.actor;
+    let routed = command.routed_only;
     let result = match command.command {
-        Some(C::Submit(r)) => run(shared, actor, &r).await,
-        Some(C::CompleteStep(r)) => run(shared, actor, &r).await,
-        Some(C::RejectStep(r)) => run(shared, actor, &r).await,
-        Some(C::RequestSupplement(r)) => run(shared, actor, &r).await,
-        Some(C::ProvideSupplement(r)) => run(shared, actor, &r).await,
-        Some(C::Refuse(r)) => run(shared, actor, &r).await,
-        Some(C::Stop(r)) => run(shared, actor, &r).await,
-        Some(C::IssueApology(r)) => run(shared, actor, &r).await,
-        Some(C::ReturnResult(r)) => run(shared, actor, &r).await,
-        Some(C::Withdraw(r)) => run(shared, actor, &r).await,
+        Some(C::Submit(r)) => run(shared, actor, routed, &r).await,
+        Some(C::CompleteStep(r)) => run(shared, actor, routed, &r).await,
+        Some(C::RejectStep(r)) => run(shared, actor, routed, &r).await,
+        Some(C::RequestSupplement(r)) => run(shared, actor, routed, &r).await,
+        Some(C::ProvideSupplement(r)) => run(shared, actor, routed, &r).await,
+        Some(C::Refuse(r)) => run(shared, actor, routed, &r).await,
+        Some(C::Stop(r)) => run(shared, actor, routed, &r).await,
+        Some(C::IssueApology(r)) => run(shared, actor, routed, &r).await,
+        Some(C::ReturnResult(r)) => run(shared, actor, routed, &r).await,
+        Some(C::Withdraw(r)) => run(shared, actor, routed, &r).await,
         Some(C::Get(g)) => {
-            return match get(shared, &g).await {
+            return match get(shared, actor, routed, &g).await {
                 Ok(d) => pb::BusReply {
                     result: Some(pb::bus_reply::Result::Dossier(d)),
                 },
@@ -198,6 +199,7 @@ pub async fn answer(shared: &Shared, command: pb::BusCommand) -> pb::BusReply {
 async fn run<R: ToCommand>(
     shared: &Shared,
     actor: Option<pb::Actor>,
+    routed_only: bool,
     request: &R,
 ) -> Result<pb::CommandResponse, Status> {
     let mut actor = actor
@@ -208,12 +210,9 @@ async fn run<R: ToCommand>(
     }
     let command = request.command(&shared.limits)?;
     // The bus is trusted: the actor acts as itself, on any dossier; the engine's rules decide.
-    let principal = Principal {
-        id: format!("bus:{}", actor.agency),
-        agency: actor.agency.clone(),
-        role: Role::Admin,
-        via: Via::Bus,
-    };
+    // With `routed_only` (a gateway's caller that is not an admin), only on the dossiers routed
+    // to the actor's agency, checked by `execute` against the current state.
+    let principal = bus_principal(&actor.agency, routed_only);
     shared
         .execute(
             &principal,
@@ -226,10 +225,38 @@ async fn run<R: ToCommand>(
         .await
 }
 
-/// A dossier's state.
-async fn get(shared: &Shared, request: &pb::GetDossierRequest) -> Result<pb::Dossier, Status> {
+/// Who a bus command acts as: an admin (the trusted bus), or with `routed_only` an agency, which
+/// acts and reads only on the dossiers routed to it.
+fn bus_principal(agency: &str, routed_only: bool) -> Principal {
+    Principal {
+        id: format!("bus:{agency}"),
+        agency: agency.to_string(),
+        role: if routed_only {
+            Role::Agency
+        } else {
+            Role::Admin
+        },
+        via: Via::Bus,
+    }
+}
+
+/// A dossier's state; with `routed_only`, only if it is routed to the actor's agency.
+async fn get(
+    shared: &Shared,
+    actor: Option<pb::Actor>,
+    routed_only: bool,
+    request: &pb::GetDossierRequest,
+) -> Result<pb::Dossier, Status> {
     let id = shared.resolve(&request.dossier)?;
     let state = shared.state(id).await?;
+    if routed_only {
+        let agency = actor
+            .as_ref()
+            .map(|a| a.agency.as_str())
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| invalid("actor.agency", "is required with routed_only: who reads"))?;
+        shared.check_read(&bus_principal(agency, true), &state)?;
+    }
     Ok(shared.dossier_msg(&state))
 }
 
@@ -246,9 +273,5 @@ fn error_reply(s: Status) -> pb::BusReply {
 
 /// The status a [`pb::BusError`] stands for, for requesters.
 pub fn status_of(e: &pb::BusError) -> Status {
-    Status::with_details(
-        tonic::Code::from_i32(e.code),
-        e.message.clone(),
-        Bytes::from(e.details.clone()),
-    )
+    lienthong_gateway::status::from_bus_error(e)
 }

@@ -15,9 +15,15 @@
 //!   bus's feed ([`projections::BusFeed`], a `lienthong_projections::FeedSource`) filled from
 //!   the bus, and the loop that mirrors and folds the read models from it.
 //!
-//! `lienthong serve --nats URL --role engine|projections|all` wires them (crates/cli); the gRPC
-//! gateway as its own process over the bus is not built yet.
+//! - [`client`]: the requester's side of the commands ([`client::BusCommands`]): routing by
+//!   partition, resending what got no answer. The gateway role forwards its callers' commands
+//!   through it (as the gateway crate's `CommandSink`), reading histories from its own
+//!   [`projections::BusFeed`] mirror, kept by a [`projections::Follower::mirror_only`];
+//!   `lienthong agent --nats` acts through it too.
+//!
+//! `lienthong serve --nats URL --role engine|gateway|projections|all` wires them (crates/cli).
 
+pub mod client;
 pub mod commands;
 pub mod outbox;
 pub mod projections;

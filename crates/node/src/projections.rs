@@ -92,6 +92,7 @@ use lienthong_engine::DossierId;
 use lienthong_engine::store::chain::{self, Break, ChainError, Link, StreamCheck};
 use lienthong_engine::store::{self, Corruption, FEED_READ_MAX, Recorded};
 use lienthong_gateway::ReadModels;
+use lienthong_gateway::backend::Mirror;
 use lienthong_projections::FeedSource;
 use lienthong_proto::v1::{Event, SealedEvent};
 use prost::Message;
@@ -109,7 +110,7 @@ pub const RETRY_BACKOFF_MIN_DEFAULT: Duration = Duration::from_millis(50);
 pub const RETRY_BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(5);
 /// The mirror's schema version. A mirror of another version is wiped on open and filled again
 /// from the bus.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The mirror's key layout: one sled tree, a two-byte prefix per kind of record, integers
 /// big-endian so that keys sort numerically.
@@ -121,6 +122,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// | `f/` position (8)             | dossier (16), seq (8): the feed, in bus order       |
 /// | `s/` dossier (16) seq (8)     | position (8), the message's payload (a `SealedEvent`) |
 /// | `h/` dossier (16)             | last seq (8), its hash (32), the dossier code (UTF-8) |
+/// | `c/` dossier code (UTF-8)     | dossier (16): codes to ids, for a gateway's lookups  |
 pub mod keys {
     use uuid::Uuid;
 
@@ -134,6 +136,13 @@ pub mod keys {
     pub const STREAM: &[u8] = b"s/";
     /// Prefix of the dossiers' heads.
     pub const HEAD: &[u8] = b"h/";
+    /// Prefix of the code index.
+    pub const CODE: &[u8] = b"c/";
+
+    /// `c/<code>`.
+    pub fn code(code: &str) -> Vec<u8> {
+        [CODE, code.as_bytes()].concat()
+    }
 
     /// `f/<position>`.
     pub fn feed(position: u64) -> Vec<u8> {
@@ -436,6 +445,9 @@ impl BusFeed {
                     entry.extend_from_slice(&r.seq.to_be_bytes());
                     batch.insert(keys::feed(r.position), entry);
                     batch.insert(keys::head(&r.dossier), new.encode());
+                    if r.seq == 1 {
+                        batch.insert(keys::code(&new.code), r.dossier.as_bytes().to_vec());
+                    }
                     heads.insert(r.dossier, Some(new));
                     applied.stored += 1;
                 }
@@ -652,6 +664,18 @@ fn damaged(key: &[u8], reason: &str) -> store::Error {
     .into()
 }
 
+impl Mirror for BusFeed {
+    fn dossier_by_code(&self, code: &str) -> Result<Option<DossierId>, store::Error> {
+        let key = keys::code(code);
+        match self.db.get(&key).map_err(backend)? {
+            None => Ok(None),
+            Some(v) => Uuid::from_slice(&v)
+                .map(|u| Some(DossierId(u)))
+                .map_err(|_| damaged(&key, "not a dossier id")),
+        }
+    }
+}
+
 impl FeedSource for BusFeed {
     fn read_feed(&self, after_position: u64, limit: usize) -> Result<Vec<Recorded>, store::Error> {
         let limit = limit.min(FEED_READ_MAX);
@@ -809,8 +833,9 @@ pub struct Follower {
     bus: Arc<dyn Bus>,
     /// The mirror the projections fold from (the same `Arc` they were opened over).
     feed: Arc<BusFeed>,
-    /// The projections, behind the lock that keeps folds and report reads apart.
-    models: ReadModels,
+    /// The projections, behind the lock that keeps folds and report reads apart; `None` for a
+    /// mirror only (the gateway role, whose reads come from the mirror itself).
+    models: Option<ReadModels>,
     /// Timings and limits.
     config: Config,
     /// Progress, for whoever watches.
@@ -839,6 +864,24 @@ impl Follower {
         bus: Arc<dyn Bus>,
         feed: Arc<BusFeed>,
         models: ReadModels,
+        config: Config,
+    ) -> Result<Follower, Error> {
+        Self::build(bus, feed, Some(models), config)
+    }
+
+    /// A follower of `bus`'s feed into `feed` that folds nothing: the gateway role's mirror.
+    pub fn mirror_only(
+        bus: Arc<dyn Bus>,
+        feed: Arc<BusFeed>,
+        config: Config,
+    ) -> Result<Follower, Error> {
+        Self::build(bus, feed, None, config)
+    }
+
+    fn build(
+        bus: Arc<dyn Bus>,
+        feed: Arc<BusFeed>,
+        models: Option<ReadModels>,
         config: Config,
     ) -> Result<Follower, Error> {
         config.validate()?;
@@ -879,7 +922,7 @@ impl Follower {
         let mut shutdown: Shutdown<'_> = Box::pin(shutdown);
         let start = self.feed.checkpoint()?;
         let stored = self.feed.stored_position()?;
-        let folded = self.models.projections().checkpoint()?;
+        let folded = self.folded()?;
         tracing::info!(
             after = start.position,
             folded,
@@ -999,6 +1042,14 @@ impl Follower {
         }
     }
 
+    /// The projections' checkpoint; a mirror only counts as folded up to what it stores.
+    fn folded(&self) -> Result<u64, Error> {
+        match &self.models {
+            Some(m) => Ok(m.projections().checkpoint()?),
+            None => Ok(self.feed.stored_position()?),
+        }
+    }
+
     /// Checks that the bus's feed is the one the mirror followed.
     async fn check_bus(&self, checkpoint: &Checkpoint) -> Result<(), Error> {
         if checkpoint.position == 0 {
@@ -1040,7 +1091,7 @@ impl Follower {
         }
         self.progress.send_modify(|p| p.bus_position = bus_last);
         let stored = self.feed.stored_position()?;
-        let folded = self.models.projections().checkpoint()?;
+        let folded = self.folded()?;
         if bus_last <= mirrored && folded > stored {
             return Err(Error::ProjectionsAhead {
                 checkpoint: folded,
@@ -1054,7 +1105,7 @@ impl Follower {
     /// mirror (a mirror filled again after a loss): then it waits for the mirror.
     async fn fold(&self) -> Result<(), Error> {
         let stored = self.feed.stored_position()?;
-        let folded = self.models.projections().checkpoint()?;
+        let folded = self.folded()?;
         if folded >= stored {
             if folded > stored {
                 tracing::debug!(
@@ -1066,8 +1117,10 @@ impl Follower {
             self.progress.send_modify(|p| p.folded_position = folded);
             return Ok(());
         }
-        let done = self
-            .models
+        let Some(models) = &self.models else {
+            return Ok(());
+        };
+        let done = models
             .catch_up()
             .await
             .map_err(|s| Error::Fold(Box::new(s)))?;

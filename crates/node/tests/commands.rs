@@ -112,6 +112,7 @@ impl Requester {
                 channel: pb::Channel::System as i32,
             }),
             command: Some(command),
+            routed_only: false,
         };
         let bytes = self
             .bus

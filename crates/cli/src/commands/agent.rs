@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
 use lienthong_bus::nats::NatsBus;
-use lienthong_bus::{Bus, PartitionCount, partition_of};
+use lienthong_bus::{Bus, PartitionCount};
+use lienthong_node::client::BusCommands;
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::agency_service_client::AgencyServiceClient;
 use lienthong_proto::v1::bus_command::Command as BusCmd;
@@ -166,12 +166,7 @@ enum Transport {
     /// Through the gRPC gateway, with the agency's credentials.
     Grpc(Box<GrpcClients>),
     /// Over the bus: acts by request/reply to the dossier's partition.
-    Bus {
-        /// The bus.
-        bus: Arc<dyn Bus>,
-        /// How many partitions the dossier space is split into.
-        count: PartitionCount,
-    },
+    Bus(BusCommands),
 }
 
 /// The gRPC clients and credentials of an agent.
@@ -205,16 +200,6 @@ impl Act {
             Act::Reject(_) => "RejectStep",
             Act::Supplement(_) => "ProvideSupplement",
             Act::Return(_) => "ReturnResult",
-        }
-    }
-
-    /// The dossier it names.
-    fn dossier(&self) -> &str {
-        match self {
-            Act::Complete(r) => &r.dossier,
-            Act::Reject(r) => &r.dossier,
-            Act::Supplement(r) => &r.dossier,
-            Act::Return(r) => &r.dossier,
         }
     }
 
@@ -324,10 +309,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     .await
                     .with_context(|| format!("cannot use NATS at {url}"))?,
             );
-            let agent = agent(Transport::Bus {
-                bus: bus.clone(),
+            let agent = agent(Transport::Bus(BusCommands::new(
+                bus.clone(),
                 count,
-            });
+                Duration::from_secs(ACT_TIMEOUT_S),
+            )));
             work_bus(agent.clone(), &args, bus, agency).await?;
             agent
         } else {
@@ -736,11 +722,7 @@ impl Agent {
                 };
                 answer.map(tonic::Response::into_inner)
             }
-            Transport::Bus { bus, count } => {
-                let id: uuid::Uuid = act
-                    .dossier()
-                    .parse()
-                    .map_err(|_| Status::invalid_argument("the task's dossier id is not a UUID"))?;
+            Transport::Bus(commands) => {
                 let command = pb::BusCommand {
                     actor: Some(pb::Actor {
                         agency: self.agency.clone(),
@@ -748,31 +730,10 @@ impl Agent {
                         channel: pb::Channel::System as i32,
                     }),
                     command: Some(act.clone().bus_command()),
+                    // An agency adapter on the trusted bus: the engine's rules decide.
+                    routed_only: false,
                 };
-                let reply = bus
-                    .request(
-                        partition_of(id, *count),
-                        Bytes::from(command.encode_to_vec()),
-                        Duration::from_secs(ACT_TIMEOUT_S),
-                    )
-                    .await
-                    .map_err(|e| {
-                        if e.is_retryable() {
-                            Status::unavailable(e.to_string())
-                        } else {
-                            Status::internal(e.to_string())
-                        }
-                    })?;
-                let reply = pb::BusReply::decode(reply.as_ref()).map_err(|e| {
-                    Status::internal(format!("a reply that is not a BusReply: {e}"))
-                })?;
-                match reply.result {
-                    Some(pb::bus_reply::Result::Response(r)) => Ok(r),
-                    Some(pb::bus_reply::Result::Error(e)) => {
-                        Err(lienthong_node::commands::status_of(&e))
-                    }
-                    _ => Err(Status::internal("an empty or unexpected BusReply")),
-                }
+                commands.execute(&command).await
             }
         }
     }

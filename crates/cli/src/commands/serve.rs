@@ -8,9 +8,11 @@
 //! `engine` runs the engine over DIR for the partitions it owns, its timers, the outbox that
 //! publishes the feed and the agencies' tasks, and the command server (no gRPC); `all` does that
 //! and serves the gRPC gateway too; `projections` mirrors the bus's feed into DIR/bus-feed and
-//! folds the read models in DIR/projections (`lienthong report --data DIR` reads them once the
-//! process has stopped; serving reports over gRPC from this role is still to come); `gateway` is
-//! not built yet. Until Ctrl-C or SIGTERM, then everything stops in order.
+//! folds the read models in DIR/projections and serves them over gRPC (the report service;
+//! `lienthong report --data DIR` reads them once the process has stopped); `gateway` serves the
+//! dossier, agency and audit services over engines reached through the bus, reading histories
+//! from its own verified mirror of the feed in DIR/bus-feed. Until Ctrl-C or SIGTERM, then
+//! everything stops in order.
 //!
 //! Settings come from, in order of precedence: flags, environment variables (`LIENTHONG_NATS`,
 //! `LIENTHONG_ROLE`, `LIENTHONG_PARTITIONS`, ...), the `[serve]` table of the `--config` file
@@ -31,8 +33,11 @@ use lienthong_bus::{Bus, Partition, PartitionCount};
 use lienthong_engine::runtime::{Engine, SystemClock};
 use lienthong_engine::runtime::{Options, OwnedPartitions};
 use lienthong_gateway::auth::Authenticator;
+use lienthong_gateway::backend::{Backend, Remote};
+use lienthong_gateway::server::Services;
 use lienthong_gateway::shared::Shared;
 use lienthong_gateway::{Config, Limits, ReadModels, Tls};
+use lienthong_node::client::{BusCommands, REPLY_TIMEOUT_DEFAULT};
 use lienthong_node::{Outbox, commands, outbox};
 use lienthong_projections::{FeedSource, Projections};
 use serde::Deserialize;
@@ -53,9 +58,10 @@ pub const CATCH_UP_PERIOD_MS: u64 = 1_000;
 enum Role {
     /// The engine for the partitions it owns: store, timers, outbox, command server.
     Engine,
-    /// The gRPC gateway over engines reached through the bus (not built yet).
+    /// The gRPC gateway over engines reached through the bus (histories from a feed mirror).
     Gateway,
-    /// The read models fed from the bus's feed (a verified local mirror in DIR/bus-feed).
+    /// The read models fed from the bus's feed (a verified local mirror in DIR/bus-feed), served
+    /// by the report service.
     Projections,
     /// Everything in one process: the engine (all its partitions), the gRPC gateway and the read
     /// models; with `--nats` it also publishes to and serves the bus.
@@ -266,58 +272,17 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         );
     }
     match args.role {
-        Role::Gateway => bail!(
-            "--role gateway over NATS is not built yet (issue 4 continues): run --role engine for the engine nodes and --role all for a node that also serves gRPC"
-        ),
-        Role::Projections => return run_projections(&args),
+        Role::Gateway => return run_remote(&args, Services::Gateway),
+        Role::Projections => return run_remote(&args, Services::Reports),
         Role::Engine | Role::All => {}
     }
-    let count = PartitionCount::new(args.partition_count).ok_or_else(|| {
-        anyhow!(
-            "--partition-count {} is out of range (1-{})",
-            args.partition_count,
-            lienthong_bus::contract::PARTITIONS_MAX
-        )
-    })?;
+    let count = partition_count(&args)?;
     let owned = match &args.partitions {
         Some(text) => parse_partitions(text, args.partition_count)?,
         None => (0..args.partition_count).collect(),
     };
     let catalog = crate::common::load_catalog(&crate::common::workflows_dir(&args.workflows))?;
-    let auth = match &args.auth {
-        Some(path) => Authenticator::load(path)?,
-        None => Authenticator::default(),
-    };
-    for (id, agency, role) in auth.agencies() {
-        let needs_agency = matches!(
-            role,
-            lienthong_gateway::auth::Role::Agency | lienthong_gateway::auth::Role::Desk
-        );
-        if needs_agency && !catalog.agencies.contains_key(agency) {
-            bail!(
-                "principal `{id}` acts for agency `{agency}`, which workflows/agencies.toml does not define"
-            );
-        }
-    }
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(Tls::load(cert, key, args.client_ca.as_deref())?),
-        _ => None,
-    };
-    let config = Config {
-        auth,
-        tls,
-        insecure: args.insecure,
-        limits: Limits {
-            message_bytes_max: args.message_bytes_max,
-            streams_max: args.streams_max,
-            attributes_max: args.attributes_max,
-            documents_max: args.documents_max,
-            requests_per_s_max: args.requests_per_s_max,
-            request_burst_max: args.request_burst_max,
-            ..Limits::default()
-        },
-    };
-    config.validate(args.grpc)?;
+    let config = grpc_config(&args, &catalog)?;
     let store = crate::common::open_store(&args.data.data)?;
     let feed: Arc<dyn FeedSource> = store.clone();
     let projections_dir = args.data.data.join(PROJECTIONS_DIR);
@@ -451,16 +416,85 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The projections role: the bus's feed mirrored into `DIR/bus-feed` and folded into the read
-/// models in `DIR/projections`, until Ctrl-C or SIGTERM. Progress is logged as
-/// `lienthong: projections folded to feed position N (lag M)` when it changes, at most once per
-/// [`PROGRESS_LOG_PERIOD_MS`]; `lienthong report --data DIR` reads the views once it has stopped.
-fn run_projections(args: &Args) -> Result<ExitCode> {
+/// The deployment's partition count from `--partition-count`.
+fn partition_count(args: &Args) -> Result<PartitionCount> {
+    PartitionCount::new(args.partition_count).ok_or_else(|| {
+        anyhow!(
+            "--partition-count {} is out of range (1-{})",
+            args.partition_count,
+            lienthong_bus::contract::PARTITIONS_MAX
+        )
+    })
+}
+
+/// The gRPC server's settings: credentials (each agency principal's agency defined in
+/// `catalog`), TLS and the named limits, checked against `--grpc`.
+fn grpc_config(args: &Args, catalog: &lienthong_workflow::Catalog) -> Result<Config> {
+    let auth = match &args.auth {
+        Some(path) => Authenticator::load(path)?,
+        None => Authenticator::default(),
+    };
+    for (id, agency, role) in auth.agencies() {
+        let needs_agency = matches!(
+            role,
+            lienthong_gateway::auth::Role::Agency | lienthong_gateway::auth::Role::Desk
+        );
+        if needs_agency && !catalog.agencies.contains_key(agency) {
+            bail!(
+                "principal `{id}` acts for agency `{agency}`, which workflows/agencies.toml does not define"
+            );
+        }
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::load(cert, key, args.client_ca.as_deref())?),
+        _ => None,
+    };
+    let config = Config {
+        auth,
+        tls,
+        insecure: args.insecure,
+        limits: Limits {
+            message_bytes_max: args.message_bytes_max,
+            streams_max: args.streams_max,
+            attributes_max: args.attributes_max,
+            documents_max: args.documents_max,
+            requests_per_s_max: args.requests_per_s_max,
+            request_burst_max: args.request_burst_max,
+            ..Limits::default()
+        },
+    };
+    config.validate(args.grpc)?;
+    Ok(config)
+}
+
+/// The roles that work from a verified copy of the bus's feed (`DIR/bus-feed`) rather than an
+/// engine's store, until Ctrl-C or SIGTERM:
+///
+/// - `gateway` ([`Services::Gateway`]): the dossier, agency and audit services. Commands go to
+///   the engine node that owns the dossier's partition over the bus, with the caller's role
+///   checked here and again by the engine against the dossier's current state; histories, task
+///   streams and exports are read from the mirror. Progress is logged as `lienthong: gateway
+///   mirrored to feed position N (lag M)`.
+/// - `projections` ([`Services::Reports`]): the read models folded from the mirror into
+///   `DIR/projections`, served by the report service. Progress is logged as `lienthong:
+///   projections folded to feed position N (lag M)`; `lienthong report --data DIR` reads the
+///   views once the process has stopped.
+///
+/// Both log lines are written when the position changes, at most once per
+/// [`PROGRESS_LOG_PERIOD_MS`], and the last position is always logged.
+fn run_remote(args: &Args, services: Services) -> Result<ExitCode> {
+    let role = if services.reports() {
+        "projections"
+    } else {
+        "gateway"
+    };
     let url = args
         .nats
         .clone()
-        .context("--role projections needs --nats")?;
+        .with_context(|| format!("--role {role} needs --nats"))?;
+    let count = partition_count(args)?;
     let catalog = crate::common::load_catalog(&crate::common::workflows_dir(&args.workflows))?;
+    let config = grpc_config(args, &catalog)?;
     let mirror_dir = args
         .data
         .data
@@ -469,11 +503,15 @@ fn run_projections(args: &Args) -> Result<ExitCode> {
         lienthong_node::projections::BusFeed::open(&mirror_dir)
             .with_context(|| format!("cannot open the feed mirror in {}", mirror_dir.display()))?,
     );
-    let views_dir = args.data.data.join(PROJECTIONS_DIR);
-    let source: Arc<dyn FeedSource> = feed.clone();
-    let views = Projections::open(&views_dir, source, catalog)
-        .with_context(|| format!("cannot open the projections in {}", views_dir.display()))?;
-    let models = ReadModels::new(Arc::new(views));
+    let models = if services.reports() {
+        let views_dir = args.data.data.join(PROJECTIONS_DIR);
+        let source: Arc<dyn FeedSource> = feed.clone();
+        let views = Projections::open(&views_dir, source, catalog.clone())
+            .with_context(|| format!("cannot open the projections in {}", views_dir.display()))?;
+        Some(ReadModels::new(Arc::new(views)))
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -484,36 +522,113 @@ fn run_projections(args: &Args) -> Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot join the bus at {url}"))?,
         );
-        let follower = lienthong_node::projections::Follower::new(
-            bus,
-            feed,
-            models,
-            lienthong_node::projections::Config::default(),
-        )?;
-        let mut progress = follower.progress();
+        let follower_config = lienthong_node::projections::Config::default();
+        let follower = match &models {
+            Some(m) => lienthong_node::projections::Follower::new(
+                bus.clone(),
+                feed.clone(),
+                m.clone(),
+                follower_config,
+            )?,
+            None => lienthong_node::projections::Follower::mirror_only(
+                bus.clone(),
+                feed.clone(),
+                follower_config,
+            )?,
+        };
+        let shared = Shared::with(
+            Backend::Remote(Remote {
+                catalog,
+                mirror: feed.clone(),
+                commands: Arc::new(BusCommands::new(bus, count, REPLY_TIMEOUT_DEFAULT)),
+            }),
+            config.auth.clone(),
+            config.limits,
+        );
+        let listener = tokio::net::TcpListener::bind(args.grpc)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.grpc))?;
+        let addr = listener.local_addr()?;
         eprintln!(
-            "lienthong: projections on NATS {url}, data in {}",
+            "lienthong: {role} on NATS {url}, data in {}",
             args.data.data.display()
         );
+        eprintln!(
+            "lienthong: serving gRPC on {addr} ({}), data in {}; Ctrl-C to stop",
+            if config.tls.is_some() {
+                "TLS"
+            } else {
+                "plaintext"
+            },
+            args.data.data.display()
+        );
+        // Wake the task streams as soon as the mirror holds more.
+        let mut stored = follower.progress();
+        let signal = shared.clone();
+        let waker = tokio::spawn(async move {
+            while stored.changed().await.is_ok() {
+                let at = stored.borrow_and_update().stored_position;
+                signal.feed.send_if_modified(|p| {
+                    let newer = at > *p;
+                    if newer {
+                        *p = at;
+                    }
+                    newer
+                });
+            }
+        });
+        let mut progress = follower.progress();
         let logger = tokio::spawn(async move {
             let mut last = None;
             while progress.changed().await.is_ok() {
                 let p = progress.borrow_and_update().clone();
-                let now = (p.folded_position, p.lag());
+                let now = if services.reports() {
+                    (p.folded_position, p.lag())
+                } else {
+                    (
+                        p.stored_position,
+                        p.bus_position.saturating_sub(p.mirrored_position),
+                    )
+                };
                 if last != Some(now) {
-                    eprintln!(
-                        "lienthong: projections folded to feed position {} (lag {})",
-                        now.0, now.1
-                    );
+                    if services.reports() {
+                        eprintln!(
+                            "lienthong: projections folded to feed position {} (lag {})",
+                            now.0, now.1
+                        );
+                    } else {
+                        eprintln!(
+                            "lienthong: gateway mirrored to feed position {} (lag {})",
+                            now.0, now.1
+                        );
+                    }
                     last = Some(now);
                 }
                 tokio::time::sleep(Duration::from_millis(PROGRESS_LOG_PERIOD_MS)).await;
             }
         });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut server_stop = stop_rx.clone();
+        let server = tokio::spawn(lienthong_gateway::server::serve_shared(
+            listener,
+            shared,
+            models,
+            services,
+            config,
+            async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            },
+        ));
+        // The follower runs until the signal; if it fails, the whole process stops with its
+        // error, so that a supervisor restarts it rather than a server that no longer follows.
         let result = follower.run(shutdown_signal()).await;
+        eprintln!("lienthong: shutting down");
+        let _ = stop_tx.send(true);
+        server.await.context("gateway task")??;
         logger.abort();
-        result?;
-        eprintln!("lienthong: projections stopped");
+        waker.abort();
+        result.with_context(|| format!("the {role} role stopped following the bus"))?;
+        eprintln!("lienthong: {role} stopped");
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

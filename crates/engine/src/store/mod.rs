@@ -173,6 +173,12 @@ impl Recorded {
         self.event.envelope.as_ref().map_or(0, |e| e.seq)
     }
 
+    /// The event's dossier (`None` if its envelope does not name one, which a stored event
+    /// never lacks).
+    pub fn dossier(&self) -> Option<DossierId> {
+        self.event.envelope.as_ref()?.dossier_id.parse().ok()
+    }
+
     /// The event's global position.
     pub fn position(&self) -> u64 {
         self.event
