@@ -20,6 +20,9 @@
 //!   projections` each in their own process and data directory beside the engine node; agency
 //!   systems (`lienthong agent --grpc`) work through the gateway, which forwards commands over the
 //!   bus and keeps callers to their role; the projections process serves the report service.
+//! - `a_partition_is_served_by_one_engine_node`: a second engine node configured with partitions
+//!   the first one serves is refused, naming the holder; once the first is SIGKILLed, its leases
+//!   expire and the second takes them.
 //! - `every_shipped_procedure_closes_over_nats`: the four shipped procedures, with branches that
 //!   skip and take their conditional steps (including the land transfer's payment step), close
 //!   with one agency process per agency.
@@ -55,10 +58,16 @@ impl Drop for Proc {
 
 /// `lienthong serve --nats URL --role engine --data DATA`, once it says it joined the bus.
 fn engine(nats: &str, data: &std::path::Path) -> Proc {
+    engine_with(nats, data, &[])
+}
+
+/// [`engine`] with more arguments.
+fn engine_with(nats: &str, data: &std::path::Path, extra: &[&str]) -> Proc {
     let mut child = Command::new(lienthong_bin())
         .args(["serve", "--role", "engine", "--nats", nats])
         .args(["--partition-count", &PARTITIONS.to_string(), "--data"])
         .arg(data)
+        .args(extra)
         .current_dir(repo_root())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -878,4 +887,55 @@ fn birth(key: &str) -> pb::SubmitRequest {
         documents: Vec::new(),
         officer: "can-bo-mot-cua".into(),
     }
+}
+
+/// Each partition is served by exactly one engine node: a second node configured with partitions
+/// the first one holds waits for their leases, is refused with the holder's id, and exits; when
+/// the first node dies (SIGKILL: no release), its leases expire and the second node takes them
+/// and serves their dossiers' commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_is_served_by_one_engine_node() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let first_dir = tempfile::tempdir().expect("temp dir");
+    let second_dir = tempfile::tempdir().expect("temp dir");
+    let ttl = ["--lease-ttl", "2s"];
+    let mut first = engine_with(&url, first_dir.path(), &ttl);
+    let first_id = std::fs::read_to_string(first_dir.path().join("node-id"))
+        .expect("the engine node keeps its id in its data directory");
+    let refused = Command::new(lienthong_bin())
+        .args(["serve", "--role", "engine", "--nats", &url])
+        .args(["--partition-count", &PARTITIONS.to_string()])
+        .args(["--partitions", "2-3", "--lease-ttl", "2s", "--data"])
+        .arg(second_dir.path())
+        .current_dir(repo_root())
+        .output()
+        .expect("run a second engine node");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains("partition 2 is served by") && stderr.contains(first_id.trim()),
+        "the refusal names the partition and the holder: {stderr}"
+    );
+
+    // A dossier filed while the first node serves everything.
+    let desk = desk(&server).await;
+    let id = desk.submit("lease-before").await;
+    let filed = desk.get(&id).await;
+    // The first node dies without releasing; the second, configured for every partition, takes
+    // them once the leases expire, and serves commands (its own store: new dossiers).
+    // SAFETY: kill(2) on a child we own and have not reaped.
+    unsafe {
+        libc::kill(first.0.id() as libc::pid_t, libc::SIGKILL);
+    }
+    let _ = first.0.wait();
+    let _second = engine_with(&url, second_dir.path(), &ttl);
+    let other = desk.submit("lease-after").await;
+    assert_ne!(other, id);
+    let d = desk.get(&other).await;
+    assert_eq!(
+        (d.seq, d.status_text.as_str()),
+        (filed.seq, filed.status_text.as_str()),
+        "the second node serves a new dossier as the first did"
+    );
 }

@@ -15,6 +15,7 @@
 //! | `tasks_per_agency_max`     | task stream `max_msgs_per_subject`, discard new per subject       |
 //! | `dead_letters_max`         | dead-letter stream `max_msgs`, discard new                        |
 //! | `payload_bytes_max`        | checked before publishing (the server's own `max_payload` also applies) |
+//! | `lease_ttl`                | `max_age` of the lease bucket `LIENTHONG_LEASES` (a lease not renewed expires) |
 
 use std::time::Duration;
 
@@ -55,6 +56,11 @@ pub const PAYLOAD_BYTES_MAX_DEFAULT: usize = (1 << 20) - HEADERS_BYTES_MAX;
 /// under this), so that payload plus headers fit nats-server's default `max_payload` of 1 MiB
 /// and the streams' `max_message_size`, which count both.
 pub const HEADERS_BYTES_MAX: usize = 4 << 10;
+/// Default time to live of a partition lease: a node that stops renewing (it died, or lost the
+/// bus) loses its partitions this long after its last renewal. Nodes renew every third of it.
+pub const LEASE_TTL_DEFAULT: Duration = Duration::from_secs(15);
+/// Shortest lease time to live accepted.
+pub const LEASE_TTL_MIN: Duration = Duration::from_secs(1);
 /// Default capacity of a command inbox (requests received and not yet taken by the server).
 pub const COMMAND_INBOX_CAPACITY_DEFAULT: usize = 1_024;
 
@@ -84,6 +90,9 @@ pub struct Config {
     pub payload_bytes_max: usize,
     /// Requests a command inbox buffers before the serving side takes them.
     pub command_inbox_capacity: usize,
+    /// How long a partition lease lasts unless renewed (the same for every process of a
+    /// deployment: the first one creates the lease bucket with it).
+    pub lease_ttl: Duration,
 }
 
 impl Default for Config {
@@ -100,6 +109,7 @@ impl Default for Config {
             dead_letters_max: DEAD_LETTERS_MAX_DEFAULT,
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
             command_inbox_capacity: COMMAND_INBOX_CAPACITY_DEFAULT,
+            lease_ttl: LEASE_TTL_DEFAULT,
         }
     }
 }
@@ -113,6 +123,13 @@ impl Config {
         }
         if self.duplicate_window < Duration::from_millis(100) {
             return bad("duplicate_window must be at least 100 ms".into());
+        }
+        if self.lease_ttl < LEASE_TTL_MIN {
+            return bad(format!(
+                "lease_ttl must be at least {} ms, not {} ms",
+                LEASE_TTL_MIN.as_millis(),
+                self.lease_ttl.as_millis()
+            ));
         }
         if self.task_redelivery_backoff.is_empty() {
             return bad("task_redelivery_backoff needs at least one delay".into());

@@ -35,6 +35,8 @@ pub const TASKS_PER_AGENCY_MAX: u64 = 20;
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 /// How long a check waits for something that must happen (a redelivery, a reply).
 pub const PATIENCE: Duration = Duration::from_secs(5);
+/// Partition lease time to live in [`config`].
+pub const LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// The configuration the checks assume.
 pub fn config() -> Config {
@@ -45,6 +47,7 @@ pub fn config() -> Config {
         task_unacked_max: UNACKED_MAX,
         tasks_per_agency_max: TASKS_PER_AGENCY_MAX,
         payload_bytes_max: PAYLOAD_BYTES_MAX,
+        lease_ttl: LEASE_TTL,
         ..Config::default()
     }
 }
@@ -687,4 +690,102 @@ pub async fn in_progress_holds_off_redelivery(bus: &dyn Bus) {
         );
     }
     ack(&d[0]).await;
+}
+
+/// A partition's lease has one holder: another is refused with the holder's name, the same holder
+/// takes it back (a restarted node), a superseded or released lease cannot be renewed, a release
+/// lets another holder in at once, and partitions are independent.
+pub async fn leases_are_exclusive(bus: &dyn Bus) {
+    let p = fresh_partition();
+    let a = bus
+        .acquire(p, "node-a")
+        .await
+        .unwrap_or_else(|e| panic!("a free partition is leased: {e}"));
+    match bus.acquire(p, "node-b").await {
+        Err(Error::LeaseHeld { holder, partition }) => {
+            assert_eq!(holder, "node-a", "the refusal names the holder");
+            assert_eq!(partition, p);
+        }
+        other => panic!("a held lease is refused to another holder, not {other:?}"),
+    }
+    let a2 = bus
+        .acquire(p, "node-a")
+        .await
+        .unwrap_or_else(|e| panic!("the holder takes its own lease back: {e}"));
+    assert_ne!(a2.revision, a.revision, "taking it back makes a new lease");
+    assert!(
+        matches!(bus.renew(&a).await, Err(Error::LeaseLost { .. })),
+        "a superseded lease cannot be renewed"
+    );
+    let a3 = bus
+        .renew(&a2)
+        .await
+        .unwrap_or_else(|e| panic!("the current lease is renewed: {e}"));
+    let q = fresh_partition();
+    bus.acquire(q, "node-b")
+        .await
+        .unwrap_or_else(|e| panic!("another partition is independent: {e}"));
+    bus.release(a3.clone())
+        .await
+        .unwrap_or_else(|e| panic!("release: {e}"));
+    let b = bus
+        .acquire(p, "node-b")
+        .await
+        .unwrap_or_else(|e| panic!("a released partition is free at once: {e}"));
+    assert!(
+        matches!(bus.renew(&a3).await, Err(Error::LeaseLost { .. })),
+        "a released lease cannot be renewed"
+    );
+    bus.release(a3)
+        .await
+        .unwrap_or_else(|e| panic!("releasing a lease no longer ours is a no-op: {e}"));
+    match bus.acquire(p, "node-a").await {
+        Err(Error::LeaseHeld { holder, .. }) => assert_eq!(holder, "node-b"),
+        other => panic!("the stale release left node-b's lease alone, not {other:?}"),
+    }
+    bus.renew(&b)
+        .await
+        .unwrap_or_else(|e| panic!("node-b's lease is intact: {e}"));
+}
+
+/// A lease renewed in time outlives its time to live; one left unrenewed expires, another holder
+/// takes the partition, and the old holder's renewal then fails.
+pub async fn an_unrenewed_lease_expires(bus: &dyn Bus) {
+    let p = fresh_partition();
+    let mut lease = bus
+        .acquire(p, "node-a")
+        .await
+        .unwrap_or_else(|e| panic!("a free partition is leased: {e}"));
+    let start = Instant::now();
+    while start.elapsed() < LEASE_TTL * 2 {
+        tokio::time::sleep(LEASE_TTL / 4).await;
+        lease = bus
+            .renew(&lease)
+            .await
+            .unwrap_or_else(|e| panic!("renewed within its time to live: {e}"));
+        assert!(
+            matches!(bus.acquire(p, "node-b").await, Err(Error::LeaseHeld { .. })),
+            "a renewed lease stays held"
+        );
+    }
+    let stopped = Instant::now();
+    let deadline = stopped + LEASE_TTL * 3 + PATIENCE;
+    loop {
+        match bus.acquire(p, "node-b").await {
+            Ok(_) => break,
+            Err(Error::LeaseHeld { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("an unrenewed lease expires and is taken, not {other:?}"),
+        }
+    }
+    assert!(
+        stopped.elapsed() >= LEASE_TTL - Duration::from_millis(100),
+        "the lease lasted its time to live after the last renewal ({:?})",
+        stopped.elapsed()
+    );
+    assert!(
+        matches!(bus.renew(&lease).await, Err(Error::LeaseLost { .. })),
+        "the old holder learns it lost the lease"
+    );
 }

@@ -76,6 +76,15 @@ pub const PARTITIONS_MAX: u32 = 4096;
 /// count (it is part of the routing).
 pub const PARTITION_COUNT_DEFAULT: u32 = 16;
 
+/// The key-value bucket of the partition leases (a JetStream stream `KV_LIENTHONG_LEASES`).
+pub const LEASE_BUCKET: &str = "LIENTHONG_LEASES";
+
+/// `partition.<n>`: the key of a partition's lease in [`LEASE_BUCKET`]; its value is the
+/// holder's id (UTF-8).
+pub fn lease_key(partition: Partition) -> String {
+    format!("partition.{}", partition.0)
+}
+
 /// `lienthong.cmd.<partition>`: where commands for a partition's dossiers are requested.
 pub fn command_subject(partition: Partition) -> String {
     format!("{SUBJECT_PREFIX}.cmd.{}", partition.0)

@@ -1,6 +1,7 @@
 //! The bus between the engine, the gateway, the projections and the agency systems.
 //!
-//! Three kinds of traffic, one trait each, and one [`Bus`] that is all three:
+//! Three kinds of traffic and the partitions' ownership, one trait each, and one [`Bus`] that is
+//! all four:
 //!
 //! - [`Commands`]: request/reply to the engine node that owns a dossier's partition, on
 //!   `lienthong.cmd.<partition>` ([`contract::partition_of`] maps a dossier to its partition).
@@ -10,6 +11,8 @@
 //!   engine's own sled log (the outbox) to the `LIENTHONG_FEED` stream on
 //!   `lienthong.feed.<dossier>` with `Nats-Msg-Id = <dossier>/<seq>`, so a republish after a
 //!   restart is dropped. Readers read from a position (the stream sequence) or follow it.
+//! - [`Leases`]: which engine node serves which partition, one holder at a time (a lease per
+//!   partition in the key-value bucket `LIENTHONG_LEASES`, expiring unless renewed).
 //! - [`Tasks`]: work for agencies, a work queue per agency on `lienthong.task.<agency>` (stream
 //!   `LIENTHONG_TASKS`) with one durable pull consumer per agency (`agency-<agency>`), explicit
 //!   acks, a bound on unacknowledged tasks per agency (back-pressure), redelivery with backoff,
@@ -161,6 +164,26 @@ pub enum Error {
         /// What the client or server said.
         reason: String,
     },
+    /// Another holder has the partition's lease.
+    #[error(
+        "partition {partition} is leased to `{holder}`: each partition is served by exactly one \
+         engine node. Give this node other --partitions, or stop that node (its lease then \
+         expires within the bus's lease_ttl)"
+    )]
+    LeaseHeld {
+        /// The partition.
+        partition: Partition,
+        /// Who holds it.
+        holder: String,
+    },
+    /// A lease expired and was taken by another holder, or was released.
+    #[error("the lease on partition {partition} was lost: {why}")]
+    LeaseLost {
+        /// The partition.
+        partition: Partition,
+        /// What happened to it.
+        why: String,
+    },
     /// The bus (or the other end of an in-process channel) is gone.
     #[error("the bus is closed")]
     Closed,
@@ -250,10 +273,44 @@ pub trait Tasks: Send + Sync {
     ) -> BoxFuture<'_, Result<Vec<DeadLetter>, Error>>;
 }
 
-/// The whole bus: commands, feed and tasks.
-pub trait Bus: Commands + Feed + Tasks {}
+/// Exclusive ownership of partitions by engine nodes: a lease per partition, held by one
+/// holder (an engine node's id) until it expires `lease_ttl` after it was taken or last renewed.
+/// A partition's commands must be served by one node only (its dossiers live in that node's
+/// store), so a node serves only the partitions it leases, and renews each lease well within
+/// the time to live.
+pub trait Leases: Send + Sync {
+    /// Takes the lease on `partition` for `holder`: granted when nobody holds it, when its
+    /// last holder let it expire, or when `holder` holds it already (a node restarted with the
+    /// same id takes its lease back at once). Refused with [`Error::LeaseHeld`], naming the
+    /// holder, otherwise.
+    fn acquire(&self, partition: Partition, holder: &str) -> BoxFuture<'_, Result<Lease, Error>>;
 
-impl<T: Commands + Feed + Tasks> Bus for T {}
+    /// Extends `lease` by `lease_ttl` from now. [`Error::LeaseLost`] if it is no longer this
+    /// lease (it expired and was taken, or released): the holder must stop serving the
+    /// partition at once.
+    fn renew(&self, lease: &Lease) -> BoxFuture<'_, Result<Lease, Error>>;
+
+    /// Gives the lease up, if it is still this lease, so that another node may take the
+    /// partition without waiting for it to expire.
+    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), Error>>;
+}
+
+/// A lease held on a partition (see [`Leases`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The partition.
+    pub partition: Partition,
+    /// Who holds it.
+    pub holder: String,
+    /// The lease's version: each acquire and renew makes a new one, and only the latest may be
+    /// renewed or released.
+    pub revision: u64,
+}
+
+/// The whole bus: commands, feed, tasks and partition leases.
+pub trait Bus: Commands + Feed + Tasks + Leases {}
+
+impl<T: Commands + Feed + Tasks + Leases> Bus for T {}
 
 /// Refuses a payload above the configured limit.
 pub(crate) fn check_payload(payload: &Bytes, config: &Config) -> Result<(), Error> {

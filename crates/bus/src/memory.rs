@@ -32,7 +32,9 @@ use crate::message::{
     Acker, CommandInbox, DeadLetter, Delivery, FeedEvent, FeedRecord, FeedSubscription, InboxInner,
     IncomingCommand, Published, Reply, ReplyInner, SubscriptionInner, Task, TaskCounts,
 };
-use crate::{BoxFuture, Commands, Error, Feed, PULL_BATCH_MAX, Tasks, check_payload};
+use crate::{
+    BoxFuture, Commands, Error, Feed, Lease, Leases, PULL_BATCH_MAX, Tasks, check_payload,
+};
 
 /// The in-process bus; cheap to clone (all clones are one bus).
 #[derive(Clone)]
@@ -53,7 +55,12 @@ struct Inner {
     tasks: Mutex<TaskState>,
     /// The dead-letter log.
     dead: Mutex<DeadLog>,
+    /// Partition leases, and the last revision given out.
+    leases: Mutex<(HashMap<Partition, HeldLease>, u64)>,
 }
+
+/// A partition lease held in the in-process bus: holder, revision, expiry.
+type HeldLease = (String, u64, Instant);
 
 /// Message ids seen within the duplicate window, with the position of the first copy.
 struct Dedup {
@@ -246,6 +253,7 @@ impl MemoryBus {
                     records: Vec::new(),
                     dedup: Dedup::new(window),
                 }),
+                leases: Mutex::new((HashMap::new(), 0)),
             }),
         })
     }
@@ -638,6 +646,94 @@ impl Tasks for MemoryBus {
                 .take(max.min(PULL_BATCH_MAX))
                 .cloned()
                 .collect())
+        })
+    }
+}
+
+impl Leases for MemoryBus {
+    fn acquire(&self, partition: Partition, holder: &str) -> BoxFuture<'_, Result<Lease, Error>> {
+        let holder = holder.to_owned();
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut guard = self.inner.leases.lock();
+            let (leases, last) = &mut *guard;
+            if let Some((other, _, expires)) = leases.get(&partition)
+                && *expires > now
+                && *other != holder
+            {
+                return Err(Error::LeaseHeld {
+                    partition,
+                    holder: other.clone(),
+                });
+            }
+            *last += 1;
+            let revision = *last;
+            leases.insert(
+                partition,
+                (holder.clone(), revision, now + self.inner.config.lease_ttl),
+            );
+            Ok(Lease {
+                partition,
+                holder,
+                revision,
+            })
+        })
+    }
+
+    fn renew(&self, lease: &Lease) -> BoxFuture<'_, Result<Lease, Error>> {
+        let lease = lease.clone();
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut guard = self.inner.leases.lock();
+            let (leases, last) = &mut *guard;
+            match leases.get(&lease.partition) {
+                Some((_, revision, expires)) if *revision == lease.revision && *expires > now => {}
+                Some((_, revision, _)) if *revision == lease.revision => {
+                    // Expired but nobody took it: as on NATS, the entry is gone.
+                    leases.remove(&lease.partition);
+                    return Err(Error::LeaseLost {
+                        partition: lease.partition,
+                        why: "it expired before it was renewed".into(),
+                    });
+                }
+                Some((holder, _, _)) => {
+                    return Err(Error::LeaseLost {
+                        partition: lease.partition,
+                        why: format!("it is now held by `{holder}`"),
+                    });
+                }
+                None => {
+                    return Err(Error::LeaseLost {
+                        partition: lease.partition,
+                        why: "it was released".into(),
+                    });
+                }
+            }
+            *last += 1;
+            let revision = *last;
+            leases.insert(
+                lease.partition,
+                (
+                    lease.holder.clone(),
+                    revision,
+                    now + self.inner.config.lease_ttl,
+                ),
+            );
+            Ok(Lease { revision, ..lease })
+        })
+    }
+
+    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let mut guard = self.inner.leases.lock();
+            if guard
+                .0
+                .get(&lease.partition)
+                .is_some_and(|(_, revision, _)| *revision == lease.revision)
+            {
+                guard.0.remove(&lease.partition);
+            }
+            Ok(())
         })
     }
 }

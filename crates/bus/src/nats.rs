@@ -58,7 +58,9 @@ use crate::message::{
     Acker, CommandInbox, DeadLetter, Delivery, FeedEvent, FeedRecord, FeedSubscription, InboxInner,
     IncomingCommand, Published, Reply, ReplyInner, SubscriptionInner, Task, TaskCounts,
 };
-use crate::{BoxFuture, Commands, Error, Feed, PULL_BATCH_MAX, Tasks, check_payload};
+use crate::{
+    BoxFuture, Commands, Error, Feed, Lease, Leases, PULL_BATCH_MAX, Tasks, check_payload,
+};
 
 /// The oldest nats-server the bus accepts: (major, minor).
 pub const SERVER_VERSION_MIN: (u64, u64) = (2, 10);
@@ -93,6 +95,8 @@ struct Inner {
     tasks: stream::Stream,
     /// The dead-letter stream.
     dead: stream::Stream,
+    /// The partition leases' key-value bucket.
+    leases: jetstream::kv::Store,
     /// Each agency's durable consumer, created (or updated) on first use by this process.
     consumers: tokio::sync::Mutex<HashMap<Agency, PullConsumer>>,
 }
@@ -172,6 +176,21 @@ impl NatsBus {
         let feed = ensure_stream(&js, feed_stream_config(&config)).await?;
         let tasks = ensure_stream(&js, task_stream_config(&config)).await?;
         let dead = ensure_stream(&js, dead_stream_config(&config)).await?;
+        let leases = js
+            .create_or_update_key_value(jetstream::kv::Config {
+                bucket: contract::LEASE_BUCKET.to_owned(),
+                description: "lienthong: which engine node serves which partition".to_owned(),
+                history: 1,
+                max_age: config.lease_ttl,
+                num_replicas: config.replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Nats {
+                op: "create or update the lease bucket",
+                reason: format!("{}: {e}", contract::LEASE_BUCKET),
+            })?;
         tracing::info!(
             url,
             server_version = %info.version,
@@ -187,6 +206,7 @@ impl NatsBus {
                 feed,
                 tasks,
                 dead,
+                leases,
                 consumers: tokio::sync::Mutex::new(HashMap::new()),
             }),
         })
@@ -858,6 +878,114 @@ impl Tasks for NatsBus {
                 });
             }
             Ok(out)
+        })
+    }
+}
+
+impl Leases for NatsBus {
+    fn acquire(&self, partition: Partition, holder: &str) -> BoxFuture<'_, Result<Lease, Error>> {
+        let holder = holder.to_owned();
+        Box::pin(async move {
+            let kv = &self.inner.leases;
+            let key = contract::lease_key(partition);
+            let value = Bytes::from(holder.clone());
+            // Twice at most: a lease that expires between our create and our read is free.
+            for _ in 0..2 {
+                match kv.create(&key, value.clone()).await {
+                    Ok(revision) => {
+                        return Ok(Lease {
+                            partition,
+                            holder,
+                            revision,
+                        });
+                    }
+                    Err(e) if e.kind() == jetstream::kv::CreateErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(Error::nats("create a lease", e)),
+                }
+                let entry = kv
+                    .entry(&key)
+                    .await
+                    .map_err(|e| Error::nats("read a lease", e))?;
+                match entry {
+                    Some(e) if e.operation == jetstream::kv::Operation::Put => {
+                        if e.value != value {
+                            return Err(Error::LeaseHeld {
+                                partition,
+                                holder: String::from_utf8_lossy(&e.value).into_owned(),
+                            });
+                        }
+                        // Ours already (a restarted node with the same id): take it back.
+                        let revision = kv
+                            .update(&key, value.clone(), e.revision)
+                            .await
+                            .map_err(|e| Error::nats("take back a lease", e))?;
+                        return Ok(Lease {
+                            partition,
+                            holder,
+                            revision,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            Err(Error::Nats {
+                op: "acquire a lease",
+                reason: format!("partition {partition}: the lease changed hands while it was read"),
+            })
+        })
+    }
+
+    fn renew(&self, lease: &Lease) -> BoxFuture<'_, Result<Lease, Error>> {
+        let lease = lease.clone();
+        Box::pin(async move {
+            let kv = &self.inner.leases;
+            let key = contract::lease_key(lease.partition);
+            match kv
+                .update(&key, Bytes::from(lease.holder.clone()), lease.revision)
+                .await
+            {
+                Ok(revision) => Ok(Lease { revision, ..lease }),
+                Err(e) if e.kind() == jetstream::kv::UpdateErrorKind::WrongLastRevision => {
+                    let now = kv
+                        .entry(&key)
+                        .await
+                        .map_err(|e| Error::nats("read a lease", e))?;
+                    let why = match now {
+                        Some(e) if e.operation == jetstream::kv::Operation::Put => {
+                            format!("it is now held by `{}`", String::from_utf8_lossy(&e.value))
+                        }
+                        Some(_) => "it was released".to_owned(),
+                        None => "it expired before it was renewed".to_owned(),
+                    };
+                    Err(Error::LeaseLost {
+                        partition: lease.partition,
+                        why,
+                    })
+                }
+                Err(e) => Err(Error::nats("renew a lease", e)),
+            }
+        })
+    }
+
+    fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let kv = &self.inner.leases;
+            let key = contract::lease_key(lease.partition);
+            match kv.delete_expect_revision(&key, Some(lease.revision)).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // Refused because the lease is no longer this one: nothing to give up.
+                    let now = kv
+                        .entry(&key)
+                        .await
+                        .map_err(|e| Error::nats("read a lease", e))?;
+                    if now.is_some_and(|n| n.revision == lease.revision) {
+                        Err(Error::nats("release a lease", e))
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
         })
     }
 }

@@ -31,6 +31,8 @@ check!(queue_is_bounded_per_agency);
 check!(oversized_payloads_are_refused);
 check!(nak_redelivers_after_the_delay_asked);
 check!(in_progress_holds_off_redelivery);
+check!(leases_are_exclusive);
+check!(an_unrenewed_lease_expires);
 
 /// The checks must not depend on an empty bus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

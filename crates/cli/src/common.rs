@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use lienthong_engine::store::SledStore;
@@ -77,4 +78,22 @@ pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz> {
     name.parse::<chrono_tz::Tz>().map_err(|_| {
         anyhow::anyhow!("unknown time zone `{name}` (use an IANA name such as Asia/Ho_Chi_Minh)")
     })
+}
+
+/// A duration such as `250ms`, `2s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (n, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("`{s}` has no unit: write e.g. 250ms, 2s or 1m"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a whole number before the unit"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}`: unknown unit `{unit}` (use ms, s or m)")),
+    }
 }

@@ -11,6 +11,9 @@
 //!   `Commands` with the gateway's own conversion and error map (`lienthong.v1.BusCommand` in,
 //!   `BusReply` out).
 //!
+//! - [`lease`]: exclusive partition ownership: an engine node takes the bus's lease of every
+//!   partition it owns before serving, renews them, and stops if it loses one.
+//!
 //! - [`projections`]: the projections role on its own machine: a verified local mirror of the
 //!   bus's feed ([`projections::BusFeed`], a `lienthong_projections::FeedSource`) filled from
 //!   the bus, and the loop that mirrors and folds the read models from it.
@@ -25,6 +28,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod lease;
 pub mod outbox;
 pub mod projections;
 

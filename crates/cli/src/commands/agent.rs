@@ -94,7 +94,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0)]
     approve_rate: f64,
     /// How long an officer takes over a step before answering, e.g. `0ms`, `200ms`, `2s`.
-    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "0ms", value_parser = crate::common::parse_duration)]
     delay: Duration,
     /// Tasks worked at the same time.
     #[arg(long, default_value_t = 32)]
@@ -103,7 +103,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     after: u64,
     /// Stop once no task has arrived for this long and none is in hand (default: run until Ctrl-C).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::common::parse_duration)]
     exit_when_idle: Option<Duration>,
     /// Seed of the choices (approve or reject), so that a run can be repeated.
     #[arg(long, default_value_t = 1)]
@@ -114,24 +114,6 @@ pub struct Args {
     /// Print the final summary as one JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
-}
-
-/// A duration such as `250ms`, `2s`, `1m`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (n, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| s.split_at(i))
-        .ok_or_else(|| format!("`{s}` has no unit: write e.g. 250ms, 2s or 1m"))?;
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("`{s}`: expected a whole number before the unit"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{s}`: unknown unit `{unit}` (use ms, s or m)")),
-    }
 }
 
 /// What the agent did, printed at the end.
@@ -833,6 +815,7 @@ fn print_summary(agent: &Agent, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::parse_duration;
 
     #[test]
     fn durations_have_units() {

@@ -1,6 +1,6 @@
 //! `lienthong serve --data DIR [--grpc ADDR] [--workflows DIR] [--auth FILE] [--tls-cert PEM
 //! --tls-key PEM [--client-ca PEM]] [--insecure] [--nats URL --role engine|gateway|projections|all
-//! --partitions 0-15 --partition-count 16 --replicas 1] [--config lienthong.toml]`.
+//! --partitions 0-15 --partition-count 16 --replicas 1 --lease-ttl 15s] [--config lienthong.toml]`.
 //!
 //! Without `--nats` (the embedded default): the engine, its deadline timers, the read models
 //! (`DIR/projections`, kept warm by a catch-up every [`CATCH_UP_PERIOD_MS`]) and the gRPC gateway
@@ -38,7 +38,7 @@ use lienthong_gateway::server::Services;
 use lienthong_gateway::shared::Shared;
 use lienthong_gateway::{Config, Limits, ReadModels, Tls};
 use lienthong_node::client::{BusCommands, REPLY_TIMEOUT_DEFAULT};
-use lienthong_node::{Outbox, commands, outbox};
+use lienthong_node::{Outbox, commands, lease, outbox};
 use lienthong_projections::{FeedSource, Projections};
 use serde::Deserialize;
 
@@ -93,6 +93,11 @@ pub struct Args {
     /// the same for every process of a deployment (each one creates or updates the streams).
     #[arg(long, env = "LIENTHONG_REPLICAS", default_value_t = lienthong_bus::config::REPLICAS_DEFAULT)]
     replicas: usize,
+    /// How long an engine node's lease on its partitions lasts unless renewed (e.g. `15s`): a
+    /// node that dies loses its partitions this long after its last renewal. The same for
+    /// every process of a deployment.
+    #[arg(long, env = "LIENTHONG_LEASE_TTL", default_value = "15s", value_parser = crate::common::parse_duration)]
+    lease_ttl: Duration,
     /// Address to serve gRPC on (port 0: any free port, printed on start).
     #[arg(long, default_value = GRPC_ADDR_DEFAULT)]
     grpc: SocketAddr,
@@ -172,6 +177,8 @@ struct ServeSettings {
     partition_count: Option<u32>,
     /// `--replicas`.
     replicas: Option<usize>,
+    /// `--lease-ttl`, e.g. `"15s"`.
+    lease_ttl: Option<String>,
     /// `--requests-per-s-max`.
     requests_per_s_max: Option<u32>,
     /// `--request-burst-max`.
@@ -229,6 +236,12 @@ fn apply_file(args: &mut Args, m: Option<&ArgMatches>) -> Result<()> {
     fill!(opt partitions);
     fill!(partition_count);
     fill!(replicas);
+    if unset("lease_ttl")
+        && let Some(v) = &f.lease_ttl
+    {
+        args.lease_ttl = crate::common::parse_duration(v)
+            .map_err(|e| anyhow!("{}: lease_ttl: {e}", path.display()))?;
+    }
     fill!(requests_per_s_max);
     fill!(request_burst_max);
     Ok(())
@@ -317,13 +330,36 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         // own (a fault), the whole process stops with an error, so that a supervisor restarts it
         // rather than a node that takes commands whose work never reaches the agencies.
         let mut bus_tasks = Vec::new();
+        let mut keeper = None;
         let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(2);
         if let Some(url) = &args.nats {
             let bus: Arc<dyn Bus> = Arc::new(
-                NatsBus::connect(url, bus_config(args.replicas))
+                NatsBus::connect(url, bus_config(&args))
                     .await
                     .with_context(|| format!("cannot join the bus at {url}"))?,
             );
+            // Exclusive ownership: the lease of every owned partition before serving any, kept
+            // while serving; a lost lease stops the node like any other bus fault.
+            let holder = lease::holder_id(&args.data.data)?;
+            let ttl = args.lease_ttl;
+            let leases = lease::acquire_all(bus.as_ref(), &owned, &holder, ttl)
+                .await
+                .context("cannot take this engine node's partitions")?;
+            // Released only once the command server has stopped (see `release` below).
+            let keeper_bus = bus.clone();
+            let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+            let fatal = fatal_tx.clone();
+            keeper = Some((
+                release_tx,
+                tokio::spawn(async move {
+                    let release = async {
+                        let _ = release_rx.await;
+                    };
+                    if let Err(e) = lease::keep(keeper_bus.as_ref(), leases, ttl, release).await {
+                        let _ = fatal.send(e.to_string()).await;
+                    }
+                }),
+            ));
             let outbox = Outbox::new(
                 engine.store().clone(),
                 bus.clone(),
@@ -368,6 +404,7 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
             for t in bus_tasks {
                 let _ = t.await;
             }
+            release(keeper).await;
             let _ = timers.await;
             return match fault {
                 Some(f) => Err(anyhow!("{f}; restart the engine node")),
@@ -406,6 +443,7 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         for t in bus_tasks {
             let _ = t.await;
         }
+        release(keeper).await;
         let _ = timers.await;
         let _ = catch_up.await;
         match fault {
@@ -518,7 +556,7 @@ fn run_remote(args: &Args, services: Services) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let bus: Arc<dyn Bus> = Arc::new(
-            NatsBus::connect(&url, bus_config(args.replicas))
+            NatsBus::connect(&url, bus_config(args))
                 .await
                 .with_context(|| format!("cannot join the bus at {url}"))?,
         );
@@ -634,10 +672,25 @@ fn run_remote(args: &Args, services: Services) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The bus's settings for `replicas` copies of each stream.
-fn bus_config(replicas: usize) -> lienthong_bus::Config {
+/// Ends the lease keeper of an engine node, which releases its partitions (after the command
+/// server has stopped, so that no command runs here once another node may take them).
+async fn release(
+    keeper: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+) {
+    if let Some((release, task)) = keeper {
+        let _ = release.send(());
+        let _ = task.await;
+    }
+}
+
+/// The bus's settings: `--replicas` copies of each stream, `--lease-ttl`.
+fn bus_config(args: &Args) -> lienthong_bus::Config {
     lienthong_bus::Config {
-        replicas,
+        replicas: args.replicas,
+        lease_ttl: args.lease_ttl,
         ..lienthong_bus::Config::default()
     }
 }
