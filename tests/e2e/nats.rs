@@ -21,8 +21,8 @@
 //!   systems (`lienthong agent --grpc`) work through the gateway, which forwards commands over the
 //!   bus and keeps callers to their role; the projections process serves the report service.
 //! - `a_partition_is_served_by_one_engine_node`: a second engine node configured with partitions
-//!   the first one serves is refused, naming the holder; once the first is SIGKILLed, its leases
-//!   expire and the second takes them.
+//!   the first one serves is refused, naming the holder (and one with another lease time to live
+//!   at once); once the first is SIGKILLed, its leases expire and the second takes them.
 //! - `every_shipped_procedure_closes_over_nats`: the four shipped procedures, with branches that
 //!   skip and take their conditional steps (including the land transfer's payment step), close
 //!   with one agency process per agency.
@@ -916,6 +916,21 @@ async fn a_partition_is_served_by_one_engine_node() {
     assert!(
         stderr.contains("partition 2 is served by") && stderr.contains(first_id.trim()),
         "the refusal names the partition and the holder: {stderr}"
+    );
+
+    // A node with another lease time to live than the deployment's is refused at once.
+    let mismatched = Command::new(lienthong_bin())
+        .args(["serve", "--role", "engine", "--nats", &url])
+        .args(["--partition-count", &PARTITIONS.to_string()])
+        .args(["--partitions", "2-3", "--lease-ttl", "3s", "--data"])
+        .arg(second_dir.path())
+        .current_dir(repo_root())
+        .output()
+        .expect("run a mismatched engine node");
+    let stderr = String::from_utf8_lossy(&mismatched.stderr);
+    assert!(
+        !mismatched.status.success() && stderr.contains("the same --lease-ttl"),
+        "a mismatched lease time to live is refused: {stderr}"
     );
 
     // A dossier filed while the first node serves everything.

@@ -285,9 +285,10 @@ pub trait Leases: Send + Sync {
     /// holder, otherwise.
     fn acquire(&self, partition: Partition, holder: &str) -> BoxFuture<'_, Result<Lease, Error>>;
 
-    /// Extends `lease` by `lease_ttl` from now. [`Error::LeaseLost`] if it is no longer this
-    /// lease (it expired and was taken, or released): the holder must stop serving the
-    /// partition at once.
+    /// Extends `lease` by `lease_ttl` from now. [`Error::LeaseLost`] if its holder no longer
+    /// holds the partition (the lease expired, and was taken or not, or was released): the
+    /// holder must stop serving the partition at once. A lease its holder still holds at a later
+    /// revision (a renewal that landed after its caller stopped waiting) is renewed.
     fn renew(&self, lease: &Lease) -> BoxFuture<'_, Result<Lease, Error>>;
 
     /// Gives the lease up, if it is still this lease, so that another node may take the

@@ -687,8 +687,10 @@ impl Leases for MemoryBus {
             let mut guard = self.inner.leases.lock();
             let (leases, last) = &mut *guard;
             match leases.get(&lease.partition) {
-                Some((_, revision, expires)) if *revision == lease.revision && *expires > now => {}
-                Some((_, revision, _)) if *revision == lease.revision => {
+                // Ours (at this revision, or at a later one: a renewal that landed after its
+                // caller stopped waiting for it), and alive.
+                Some((holder, _, expires)) if *holder == lease.holder && *expires > now => {}
+                Some((holder, _, _)) if *holder == lease.holder => {
                     // Expired but nobody took it: as on NATS, the entry is gone.
                     leases.remove(&lease.partition);
                     return Err(Error::LeaseLost {

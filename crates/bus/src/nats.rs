@@ -95,8 +95,9 @@ struct Inner {
     tasks: stream::Stream,
     /// The dead-letter stream.
     dead: stream::Stream,
-    /// The partition leases' key-value bucket.
-    leases: jetstream::kv::Store,
+    /// The partition leases' key-value bucket, opened on the first lease operation: only engine
+    /// nodes use leases, so only they create the bucket or depend on its time to live.
+    leases: tokio::sync::OnceCell<jetstream::kv::Store>,
     /// Each agency's durable consumer, created (or updated) on first use by this process.
     consumers: tokio::sync::Mutex<HashMap<Agency, PullConsumer>>,
 }
@@ -176,21 +177,6 @@ impl NatsBus {
         let feed = ensure_stream(&js, feed_stream_config(&config)).await?;
         let tasks = ensure_stream(&js, task_stream_config(&config)).await?;
         let dead = ensure_stream(&js, dead_stream_config(&config)).await?;
-        let leases = js
-            .create_or_update_key_value(jetstream::kv::Config {
-                bucket: contract::LEASE_BUCKET.to_owned(),
-                description: "lienthong: which engine node serves which partition".to_owned(),
-                history: 1,
-                max_age: config.lease_ttl,
-                num_replicas: config.replicas,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::Nats {
-                op: "create or update the lease bucket",
-                reason: format!("{}: {e}", contract::LEASE_BUCKET),
-            })?;
         tracing::info!(
             url,
             server_version = %info.version,
@@ -206,10 +192,54 @@ impl NatsBus {
                 feed,
                 tasks,
                 dead,
-                leases,
+                leases: tokio::sync::OnceCell::new(),
                 consumers: tokio::sync::Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// The lease bucket: created with `lease_ttl` as its `max_age` if missing; an existing
+    /// bucket with another time to live is refused (every engine node must use the same, or one
+    /// node's renewals would come too late for the bucket's expiry).
+    async fn lease_bucket(&self) -> Result<&jetstream::kv::Store, Error> {
+        let js = &self.inner.js;
+        let ttl = self.inner.config.lease_ttl;
+        self.inner
+            .leases
+            .get_or_try_init(|| async {
+                let stream = format!("KV_{}", contract::LEASE_BUCKET);
+                if let Ok(mut existing) = js.get_stream(&stream).await {
+                    let info = existing
+                        .info()
+                        .await
+                        .map_err(|e| Error::nats("read the lease bucket", e))?;
+                    if info.config.max_age != ttl {
+                        return Err(Error::Config(format!(
+                            "the lease bucket {} on this NATS has a time to live of {} ms, this \
+                             process {} ms: give every engine node the same --lease-ttl (or \
+                             delete the bucket while no engine node runs)",
+                            contract::LEASE_BUCKET,
+                            info.config.max_age.as_millis(),
+                            ttl.as_millis()
+                        )));
+                    }
+                }
+                js.create_or_update_key_value(jetstream::kv::Config {
+                    bucket: contract::LEASE_BUCKET.to_owned(),
+                    description: "lienthong: which engine node serves which partition".to_owned(),
+                    history: 1,
+                    max_age: ttl,
+                    num_replicas: self.inner.config.replicas,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::Nats {
+                    op: "create or update the lease bucket",
+                    reason: format!("{}: {e}", contract::LEASE_BUCKET),
+                })
+            })
+            .await
     }
 
     /// The version the server announced at connect.
@@ -886,7 +916,7 @@ impl Leases for NatsBus {
     fn acquire(&self, partition: Partition, holder: &str) -> BoxFuture<'_, Result<Lease, Error>> {
         let holder = holder.to_owned();
         Box::pin(async move {
-            let kv = &self.inner.leases;
+            let kv = self.lease_bucket().await?;
             let key = contract::lease_key(partition);
             let value = Bytes::from(holder.clone());
             // Twice at most: a lease that expires between our create and our read is free.
@@ -938,7 +968,7 @@ impl Leases for NatsBus {
     fn renew(&self, lease: &Lease) -> BoxFuture<'_, Result<Lease, Error>> {
         let lease = lease.clone();
         Box::pin(async move {
-            let kv = &self.inner.leases;
+            let kv = self.lease_bucket().await?;
             let key = contract::lease_key(lease.partition);
             match kv
                 .update(&key, Bytes::from(lease.holder.clone()), lease.revision)
@@ -950,6 +980,18 @@ impl Leases for NatsBus {
                         .entry(&key)
                         .await
                         .map_err(|e| Error::nats("read a lease", e))?;
+                    // Still ours at a later revision: an earlier renewal landed after its caller
+                    // stopped waiting for it. Adopt it.
+                    if let Some(e) = &now
+                        && e.operation == jetstream::kv::Operation::Put
+                        && e.value.as_ref() == lease.holder.as_bytes()
+                    {
+                        let revision = kv
+                            .update(&key, Bytes::from(lease.holder.clone()), e.revision)
+                            .await
+                            .map_err(|e| Error::nats("renew a lease", e))?;
+                        return Ok(Lease { revision, ..lease });
+                    }
                     let why = match now {
                         Some(e) if e.operation == jetstream::kv::Operation::Put => {
                             format!("it is now held by `{}`", String::from_utf8_lossy(&e.value))
@@ -969,7 +1011,7 @@ impl Leases for NatsBus {
 
     fn release(&self, lease: Lease) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            let kv = &self.inner.leases;
+            let kv = self.lease_bucket().await?;
             let key = contract::lease_key(lease.partition);
             match kv.delete_expect_revision(&key, Some(lease.revision)).await {
                 Ok(()) => Ok(()),

@@ -113,15 +113,27 @@ pub fn holder_id(data: &Path) -> Result<String, Error> {
     Ok(format!("{id}@{host}"))
 }
 
+/// The leases an engine node holds, and the instant before their last acquisition or renewal
+/// was sent (the bus's expiry counts from no earlier than that).
+#[derive(Debug)]
+pub struct Held {
+    /// The leases.
+    pub leases: Vec<Lease>,
+    /// When the requests that took them were sent, at the earliest.
+    pub since: Instant,
+}
+
 /// Takes the lease of every partition of `partitions` for `holder`, waiting up to `ttl` and
-/// [`ACQUIRE_MARGIN`] for one held by another node. On failure, the leases already taken are
-/// released.
+/// [`ACQUIRE_MARGIN`] for one held by another node. Leases taken early may expire during such a
+/// wait, so once all are taken they are all taken again in one pass (granted at once to their
+/// holder, refused if another node took one meanwhile). On failure, the leases already taken
+/// are released.
 pub async fn acquire_all(
     bus: &dyn Bus,
     partitions: &BTreeSet<u32>,
     holder: &str,
     ttl: Duration,
-) -> Result<Vec<Lease>, Error> {
+) -> Result<Held, Error> {
     let start = Instant::now();
     let deadline = start + ttl + ACQUIRE_MARGIN;
     let mut leases = Vec::with_capacity(partitions.len());
@@ -152,7 +164,32 @@ pub async fn acquire_all(
             }
         }
     }
-    Ok(leases)
+    let since = Instant::now();
+    let mut fresh = Vec::with_capacity(leases.len());
+    for lease in &leases {
+        match bus.acquire(lease.partition, holder).await {
+            Ok(l) => fresh.push(l),
+            Err(lienthong_bus::Error::LeaseHeld {
+                partition,
+                holder: other,
+            }) => {
+                release_all(bus, fresh).await;
+                return Err(Error::Held {
+                    partition,
+                    holder: other,
+                    waited_ms: start.elapsed().as_millis(),
+                });
+            }
+            Err(e) => {
+                release_all(bus, fresh).await;
+                return Err(Error::Bus(e));
+            }
+        }
+    }
+    Ok(Held {
+        leases: fresh,
+        since,
+    })
 }
 
 /// Gives every lease up (errors are logged: an unreleased lease only expires later).
@@ -165,51 +202,63 @@ pub async fn release_all(bus: &dyn Bus, leases: Vec<Lease>) {
     }
 }
 
-/// Renews `leases` every third of `ttl` (each call bounded to a sixth of it) until `shutdown`
-/// completes, then releases them and returns `Ok`. Returns an error, without releasing, as soon as a lease is lost or could not be
-/// renewed for two thirds of `ttl` (see the module docs): the caller must stop serving.
+/// Renews the `held` leases every third of `ttl` until `shutdown` completes, then releases them
+/// and returns `Ok`. Returns an error, without releasing, as soon as a lease is lost, or when
+/// two thirds of `ttl` have passed since a lease's last renewal was sent without a renewal
+/// succeeding (each call is bounded by what is left of that, and by a sixth of `ttl`; the
+/// deadline fires on its own, whatever the calls do): the caller must stop serving.
 pub async fn keep(
     bus: &dyn Bus,
-    mut leases: Vec<Lease>,
+    held: Held,
     ttl: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let period = ttl / 3;
     let give_up = ttl * 2 / 3;
-    let mut renewed: Vec<Instant> = vec![Instant::now(); leases.len()];
+    let mut leases = held.leases;
+    // Per lease: when its last successful renewal was sent, and the last failure since.
+    let mut renewed: Vec<(Instant, Option<String>)> = vec![(held.since, None); leases.len()];
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        let oldest = renewed
+            .iter()
+            .map(|r| r.0)
+            .min()
+            .unwrap_or_else(Instant::now);
+        let next = (Instant::now() + period).min(oldest + give_up);
         tokio::select! {
             () = &mut shutdown => {
                 release_all(bus, leases).await;
                 return Ok(());
             }
-            () = tokio::time::sleep(period) => {}
+            () = tokio::time::sleep_until(next) => {}
         }
-        for (lease, at) in leases.iter_mut().zip(renewed.iter_mut()) {
-            // Bounded, so that a hung call cannot carry the node past its lease's expiry.
-            let renewal = match tokio::time::timeout(ttl / 6, bus.renew(lease)).await {
-                Ok(r) => r,
-                Err(_) => Err(lienthong_bus::Error::Timeout {
+        for (lease, (at, failed)) in leases.iter_mut().zip(renewed.iter_mut()) {
+            let left = (*at + give_up).saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Unrenewed {
                     partition: lease.partition,
-                    timeout_ms: u64::try_from((ttl / 6).as_millis()).unwrap_or(u64::MAX),
-                }),
-            };
-            match renewal {
-                Ok(new) => {
+                    elapsed_ms: at.elapsed().as_millis(),
+                    last: failed
+                        .clone()
+                        .unwrap_or_else(|| "no renewal was attempted in time".to_owned()),
+                });
+            }
+            let sent = Instant::now();
+            match tokio::time::timeout(left.min(ttl / 6), bus.renew(lease)).await {
+                Ok(Ok(new)) => {
                     *lease = new;
-                    *at = Instant::now();
+                    *at = sent;
+                    *failed = None;
                 }
-                Err(e @ lienthong_bus::Error::LeaseLost { .. }) => return Err(Error::Lost(e)),
-                Err(e) if at.elapsed() >= give_up => {
-                    return Err(Error::Unrenewed {
-                        partition: lease.partition,
-                        elapsed_ms: at.elapsed().as_millis(),
-                        last: e.to_string(),
-                    });
-                }
-                Err(e) => {
+                Ok(Err(e @ lienthong_bus::Error::LeaseLost { .. })) => return Err(Error::Lost(e)),
+                Ok(Err(e)) => {
                     tracing::warn!(partition = %lease.partition, error = %e, "could not renew a partition lease; trying again");
+                    *failed = Some(e.to_string());
+                }
+                Err(_) => {
+                    tracing::warn!(partition = %lease.partition, "renewing a partition lease timed out; trying again");
+                    *failed = Some("the renewal timed out".to_owned());
                 }
             }
         }
@@ -219,6 +268,92 @@ pub async fn keep(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lienthong_bus::Leases;
+    use lienthong_bus::memory::MemoryBus;
+
+    const TTL: Duration = Duration::from_secs(1);
+
+    fn bus() -> MemoryBus {
+        MemoryBus::new(lienthong_bus::Config {
+            lease_ttl: TTL,
+            ..lienthong_bus::Config::default()
+        })
+        .expect("valid config")
+    }
+
+    #[tokio::test]
+    async fn kept_leases_outlive_their_ttl_and_are_released_at_shutdown() {
+        let bus = bus();
+        let owned: BTreeSet<u32> = [0, 1, 2].into();
+        let held = acquire_all(&bus, &owned, "a", TTL).await.expect("free");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let keeper = tokio::spawn({
+            let bus = bus.clone();
+            async move {
+                keep(&bus, held, TTL, async {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(TTL * 3).await;
+        match bus.acquire(Partition(1), "b").await {
+            Err(lienthong_bus::Error::LeaseHeld { holder, .. }) => assert_eq!(holder, "a"),
+            other => panic!("kept past its ttl, not {other:?}"),
+        }
+        let _ = stop.send(());
+        keeper.await.expect("joined").expect("a clean stop");
+        bus.acquire(Partition(1), "b")
+            .await
+            .expect("released at shutdown: free at once");
+    }
+
+    #[tokio::test]
+    async fn a_partition_held_elsewhere_is_refused_after_the_wait_and_nothing_is_kept() {
+        let bus = bus();
+        bus.acquire(Partition(1), "b").await.expect("free");
+        let owned: BTreeSet<u32> = [0, 1].into();
+        // "b" keeps its lease alive while "a" waits.
+        let renewer = tokio::spawn({
+            let bus = bus.clone();
+            async move {
+                let mut lease = bus.acquire(Partition(1), "b").await.expect("own");
+                loop {
+                    tokio::time::sleep(TTL / 4).await;
+                    lease = bus.renew(&lease).await.expect("renewed");
+                }
+            }
+        });
+        match acquire_all(&bus, &owned, "a", TTL).await {
+            Err(Error::Held {
+                partition, holder, ..
+            }) => {
+                assert_eq!(partition, Partition(1));
+                assert_eq!(holder, "b");
+            }
+            other => panic!("refused, not {other:?}"),
+        }
+        renewer.abort();
+        bus.acquire(Partition(0), "c")
+            .await
+            .expect("the lease taken before the refusal was released");
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_ends_the_keeper_with_an_error() {
+        let bus = bus();
+        let owned: BTreeSet<u32> = [0].into();
+        let held = acquire_all(&bus, &owned, "a", TTL).await.expect("free");
+        let lease = held.leases[0].clone();
+        bus.release(lease)
+            .await
+            .expect("released behind the keeper's back");
+        bus.acquire(Partition(0), "b")
+            .await
+            .expect("taken by another");
+        let outcome = keep(&bus, held, TTL, std::future::pending()).await;
+        assert!(matches!(outcome, Err(Error::Lost(_))), "{outcome:?}");
+    }
 
     #[test]
     fn the_node_id_is_made_once_and_kept() {

@@ -404,8 +404,8 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
             for t in bus_tasks {
                 let _ = t.await;
             }
-            release(keeper).await;
             let _ = timers.await;
+            release(keeper).await;
             return match fault {
                 Some(f) => Err(anyhow!("{f}; restart the engine node")),
                 None => anyhow::Ok(()),
@@ -443,8 +443,8 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         for t in bus_tasks {
             let _ = t.await;
         }
-        release(keeper).await;
         let _ = timers.await;
+        release(keeper).await;
         let _ = catch_up.await;
         match fault {
             Some(f) => Err(anyhow!("{f}; restart the node")),
@@ -673,7 +673,8 @@ fn run_remote(args: &Args, services: Services) -> Result<ExitCode> {
 }
 
 /// Ends the lease keeper of an engine node, which releases its partitions (after the command
-/// server has stopped, so that no command runs here once another node may take them).
+/// server and the timers have stopped, so that nothing is appended here once another node may
+/// take them).
 async fn release(
     keeper: Option<(
         tokio::sync::oneshot::Sender<()>,
