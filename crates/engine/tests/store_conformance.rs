@@ -34,6 +34,11 @@ fn codes_are_unique_per_prefix_under_concurrency() {
 }
 
 #[test]
+fn striped_codes_keep_partitions_apart() {
+    with_store(conformance::striped_codes_keep_partitions_apart);
+}
+
+#[test]
 fn idempotency_is_stored_atomically() {
     with_store(conformance::idempotency_is_stored_atomically);
 }

@@ -12,7 +12,8 @@
 //! - `two_nodes_split_the_partitions`: two engine nodes, each with its own store, own one of two
 //!   partitions. Submissions routed by key land on the node owning that partition, and each new
 //!   dossier's id is in a partition its node owns, so the commands that follow (routed by id) reach
-//!   the node that holds it.
+//!   the node that holds it; the two nodes, each numbering codes from its own store, never issue
+//!   the same code (each partition numbers its own stripe).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -285,10 +286,16 @@ async fn two_nodes(bus: Arc<dyn Bus>) {
     let b = Node::start(bus.clone(), 2, &[1]).await;
     let r = Requester { bus, count };
     let mut seen = BTreeSet::new();
+    let mut codes = BTreeSet::new();
     for i in 0..12 {
         let key = format!("split-{i}");
         let via = partition_of_key("ubnd-xa", &key, count);
         let d = response(r.submit("ubnd-xa", &key).await);
+        assert!(
+            codes.insert(d.dossier_code.clone()),
+            "two engine nodes never issue the same code: {} again",
+            d.dossier_code
+        );
         let id: uuid::Uuid = d.dossier_id.parse().expect("uuid");
         assert_eq!(
             partition_of(id, count),

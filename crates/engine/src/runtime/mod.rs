@@ -37,7 +37,9 @@ use sha2::{Digest, Sha256};
 
 use crate::dossier::{self, Command, DecideContext, DossierState, Timer, TimerOp, TimerPolicy};
 use crate::ids::{DossierCode, DossierId};
-use crate::store::{self, AppendRequest, EventStore, IdempotencyKey, NewDossier, Recorded};
+use crate::store::{
+    self, AppendRequest, CodeStripe, EventStore, IdempotencyKey, NewDossier, Recorded,
+};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use timers::{FIRE_ROUNDS_MAX, TIMER_SLEEP_MS_MIN, TIMERS_PER_ROUND_MAX};
@@ -386,6 +388,10 @@ impl Engine {
                 }),
                 new_dossier: Some(NewDossier {
                     code_prefix: prefix,
+                    stripe: self.inner.options.partitions.as_ref().map(|p| CodeStripe {
+                        partition: id.partition(p.count),
+                        count: p.count,
+                    }),
                 }),
                 definitions: vec![(workflow.hash.clone(), workflow.source.clone())],
                 timers,

@@ -70,6 +70,7 @@ pub fn open_request(dossier: &DossierId, prefix: &str, n: usize) -> AppendReques
         idempotency: None,
         new_dossier: Some(NewDossier {
             code_prefix: prefix.into(),
+            stripe: None,
         }),
         definitions: Vec::new(),
         timers: Vec::new(),
@@ -339,6 +340,43 @@ pub fn codes_are_unique_per_prefix_under_concurrency(store: &dyn EventStore) {
     );
 }
 
+/// With a stripe, a new dossier's number is the next one of its partition's stripe: partitions
+/// of one store interleave without ever sharing a number, and numbering stays increasing.
+pub fn striped_codes_keep_partitions_apart(store: &dyn EventStore) {
+    use super::CodeStripe;
+    let prefix = fresh_prefix();
+    let open = |partition: u32| {
+        let mut req = open_request(&DossierId::new(), &prefix, 1);
+        if let Some(n) = req.new_dossier.as_mut() {
+            n.stripe = Some(CodeStripe {
+                partition,
+                count: 16,
+            });
+        }
+        ok(store, req, "open striped").code.0
+    };
+    let numbers: Vec<String> = [3, 3, 5, 0, 15]
+        .into_iter()
+        .map(|p| open(p).rsplit('-').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        numbers,
+        ["0004", "0020", "0022", "0033", "0048"],
+        "partition p numbers n = p + 1 (mod 16), each above the last"
+    );
+    let mut bad = open_request(&DossierId::new(), &prefix, 1);
+    if let Some(n) = bad.new_dossier.as_mut() {
+        n.stripe = Some(CodeStripe {
+            partition: 16,
+            count: 16,
+        });
+    }
+    assert!(
+        matches!(append(store, bad), Err(Error::Invalid(_))),
+        "a partition outside the count is refused"
+    );
+}
+
 /// An idempotency key is stored with its append, atomically: a second use (even concurrent)
 /// gets `DuplicateKey` with the first use's record and writes nothing at all.
 pub fn idempotency_is_stored_atomically(store: &dyn EventStore) {
@@ -490,6 +528,7 @@ pub fn invalid_requests_write_nothing(store: &dyn EventStore) {
     cases.push(("new dossier without a code prefix", no_code));
     let mut bad_prefix = open_request(&d, &prefix, 1);
     bad_prefix.new_dossier = Some(NewDossier {
+        stripe: None,
         code_prefix: "has space".into(),
     });
     cases.push(("bad code prefix", bad_prefix));

@@ -141,6 +141,34 @@ pub struct NewDossier {
     /// `<receiving agency prefix>-<yymmdd>`, e.g. `UBND.XA-261122`; the store appends the next
     /// daily sequence number under this prefix: `UBND.XA-261122-0001`.
     pub code_prefix: String,
+    /// Numbers only in this stripe (`None`: every number, 1, 2, 3 ...). Engine nodes of a
+    /// distributed deployment each number their own dossiers; striping by the dossier's
+    /// partition keeps their codes apart without asking each other.
+    pub stripe: Option<CodeStripe>,
+}
+
+/// The daily sequence numbers a dossier of one partition may take: those `n` with
+/// `n ≡ partition + 1 (mod count)`, so `partition + 1`, `partition + 1 + count`, ... Two
+/// partitions never share a number, and each partition is served by one engine node at a time,
+/// so codes are unique across the deployment. Numbers are increasing within a store, but no
+/// longer dense.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeStripe {
+    /// The dossier's partition (below `count`).
+    pub partition: u32,
+    /// The deployment's partition count (at least 1).
+    pub count: u32,
+}
+
+impl CodeStripe {
+    /// The first number of this stripe above `last`.
+    pub fn next_after(self, last: u64) -> u64 {
+        let count = u64::from(self.count.max(1));
+        let residue = (u64::from(self.partition) + 1) % count;
+        let candidate = last + 1;
+        let step = (residue + count - candidate % count) % count;
+        candidate + step
+    }
 }
 
 /// A successful append.

@@ -462,7 +462,16 @@ impl Writer {
                         None => 0,
                     },
                 };
-                let next = last + 1;
+                let next = match new.stripe {
+                    None => last + 1,
+                    Some(stripe) if stripe.count == 0 || stripe.partition >= stripe.count => {
+                        return Err(Error::Invalid(format!(
+                            "code stripe: partition {} is not below the partition count {}",
+                            stripe.partition, stripe.count
+                        )));
+                    }
+                    Some(stripe) => stripe.next_after(last),
+                };
                 let code = format!("{prefix}-{next:04}");
                 let code_key = keys::code_key(&code);
                 if overlay.codes.contains(&code) || self.get(&code_key)?.is_some() {
