@@ -35,6 +35,7 @@ pub fn kind(event: &Event) -> &'static str {
         Some(Body::DeadlinesMoved(_)) => "deadlines-moved",
         Some(Body::DeadlineWarning(_)) => "deadline-warning",
         Some(Body::DeadlineMissed(_)) => "deadline-missed",
+        Some(Body::TaskUndeliverable(_)) => "task-undeliverable",
         None => "unknown",
     }
 }
@@ -194,6 +195,14 @@ where
             target(&m.step_id),
             local(m.due.as_ref(), tz)
         ),
+        Some(Body::TaskUndeliverable(u)) => format!(
+            "TASK UNDELIVERABLE to {}: {} ({}, task {}) never acknowledged after {} deliveries",
+            u.agency,
+            target(&u.step_id),
+            u.kind,
+            u.task_id,
+            u.deliveries
+        ),
         None => "unknown event (written by a newer version?)".to_string(),
     }
 }
@@ -289,6 +298,10 @@ pub fn to_json(event: &Event) -> Value {
         }),
         Some(Body::DeadlineMissed(m)) => json!({
             "step_id": m.step_id, "agency": m.agency, "due": ts_json(m.due.as_ref()),
+        }),
+        Some(Body::TaskUndeliverable(u)) => json!({
+            "agency": u.agency, "task_id": u.task_id, "step_id": u.step_id, "kind": u.kind,
+            "deliveries": u.deliveries,
         }),
         None => Value::Null,
     };

@@ -508,3 +508,31 @@ fn a_miss_is_noticed_only_after_the_due_instant() {
     let needed = needed_timers(id(), &d.state, &policy(&d));
     assert!(needed.iter().all(|t| t.step.is_none()), "{needed:?}");
 }
+
+/// A task its agency's system never acknowledged is recorded as undeliverable: only by the
+/// engine, and not once the dossier has ended; the state machine itself is unchanged by it.
+#[test]
+fn an_undeliverable_task_is_recorded_by_the_engine_only_while_the_dossier_lives() {
+    use lienthong_engine::dossier::{Command, RecordUndeliverable};
+    let dead = || {
+        Command::RecordUndeliverable(RecordUndeliverable {
+            agency: TU_PHAP.into(),
+            task_id: "0190a1b2-0000-7000-8000-000000000001/2".into(),
+            step: Some(lienthong_workflow::StepId("register-birth".into())),
+            task_kind: "TASK_KIND_STEP_OPENED".into(),
+            deliveries: 10,
+        })
+    };
+    let mut d = Dossier::birth().given(&[(DESK, submit(2))]);
+    assert_eq!(d.rejected(TU_PHAP, dead()).code(), "not-allowed");
+    assert_eq!(
+        d.ok(ENGINE, dead()),
+        ["undeliverable register-birth @tu-phap after 10"]
+    );
+    assert_eq!(d.step("register-birth"), "open", "the step is still open");
+    d.ok(DESK, withdraw());
+    assert!(
+        d.ok(ENGINE, dead()).is_empty(),
+        "a dead letter of an ended dossier changes nothing"
+    );
+}

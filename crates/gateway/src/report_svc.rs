@@ -393,6 +393,7 @@ fn board_step(s: &BoardStep) -> pb::BoardStep {
         state: board_state(s.state) as i32,
         overdue_working_seconds: s.overdue_working_seconds,
         overdue: s.overdue.clone(),
+        undeliverable_deliveries: s.undeliverable_deliveries,
     }
 }
 

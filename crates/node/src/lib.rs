@@ -11,6 +11,9 @@
 //!   `Commands` with the gateway's own conversion and error map (`lienthong.v1.BusCommand` in,
 //!   `BusReply` out).
 //!
+//! - [`dead_letters`]: the engine node's watch over the bus's dead letters, recording each task
+//!   its agency never acknowledged in the dossier (`TaskUndeliverable`), so the board shows it.
+//!
 //! - [`lease`]: exclusive partition ownership: an engine node takes the bus's lease of every
 //!   partition it owns before serving, renews them, and stops if it loses one.
 //!
@@ -28,6 +31,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod dead_letters;
 pub mod lease;
 pub mod outbox;
 pub mod projections;

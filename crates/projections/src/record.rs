@@ -162,6 +162,10 @@ pub struct Handoff {
     /// While open: the engine's clock rules hold its due (it is not among
     /// [`current_deadlines`]): no warning, no miss, no lateness accrues. Always `false` once ended.
     pub held: bool,
+    /// The agency's system never acknowledged a task of this step (a `TaskUndeliverable`
+    /// while it was open): the bus's deliveries before it set the task aside; 0 otherwise.
+    #[serde(default)]
+    pub undeliverable_deliveries: u32,
 }
 
 impl Handoff {
@@ -325,6 +329,9 @@ pub struct OpenStepEntry {
     pub paused_since: Option<DateTime<Utc>>,
     /// Calendar family.
     pub calendar: String,
+    /// See [`Handoff::undeliverable_deliveries`].
+    #[serde(default)]
+    pub undeliverable_deliveries: u32,
 }
 
 /// One open dossier by appointment (value of an `a/` key).
@@ -592,6 +599,7 @@ impl DossierRecord {
                             overrun_s: None,
                             verdict: None,
                             held: false,
+                            undeliverable_deliveries: 0,
                         });
                     }
                 }
@@ -687,6 +695,14 @@ impl DossierRecord {
                 Some(Body::Withdrawn(_)) => {
                     if rec.finished.is_none() && rec.withdrawn_at.is_none() {
                         rec.withdrawn_at = at;
+                    }
+                }
+                Some(Body::TaskUndeliverable(u)) => {
+                    if let Some(&i) = open.get(&u.step_id)
+                        && let Some(h) = rec.handoffs.get_mut(i)
+                        && h.receiver == u.agency
+                    {
+                        h.undeliverable_deliveries = h.undeliverable_deliveries.max(u.deliveries);
                     }
                 }
                 Some(Body::DeadlineWarning(_)) => rec.warnings += 1,
@@ -935,6 +951,7 @@ impl DossierRecord {
                     held: h.held,
                     paused_since: self.paused_since(),
                     calendar: self.calendar.clone(),
+                    undeliverable_deliveries: h.undeliverable_deliveries,
                 };
                 out.insert(
                     keys::open_step_key(&h.receiver, due, &self.id, &h.step),

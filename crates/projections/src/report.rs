@@ -54,6 +54,7 @@ pub fn board(b: &Board, format: Format) -> String {
                 "state",
                 "overdue_working_seconds",
                 "overdue",
+                "undeliverable_deliveries",
             ])];
             for s in &b.steps {
                 rows.push(vec![
@@ -67,6 +68,7 @@ pub fn board(b: &Board, format: Format) -> String {
                     s.state.as_str().into(),
                     s.overdue_working_seconds.to_string(),
                     s.overdue.clone(),
+                    s.undeliverable_deliveries.to_string(),
                 ]);
             }
             for d in &b.dossiers {
@@ -81,6 +83,7 @@ pub fn board(b: &Board, format: Format) -> String {
                     if d.paused { "paused" } else { "overdue" }.into(),
                     d.overdue_working_seconds.to_string(),
                     d.overdue.clone(),
+                    "0".into(),
                 ]);
             }
             csv(&rows)
@@ -103,7 +106,16 @@ pub fn board(b: &Board, format: Format) -> String {
                         s.step.clone(),
                         local(&s.opened_at),
                         local(&s.due),
-                        format!("{} / {}", s.state.label_vi(), s.state.as_str()),
+                        if s.undeliverable_deliveries > 0 {
+                            format!(
+                                "{} / {}; KHÔNG GỬI ĐƯỢC / UNDELIVERABLE ({}x)",
+                                s.state.label_vi(),
+                                s.state.as_str(),
+                                s.undeliverable_deliveries
+                            )
+                        } else {
+                            format!("{} / {}", s.state.label_vi(), s.state.as_str())
+                        },
                         s.overdue.clone(),
                     ]
                 })

@@ -151,6 +151,9 @@ pub struct BoardStep {
     pub overdue_working_seconds: i64,
     /// The same, rendered (`1wd 2h30m`; empty unless overdue).
     pub overdue: String,
+    /// The agency's system never acknowledged this step's task: the deliveries the bus made
+    /// before it set the task aside as a dead letter (0: no dead letter).
+    pub undeliverable_deliveries: u32,
 }
 
 /// One open dossier past its appointment.
@@ -486,6 +489,7 @@ impl Projections {
                 } else {
                     String::new()
                 },
+                undeliverable_deliveries: e.undeliverable_deliveries,
             });
         }
         let mut dossiers = Vec::new();

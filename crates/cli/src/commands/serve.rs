@@ -6,7 +6,8 @@
 //! (`DIR/projections`, kept warm by a catch-up every [`CATCH_UP_PERIOD_MS`]) and the gRPC gateway
 //! in one process. With `--nats`, the process also joins the bus (docs/nats.md) in its role:
 //! `engine` runs the engine over DIR for the partitions it owns, its timers, the outbox that
-//! publishes the feed and the agencies' tasks, and the command server (no gRPC); `all` does that
+//! publishes the feed and the agencies' tasks, the command server and the watch that records
+//! dead-lettered tasks in their dossiers (no gRPC); `all` does that
 //! and serves the gRPC gateway too; `projections` mirrors the bus's feed into DIR/bus-feed and
 //! folds the read models in DIR/projections and serves them over gRPC (the report service;
 //! `lienthong report --data DIR` reads them once the process has stopped); `gateway` serves the
@@ -38,7 +39,7 @@ use lienthong_gateway::server::Services;
 use lienthong_gateway::shared::Shared;
 use lienthong_gateway::{Config, Limits, ReadModels, Tls};
 use lienthong_node::client::{BusCommands, REPLY_TIMEOUT_DEFAULT};
-use lienthong_node::{Outbox, commands, lease, outbox};
+use lienthong_node::{Outbox, commands, dead_letters, lease, outbox};
 use lienthong_projections::{FeedSource, Projections};
 use serde::Deserialize;
 
@@ -372,6 +373,13 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
                     let _ = fatal.send(format!("the outbox stopped: {e}")).await;
                 }
             }));
+            // Tasks the bus set aside as dead letters, recorded in their dossiers (the board).
+            bus_tasks.push(tokio::spawn(dead_letters::run(
+                engine.clone(),
+                bus.clone(),
+                dead_letters::Config::default(),
+                stopped(stop_rx.clone()),
+            )));
             let shared = Shared::new(engine.clone(), Authenticator::default(), config.limits);
             let partitions: Vec<Partition> = owned.iter().map(|p| Partition(*p)).collect();
             let stop = stopped(stop_rx.clone());

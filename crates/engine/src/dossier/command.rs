@@ -48,6 +48,9 @@ pub enum Command {
     ReturnResult(ReturnResult),
     /// A durable timer came due: warn about a near deadline, or record a missed one (engine).
     FireTimer(FireTimer),
+    /// The bus set a task aside as a dead letter: its agency's system never acknowledged it
+    /// (engine).
+    RecordUndeliverable(RecordUndeliverable),
 }
 
 impl Command {
@@ -65,6 +68,7 @@ impl Command {
             Command::IssueApology(_) => "issue-apology",
             Command::ReturnResult(_) => "return-result",
             Command::FireTimer(_) => "fire-timer",
+            Command::RecordUndeliverable(_) => "record-undeliverable",
         }
     }
 }
@@ -245,6 +249,24 @@ pub struct FireTimer {
     /// For a warning: the lead it was set with, written on the notice.
     #[serde(with = "opt_duration", default)]
     pub lead: Option<Duration>,
+}
+
+/// A task of the dossier that its agency's system never acknowledged, set aside by the bus as a
+/// dead letter (sent by the engine node that owns the dossier, actor [`ENGINE`], channel SYSTEM,
+/// idempotency key `dead/<task id>`, so that it is recorded once).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordUndeliverable {
+    /// The agency the task was for.
+    pub agency: String,
+    /// The task's id on the bus (`<dossier id>/<seq>`).
+    pub task_id: String,
+    /// The step it was about, if any.
+    #[serde(with = "opt_step_id")]
+    pub step: Option<StepId>,
+    /// The task's kind, by its `TaskKind` name (`task_kind`: `kind` is the command's tag).
+    pub task_kind: String,
+    /// How many times it was delivered.
+    pub deliveries: u32,
 }
 
 /// The applicant as written on the receipt.
@@ -462,6 +484,13 @@ mod tests {
                 step: Some(StepId("register-birth".into())),
                 due: DateTime::from_timestamp(1_772_416_800, 5).expect("valid"),
                 lead: Some(Duration::WorkingDays(1)),
+            }),
+            Command::RecordUndeliverable(RecordUndeliverable {
+                agency: "bhxh".into(),
+                task_id: "0190a1b2-0000-7000-8000-000000000001/4".into(),
+                step: Some(StepId("issue-health-card".into())),
+                task_kind: "TASK_KIND_STEP_OPENED".into(),
+                deliveries: 10,
             }),
         ];
         for c in cmds {

@@ -18,7 +18,8 @@ use lienthong_workflow::{AttrType, AttrValue, OnReject, Step, StepId, Workflow};
 use super::clock;
 use super::command::{
     Addressee, CITIZEN, Command, CompleteStep, Document, ENGINE, FireTimer, IssueApology,
-    ProvideSupplement, Refuse, RejectStep, RequestSupplement, ReturnResult, Stop, Submit, Withdraw,
+    ProvideSupplement, RecordUndeliverable, Refuse, RejectStep, RequestSupplement, ReturnResult,
+    Stop, Submit, Withdraw,
 };
 use super::convert::{attrs_to_proto, timestamp};
 use super::rejection::{AttributeProblem, Rejection, when};
@@ -68,6 +69,11 @@ pub fn decide(
         // A timer of a dossier that ended (or never began) is stale: nothing to record.
         Command::FireTimer(_) if state.closed.is_some() || !state.is_received() => Ok(Vec::new()),
         Command::FireTimer(c) => d.guarded()?.fire_timer(c),
+        // A dead letter of a dossier that ended (or never began) changes nothing for anyone.
+        Command::RecordUndeliverable(_) if state.closed.is_some() || !state.is_received() => {
+            Ok(Vec::new())
+        }
+        Command::RecordUndeliverable(c) => d.guarded()?.record_undeliverable(c),
     }
 }
 
@@ -823,6 +829,26 @@ impl<'c> Decision<'c> {
                 }));
             }
         }
+        self.finish()
+    }
+
+    /// Records that a task never reached its agency's system (only the engine may).
+    fn record_undeliverable(mut self, c: &RecordUndeliverable) -> Result<Vec<Body>, Rejection> {
+        if self.actor() != ENGINE {
+            return Err(Rejection::NotAllowed {
+                actor: self.actor().to_string(),
+                action: "record an undeliverable task".to_string(),
+                dossier: self.dossier(),
+                allowed: format!("the engine (`{ENGINE}`)"),
+            });
+        }
+        self.emit(Body::TaskUndeliverable(pb::TaskUndeliverable {
+            agency: c.agency.clone(),
+            task_id: c.task_id.clone(),
+            step_id: c.step.as_ref().map(|s| s.0.clone()).unwrap_or_default(),
+            kind: c.task_kind.clone(),
+            deliveries: c.deliveries,
+        }));
         self.finish()
     }
 

@@ -24,8 +24,8 @@ pub mod timers;
 
 pub use command::{
     Addressee, Applicant, CITIZEN, Command, CompleteStep, Document, ENGINE, FireTimer,
-    IssueApology, ProvideSupplement, Refuse, RejectStep, RequestSupplement, ReturnResult, Stop,
-    Submit, Withdraw,
+    IssueApology, ProvideSupplement, RecordUndeliverable, Refuse, RejectStep, RequestSupplement,
+    ReturnResult, Stop, Submit, Withdraw,
 };
 pub use convert::{attr_from_proto, attr_to_proto, attrs_from_proto, attrs_to_proto};
 pub use decide::{

@@ -698,6 +698,9 @@ pub fn evolve(mut state: DossierState, event: &Event) -> DossierState {
             due: instant(m.due.as_ref()),
             at,
         }),
+        // A record of the bus's delivery, not of the procedure: nothing changes for the state
+        // machine (the read models show it).
+        Body::TaskUndeliverable(_) => {}
         Body::ApologyIssued(a) => {
             if state.apology.is_some() {
                 state.anomaly("second apology".into());

@@ -256,6 +256,12 @@ pub fn summary(body: &Body) -> String {
         Body::DeadlineMissed(m) => {
             format!("missed {} @{}", or_appointment(&m.step_id), m.agency)
         }
+        Body::TaskUndeliverable(u) => format!(
+            "undeliverable {} @{} after {}",
+            or_appointment(&u.step_id),
+            u.agency,
+            u.deliveries
+        ),
     }
 }
 
