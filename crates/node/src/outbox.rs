@@ -39,7 +39,13 @@
 //! engine's own limits should make impossible) stops the outbox with the error.
 //!
 //! An agency whose queue is full ([`lienthong_bus::Error::QueueFull`]: it stopped consuming)
-//! must not stall the others. Its task is kept and retried with backoff, a warning names the
+//! must not stall the others. An engine node runs its outbox with a **spill**
+//! ([`Outbox::with_spill`], `DATA/outbox-spill`): the refused task, and every later task of that
+//! agency, is written there (flushed before the feed moves past its record), and the outbox goes
+//! on with the feed and everyone else's tasks. The spill is published from, oldest first, each
+//! time the agency's retry is due, until its queue refuses again; a restart finds it as it was.
+//! [`Progress::spilled_tasks`] shows how many wait. Without a spill (the default of
+//! [`Outbox::new`]), the outbox holds the task in memory, as follows. Its task is kept and retried with backoff, a warning names the
 //! agency, and its later tasks wait behind it (an agency sees its tasks in feed order). The feed
 //! cannot move past that record (see Resume: the feed's end is the proof that the tasks before it
 //! are queued), but the outbox keeps reading ahead, up to [`Config::lookahead_records_max`]
@@ -84,6 +90,8 @@ pub const RETRY_BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(5);
 /// Default: feed messages examined at start, from the end backwards, to find this node's last
 /// published event.
 pub const RESUME_SCAN_RECORDS_MAX_DEFAULT: u64 = 100_000;
+/// The spill's directory in an engine node's data directory.
+pub const SPILL_DIR: &str = "outbox-spill";
 /// How often the warning about an agency whose queue stays full is repeated.
 pub const QUEUE_FULL_WARN_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -180,6 +188,14 @@ pub enum Error {
         /// Feed messages examined.
         scanned: u64,
     },
+    /// The spill (the durable queue of tasks waiting for a full agency queue) failed.
+    #[error("outbox spill in {dir}: {reason}")]
+    Spill {
+        /// Its directory.
+        dir: String,
+        /// What failed.
+        reason: String,
+    },
     /// A stored record that cannot be published as it is (no envelope, bad dossier id, gap).
     #[error("feed position {position} cannot be published: {why}")]
     Malformed {
@@ -230,8 +246,10 @@ pub struct Progress {
     pub tasks_published: u64,
     /// Publishes (events and tasks) the bus reported as duplicates: the overlap after a restart.
     pub duplicates: u64,
-    /// Agencies whose queue is full: their tasks, and the feed, wait.
+    /// Agencies whose queue is full: their tasks, and (without a spill) the feed, wait.
     pub blocked_agencies: Vec<Agency>,
+    /// Tasks waiting in the spill for their agency's queue to take them (0 without a spill).
+    pub spilled_tasks: u64,
 }
 
 impl Progress {
@@ -253,6 +271,118 @@ pub struct Outbox<S: FeedSource + ?Sized = dyn EventStore> {
     start_after: Option<u64>,
     /// Progress, for whoever watches.
     progress: watch::Sender<Progress>,
+    /// Where tasks for full agency queues wait, durably, so that the feed need not.
+    spill: Option<Spill>,
+}
+
+/// The spill: tasks an agency's full queue refused, kept durably in the engine node's data
+/// directory (a sled database of its own) in feed order per agency, until the queue takes them.
+/// Key: agency code, a zero byte, the record's store position (8 bytes, big-endian); value: the
+/// task id's length (2 bytes, big-endian), the id, the task's payload.
+pub struct Spill {
+    /// The database.
+    db: sled::Db,
+    /// Its directory, for messages.
+    dir: String,
+}
+
+impl Spill {
+    /// Opens (or creates) the spill in `dir`.
+    pub fn open(dir: &std::path::Path) -> Result<Spill, Error> {
+        let name = dir.display().to_string();
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| Error::Spill {
+                dir: name.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Spill { db, dir: name })
+    }
+
+    fn fault(&self, e: impl std::fmt::Display) -> Error {
+        Error::Spill {
+            dir: self.dir.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn key(agency: &Agency, position: u64) -> Vec<u8> {
+        let mut k = agency.as_str().as_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(&position.to_be_bytes());
+        k
+    }
+
+    fn prefix(agency: &Agency) -> Vec<u8> {
+        let mut k = agency.as_str().as_bytes().to_vec();
+        k.push(0);
+        k
+    }
+
+    /// Keeps `task` (made at `position`); durable only after [`Spill::flush`].
+    fn put(&self, position: u64, task: &Task) -> Result<(), Error> {
+        let id = task.id.as_str().as_bytes();
+        let len = u16::try_from(id.len()).map_err(|e| self.fault(e))?;
+        let mut v = Vec::with_capacity(2 + id.len() + task.payload.len());
+        v.extend_from_slice(&len.to_be_bytes());
+        v.extend_from_slice(id);
+        v.extend_from_slice(&task.payload);
+        self.db
+            .insert(Self::key(&task.agency, position), v)
+            .map_err(|e| self.fault(e))?;
+        Ok(())
+    }
+
+    /// Makes every `put` so far durable.
+    async fn flush(&self) -> Result<(), Error> {
+        self.db.flush_async().await.map_err(|e| self.fault(e))?;
+        Ok(())
+    }
+
+    /// The oldest waiting tasks of `agency`, at most `max`.
+    fn oldest(&self, agency: &Agency, max: usize) -> Result<Vec<(Vec<u8>, Task)>, Error> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(Self::prefix(agency)).take(max) {
+            let (k, v) = kv.map_err(|e| self.fault(e))?;
+            let bad = || self.fault(format!("a damaged entry for agency {agency}"));
+            let len = usize::from(u16::from_be_bytes(
+                v.get(..2).ok_or_else(bad)?.try_into().map_err(|_| bad())?,
+            ));
+            let id = std::str::from_utf8(v.get(2..2 + len).ok_or_else(bad)?).map_err(|_| bad())?;
+            let id = TaskId::new(id).map_err(|_| bad())?;
+            out.push((
+                k.to_vec(),
+                Task {
+                    agency: agency.clone(),
+                    id,
+                    payload: Bytes::copy_from_slice(&v[2 + len..]),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Forgets a task its queue took.
+    fn remove(&self, key: &[u8]) -> Result<(), Error> {
+        self.db.remove(key).map_err(|e| self.fault(e))?;
+        Ok(())
+    }
+
+    /// How many tasks wait, per agency.
+    fn counts(&self) -> Result<BTreeMap<Agency, u64>, Error> {
+        let mut out: BTreeMap<Agency, u64> = BTreeMap::new();
+        for kv in self.db.iter() {
+            let (k, _) = kv.map_err(|e| self.fault(e))?;
+            let code = k.split(|b| *b == 0).next().unwrap_or_default();
+            let agency = std::str::from_utf8(code)
+                .ok()
+                .and_then(|c| Agency::new(c).ok())
+                .ok_or_else(|| self.fault("an entry names no agency"))?;
+            *out.entry(agency).or_default() += 1;
+        }
+        Ok(out)
+    }
 }
 
 /// One record on its way to the bus.
@@ -332,7 +462,18 @@ impl<S: FeedSource + ?Sized> Outbox<S> {
             config,
             start_after: None,
             progress: watch::channel(Progress::default()).0,
+            spill: None,
         })
+    }
+
+    /// Keeps the tasks that a full agency queue refuses in `spill` instead of in memory, so
+    /// that the feed and every other agency's tasks go on however long an agency stops
+    /// consuming: a refused task, and every later one of its agency, is written to the spill
+    /// (durably, before the feed moves past it), and published from there, in order, once its
+    /// queue takes tasks again. A restart finds them in the spill.
+    pub fn with_spill(mut self, spill: Spill) -> Self {
+        self.spill = Some(spill);
+        self
     }
 
     /// Starts after `position` instead of resuming from the bus's feed: `0` republishes the
@@ -455,6 +596,16 @@ impl<S: FeedSource + ?Sized> Outbox<S> {
             p.resumed_after = after;
             p.published_position = after;
         });
+        let spilled = match &self.spill {
+            Some(spill) => spill.counts()?,
+            None => BTreeMap::new(),
+        };
+        if !spilled.is_empty() {
+            tracing::info!(
+                ?spilled,
+                "tasks waiting in the spill for their agencies' queues"
+            );
+        }
         let mut run = Run {
             outbox: &self,
             shutdown,
@@ -462,7 +613,9 @@ impl<S: FeedSource + ?Sized> Outbox<S> {
             window: VecDeque::new(),
             blocked: BTreeMap::new(),
             backoff: Backoff::new(&self.config),
+            spilled,
         };
+        run.publish_spilled();
         run.run().await
     }
 }
@@ -481,6 +634,8 @@ struct Run<'a, S: FeedSource + ?Sized> {
     blocked: BTreeMap<Agency, Blocked>,
     /// Wait before retrying after a retryable bus error.
     backoff: Backoff,
+    /// Tasks in the spill, per agency (none without a spill).
+    spilled: BTreeMap<Agency, u64>,
 }
 
 /// What a pass over the window did.
@@ -558,13 +713,33 @@ impl<S: FeedSource + ?Sized> Run<'_, S> {
             .progress
             .send_modify(|p| p.store_position = store_position);
 
+        // The spill first: its tasks are older than the window's.
+        match self.drain_spill().await? {
+            Some(Pass::Progressed) => progressed = true,
+            Some(other) => return Ok(other),
+            None => {}
+        }
+
         // Tasks, in feed order; an agency whose queue is full waits until its retry is due, and
-        // its later tasks wait behind its oldest.
+        // its later tasks wait behind its oldest. With a spill, they wait there instead, so that
+        // the feed goes on.
         let now = Instant::now();
+        let mut spilled_now = false;
         for i in 0..self.window.len() {
             let Some(task) = self.window[i].task.clone() else {
                 continue;
             };
+            if let Some(spill) = &self.outbox.spill
+                && (self.spilled.get(&task.agency).is_some_and(|n| *n > 0)
+                    || self.blocked.contains_key(&task.agency))
+            {
+                spill.put(self.window[i].position, &task)?;
+                *self.spilled.entry(task.agency.clone()).or_default() += 1;
+                self.window[i].task = None;
+                spilled_now = true;
+                progressed = true;
+                continue;
+            }
             if self
                 .blocked
                 .get(&task.agency)
@@ -597,11 +772,26 @@ impl<S: FeedSource + ?Sized> Run<'_, S> {
                     }
                 }
                 Err(lienthong_bus::Error::QueueFull { agency, max }) => {
-                    self.queue_full(agency, max, &id, self.window[i].position);
+                    let position = self.window[i].position;
+                    self.queue_full(agency, max, &id, position);
+                    // (Taken out of the window only when there is a spill to keep it.)
+                    if let Some(spill) = &self.outbox.spill
+                        && let Some(task) = self.window[i].task.take()
+                    {
+                        spill.put(position, &task)?;
+                        *self.spilled.entry(task.agency.clone()).or_default() += 1;
+                        spilled_now = true;
+                        progressed = true;
+                    }
                 }
                 Err(e) if e.is_retryable() => return Ok(Pass::Retry(e)),
                 Err(e) => return Err(e.into()),
             }
+        }
+        // What was spilled is durable before the feed moves past it.
+        if spilled_now && let Some(spill) = &self.outbox.spill {
+            spill.flush().await?;
+            self.publish_spilled();
         }
 
         // Feed events, in order, as far as the tasks allow.
@@ -676,6 +866,87 @@ impl<S: FeedSource + ?Sized> Run<'_, S> {
         if first {
             self.publish_blocked();
         }
+    }
+
+    /// Publishes the spill's tasks of each agency whose retry is due, oldest first, until its
+    /// queue is full again. `None`: nothing to do; `Some(Pass::Progressed)`: some went;
+    /// otherwise the pass to return (a retryable bus error, or shutdown).
+    async fn drain_spill(&mut self) -> Result<Option<Pass>, Error> {
+        let Some(spill) = &self.outbox.spill else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        let due: Vec<Agency> = self
+            .spilled
+            .iter()
+            .filter(|(a, n)| **n > 0 && self.blocked.get(*a).is_none_or(|b| b.retry_at <= now))
+            .map(|(a, _)| a.clone())
+            .collect();
+        let mut progressed = false;
+        for agency in due {
+            'agency: loop {
+                let batch = spill.oldest(&agency, PULL_BATCH_MAX)?;
+                if batch.is_empty() {
+                    self.spilled.remove(&agency);
+                    break;
+                }
+                for (key, task) in batch {
+                    let id = task.id.clone();
+                    let Some(result) =
+                        unless_shutdown(&mut self.shutdown, self.outbox.bus.publish_task(task))
+                            .await
+                    else {
+                        return Ok(Some(Pass::Stop));
+                    };
+                    match result {
+                        Ok(published) => {
+                            spill.remove(&key)?;
+                            if let Some(n) = self.spilled.get_mut(&agency) {
+                                *n = n.saturating_sub(1);
+                            }
+                            progressed = true;
+                            self.outbox.progress.send_modify(|p| {
+                                p.tasks_published += 1;
+                                p.duplicates += u64::from(published.duplicate);
+                            });
+                        }
+                        Err(lienthong_bus::Error::QueueFull { agency: a, max }) => {
+                            let position = key
+                                .get(key.len().saturating_sub(8)..)
+                                .and_then(|b| b.try_into().ok())
+                                .map_or(0, u64::from_be_bytes);
+                            self.queue_full(a, max, &id, position);
+                            break 'agency;
+                        }
+                        Err(e) if e.is_retryable() => return Ok(Some(Pass::Retry(e))),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            if self.spilled.get(&agency).is_none_or(|n| *n == 0) {
+                self.spilled.remove(&agency);
+                if let Some(b) = self.blocked.remove(&agency) {
+                    tracing::info!(
+                        agency = %agency,
+                        blocked_s = b.since.elapsed().as_secs(),
+                        "the task queue of agency {agency} took every spilled task"
+                    );
+                    self.publish_blocked();
+                }
+            }
+        }
+        if progressed {
+            self.publish_spilled();
+        }
+        Ok(progressed.then_some(Pass::Progressed))
+    }
+
+    /// Publishes the number of spilled tasks in the progress.
+    fn publish_spilled(&self) {
+        let total: u64 = self.spilled.values().sum();
+        self.outbox
+            .progress
+            .send_modify(|p| p.spilled_tasks = total);
     }
 
     /// Publishes the set of blocked agencies in the progress.

@@ -320,6 +320,104 @@ async fn a_full_agency_queue_holds_the_feed_but_not_other_agencies(bus: Arc<dyn 
     running.stop().await;
 }
 
+/// With a spill, an agency that stops consuming holds back neither the feed nor anyone else:
+/// its refused task and its later ones wait in the spill (which survives a restart of the
+/// outbox) and reach it in feed order, each once, when it consumes again.
+async fn with_a_spill_a_full_agency_queue_holds_back_nothing(bus: Arc<dyn Bus>) {
+    let world = World::new();
+    let spill_dir = tempfile::tempdir().expect("temp dir");
+    let spilling = |world: &World| {
+        outbox_on(world, &bus).with_spill(outbox::Spill::open(spill_dir.path()).expect("spill"))
+    };
+    // As above: the justice officer's queue holds two tasks; c's and d's are refused.
+    let a = world.dossier().await;
+    let b = world.dossier().await;
+    let c = world.submit().await;
+    world.register_birth(c).await;
+    let d = world.dossier().await;
+    let officer = Agency::new("tu-phap").unwrap();
+
+    let mut running = Running::start(spilling(&world));
+    // The feed reaches the store's end though the officer does not consume.
+    let held = running.caught_up(world.last_position()).await;
+    assert!(held.blocked_agencies.contains(&officer), "{held:?}");
+    assert_eq!(
+        held.spilled_tasks, 6,
+        "c's and d's tasks of each agency wait in the spill: {held:?}"
+    );
+    assert_feed_is_the_store(bus.as_ref(), &world).await;
+    // The others consume, and get every task, from their queue and then from the spill.
+    let want: Vec<String> = [a, b, c, d].iter().map(|d| d.to_string()).collect();
+    for code in ["cong-an", "bhxh"] {
+        let agency = Agency::new(code).unwrap();
+        let mut dossiers = Vec::new();
+        while dossiers.len() < 4 {
+            let batch = bus
+                .pull(&agency, 256, CATCH_UP_TIMEOUT)
+                .await
+                .expect("pull");
+            assert!(!batch.is_empty(), "{code} got {dossiers:?} only");
+            for t in batch {
+                dossiers.push(pb::Task::decode(t.payload.as_ref()).unwrap().dossier_id);
+                t.ack().await.unwrap();
+            }
+        }
+        assert_eq!(dossiers, want, "{code}: in feed order");
+    }
+    tokio::time::timeout(
+        CATCH_UP_TIMEOUT,
+        running
+            .progress
+            .wait_for(|p| p.spilled_tasks == 2 && p.blocked_agencies == [officer.clone()]),
+    )
+    .await
+    .expect("the others' spilled tasks went; the officer's wait")
+    .expect("the outbox runs");
+
+    // The node restarts: the officer's spilled tasks are still there.
+    running.stop().await;
+    let mut running = Running::start(spilling(&world));
+    tokio::time::timeout(
+        CATCH_UP_TIMEOUT,
+        running.progress.wait_for(|p| p.spilled_tasks == 2),
+    )
+    .await
+    .expect("the restarted outbox finds the spill")
+    .expect("the outbox runs");
+
+    // The officer works its queue: every task once, in feed order, and the spill empties.
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let batch = bus
+            .pull(&officer, 256, CATCH_UP_TIMEOUT)
+            .await
+            .expect("pull");
+        assert!(!batch.is_empty(), "tu-phap got {seen:?} only");
+        for t in batch {
+            seen.push(pb::Task::decode(t.payload.as_ref()).unwrap().dossier_id);
+            t.ack().await.unwrap();
+        }
+    }
+    assert_eq!(seen, want, "the officer's tasks in feed order, each once");
+    let drained = tokio::time::timeout(
+        CATCH_UP_TIMEOUT,
+        running
+            .progress
+            .wait_for(|p| p.spilled_tasks == 0 && p.blocked_agencies.is_empty()),
+    )
+    .await
+    .expect("the spill drains")
+    .expect("the outbox runs")
+    .clone();
+    assert_eq!(drained.published_position, world.last_position());
+    assert_eq!(
+        drain_tasks(bus.as_ref()).await,
+        BTreeMap::new(),
+        "nothing twice"
+    );
+    running.stop().await;
+}
+
 async fn two_stores_share_one_bus(bus: Arc<dyn Bus>) {
     // Two engine nodes, each with its own store, publish to one bus; node one restarts after
     // node two published last, and must find its own last event further back in the feed.
@@ -414,6 +512,17 @@ async fn memory_a_full_agency_queue_holds_the_feed_but_not_other_agencies() {
 async fn nats_a_full_agency_queue_holds_the_feed_but_not_other_agencies() {
     let server = NatsServer::start();
     a_full_agency_queue_holds_the_feed_but_not_other_agencies(nats(&server, 2).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_with_a_spill_a_full_agency_queue_holds_back_nothing() {
+    with_a_spill_a_full_agency_queue_holds_back_nothing(memory(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_with_a_spill_a_full_agency_queue_holds_back_nothing() {
+    let server = NatsServer::start();
+    with_a_spill_a_full_agency_queue_holds_back_nothing(nats(&server, 2).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -361,11 +361,15 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
                     }
                 }),
             ));
+            // Tasks for an agency whose queue is full wait in a spill beside the store, so that
+            // neither the feed nor the other agencies wait for it.
+            let spill_dir = args.data.data.join(outbox::SPILL_DIR);
             let outbox = Outbox::new(
                 engine.store().clone(),
                 bus.clone(),
                 outbox::Config::default(),
-            )?;
+            )?
+            .with_spill(outbox::Spill::open(&spill_dir)?);
             let stop = stopped(stop_rx.clone());
             let fatal = fatal_tx.clone();
             bus_tasks.push(tokio::spawn(async move {
