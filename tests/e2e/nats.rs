@@ -23,6 +23,9 @@
 //! - `a_partition_is_served_by_one_engine_node`: a second engine node configured with partitions
 //!   the first one serves is refused, naming the holder (and one with another lease time to live
 //!   at once); once the first is SIGKILLed, its leases expire and the second takes them.
+//! - `a_cluster_node_killed_mid_load_loses_nothing`: the engine and the agencies on a 3-node
+//!   JetStream cluster (every stream and the lease bucket replicated 3 times); one node is killed
+//!   while dossiers are filed and worked; every dossier still closes, each step done once.
 //! - `every_shipped_procedure_closes_over_nats`: the four shipped procedures, with branches that
 //!   skip and take their conditional steps (including the land transfer's payment step), close
 //!   with one agency process per agency.
@@ -104,10 +107,16 @@ fn agent(nats: &str, agency: &str) -> Child {
 
 /// `lienthong agent --nats URL --agency X`, stopping after `idle` without a task.
 fn agent_idle(nats: &str, agency: &str, idle: &str) -> Child {
+    agent_with(nats, agency, idle, &[])
+}
+
+/// [`agent_idle`] with more arguments.
+fn agent_with(nats: &str, agency: &str, idle: &str, extra: &[&str]) -> Child {
     Command::new(lienthong_bin())
         .args(["agent", "--nats", nats, "--agency", agency])
         .args(["--partition-count", &PARTITIONS.to_string()])
         .args(["--exit-when-idle", idle, "--json", "--delay", "20ms"])
+        .args(extra)
         .current_dir(repo_root())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -953,4 +962,68 @@ async fn a_partition_is_served_by_one_engine_node() {
         (filed.seq, filed.status_text.as_str()),
         "the second node serves a new dossier as the first did"
     );
+}
+
+/// The engine node and the agency systems on a 3-node JetStream cluster, `--replicas 3`: one node
+/// is killed while dossiers are filed and worked. The processes reconnect to the other nodes,
+/// the streams keep every message, and every dossier closes with each agency completing exactly
+/// one step per dossier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_killed_mid_load_loses_nothing() {
+    const DOSSIERS: usize = 12;
+    let mut cluster = lienthong_bus::testing::NatsCluster::start(3);
+    let urls = cluster.urls();
+    let config = lienthong_bus::Config {
+        replicas: 3,
+        ..lienthong_bus::Config::default()
+    };
+    // The cluster elects its JetStream leader first: the desk's connection (which creates the
+    // replicated streams) is retried until it can.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let bus = loop {
+        match NatsBus::connect(&urls, config.clone()).await {
+            Ok(b) => break b,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("cluster not ready: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the cluster never became ready: {e}"),
+        }
+    };
+    let desk = Desk {
+        bus,
+        count: PartitionCount::new(PARTITIONS).expect("count"),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let replicated = ["--replicas", "3"];
+    let _engine = engine_with(
+        &urls,
+        dir.path(),
+        &["--replicas", "3", "--lease-ttl", "30s"],
+    );
+    let mut ids = Vec::new();
+    for i in 0..DOSSIERS / 2 {
+        ids.push(desk.submit(&format!("cluster-{i}")).await);
+    }
+    let agents: Vec<_> = AGENCIES
+        .iter()
+        .map(|a| agent_with(&urls, a, "20s", &replicated))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A node dies without warning, mid-load.
+    cluster.nodes[0].stop();
+    for i in DOSSIERS / 2..DOSSIERS {
+        ids.push(desk.submit(&format!("cluster-{i}")).await);
+    }
+    for (s, a) in agents.into_iter().map(summary).zip(AGENCIES) {
+        assert_eq!(
+            s["completed"], DOSSIERS as u64,
+            "{a} completes one step per dossier: {s}"
+        );
+        assert_eq!(s["failed"], 0, "{a}: {s}");
+    }
+    for id in &ids {
+        let d = desk.get(id).await;
+        assert_eq!(d.status_text, "closed:result-returned", "{}", d.code);
+    }
 }
