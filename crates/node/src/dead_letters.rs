@@ -10,7 +10,8 @@
 //! `dead/<task id>`: recorded once, however often the letter is read (a restarted node reads
 //! them all again from the start, and each is answered as a replay). A letter of another node's
 //! dossier is left to that node; one that does not decode is logged and skipped (it stays on
-//! the bus for an operator). Bus errors are logged and retried at the next poll.
+//! the bus for an operator). Bus errors, and a letter that could not be recorded (the store, a
+//! conflict), are logged and tried again at the next poll, from that letter on.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -108,15 +109,26 @@ impl Watch {
                         break;
                     }
                 };
-                let Some(last) = letters.last() else { break };
-                self.cursors.insert(agency.clone(), last.position + 1);
+                if letters.is_empty() {
+                    break;
+                }
+                let full = letters.len() >= PULL_BATCH_MAX;
+                let mut failed = false;
                 for letter in &letters {
                     pass.read += 1;
-                    if record(engine, letter).await {
-                        pass.recorded += 1;
+                    match record(engine, letter).await {
+                        Recorded::Done => pass.recorded += 1,
+                        Recorded::NotOurs => {}
+                        // Tried again from this letter at the next pass (recorded once all
+                        // the same: the idempotency key).
+                        Recorded::Failed => {
+                            failed = true;
+                            break;
+                        }
                     }
+                    self.cursors.insert(agency.clone(), letter.position + 1);
                 }
-                if letters.len() < PULL_BATCH_MAX {
+                if failed || !full {
                     break;
                 }
             }
@@ -125,18 +137,29 @@ impl Watch {
     }
 }
 
-/// Records one dead letter in its dossier, if this node owns it; whether it did.
-async fn record(engine: &Engine, letter: &lienthong_bus::DeadLetter) -> bool {
+/// What became of one dead letter.
+enum Recorded {
+    /// Recorded in its dossier (or it was already).
+    Done,
+    /// Nothing to record here: another node's dossier, an ended one, or a letter that is not a
+    /// task (left on the bus for an operator).
+    NotOurs,
+    /// Recording failed (the store, a conflict): try again later.
+    Failed,
+}
+
+/// Records one dead letter in its dossier, if this node owns it.
+async fn record(engine: &Engine, letter: &lienthong_bus::DeadLetter) -> Recorded {
     let task = match pb::Task::decode(letter.payload.as_ref()) {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(agency = %letter.agency, task = %letter.task, error = %e, "a dead letter that is not a lienthong.v1.Task; left on the bus");
-            return false;
+            return Recorded::NotOurs;
         }
     };
     let Ok(dossier) = task.dossier_id.parse::<DossierId>() else {
         tracing::warn!(agency = %letter.agency, task = %letter.task, "a dead letter whose task names no dossier id; left on the bus");
-        return false;
+        return Recorded::NotOurs;
     };
     let owned = engine
         .options()
@@ -144,7 +167,7 @@ async fn record(engine: &Engine, letter: &lienthong_bus::DeadLetter) -> bool {
         .as_ref()
         .is_none_or(|p| p.owns(&dossier));
     if !owned {
-        return false;
+        return Recorded::NotOurs;
     }
     let request = Request {
         dossier: Some(dossier),
@@ -169,12 +192,12 @@ async fn record(engine: &Engine, letter: &lienthong_bus::DeadLetter) -> bool {
             if !outcome.replayed && !outcome.events.is_empty() {
                 tracing::warn!(dossier = %outcome.code, agency = %letter.agency, task = %task.task_id, deliveries = letter.deliveries, "task undeliverable: recorded in the dossier and shown on the board");
             }
-            true
+            Recorded::Done
         }
-        Err(lienthong_engine::runtime::Error::NotFound(_)) => false,
+        Err(lienthong_engine::runtime::Error::NotFound(_)) => Recorded::NotOurs,
         Err(e) => {
-            tracing::warn!(dossier = %dossier, task = %task.task_id, error = %e, "cannot record an undeliverable task; trying again at the next start");
-            false
+            tracing::warn!(dossier = %dossier, task = %task.task_id, error = %e, "cannot record an undeliverable task; trying again at the next pass");
+            Recorded::Failed
         }
     }
 }

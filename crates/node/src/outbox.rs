@@ -290,10 +290,10 @@ impl Spill {
     /// Opens (or creates) the spill in `dir`.
     pub fn open(dir: &std::path::Path) -> Result<Spill, Error> {
         let name = dir.display().to_string();
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| Error::Spill {
+        // Waits briefly for the lock a just-closed database may still hold (a restart in the
+        // same process).
+        let db =
+            lienthong_engine::store::sled_store::open_sled_db(dir).map_err(|e| Error::Spill {
                 dir: name.clone(),
                 reason: e.to_string(),
             })?;
@@ -320,18 +320,20 @@ impl Spill {
         k
     }
 
-    /// Keeps `task` (made at `position`); durable only after [`Spill::flush`].
-    fn put(&self, position: u64, task: &Task) -> Result<(), Error> {
+    /// Keeps `task` (made at `position`); durable only after [`Spill::flush`]. Whether it is
+    /// new (a record read again after a restart may be spilled already).
+    fn put(&self, position: u64, task: &Task) -> Result<bool, Error> {
         let id = task.id.as_str().as_bytes();
         let len = u16::try_from(id.len()).map_err(|e| self.fault(e))?;
         let mut v = Vec::with_capacity(2 + id.len() + task.payload.len());
         v.extend_from_slice(&len.to_be_bytes());
         v.extend_from_slice(id);
         v.extend_from_slice(&task.payload);
-        self.db
+        let before = self
+            .db
             .insert(Self::key(&task.agency, position), v)
             .map_err(|e| self.fault(e))?;
-        Ok(())
+        Ok(before.is_none())
     }
 
     /// Makes every `put` so far durable.
@@ -614,6 +616,7 @@ impl<S: FeedSource + ?Sized> Outbox<S> {
             blocked: BTreeMap::new(),
             backoff: Backoff::new(&self.config),
             spilled,
+            unflushed: false,
         };
         run.publish_spilled();
         run.run().await
@@ -636,6 +639,8 @@ struct Run<'a, S: FeedSource + ?Sized> {
     backoff: Backoff,
     /// Tasks in the spill, per agency (none without a spill).
     spilled: BTreeMap<Agency, u64>,
+    /// Tasks were put in the spill since its last flush: flush before any feed event goes.
+    unflushed: bool,
 }
 
 /// What a pass over the window did.
@@ -724,7 +729,6 @@ impl<S: FeedSource + ?Sized> Run<'_, S> {
         // its later tasks wait behind its oldest. With a spill, they wait there instead, so that
         // the feed goes on.
         let now = Instant::now();
-        let mut spilled_now = false;
         for i in 0..self.window.len() {
             let Some(task) = self.window[i].task.clone() else {
                 continue;
@@ -733,10 +737,11 @@ impl<S: FeedSource + ?Sized> Run<'_, S> {
                 && (self.spilled.get(&task.agency).is_some_and(|n| *n > 0)
                     || self.blocked.contains_key(&task.agency))
             {
-                spill.put(self.window[i].position, &task)?;
-                *self.spilled.entry(task.agency.clone()).or_default() += 1;
+                if spill.put(self.window[i].position, &task)? {
+                    *self.spilled.entry(task.agency.clone()).or_default() += 1;
+                }
                 self.window[i].task = None;
-                spilled_now = true;
+                self.unflushed = true;
                 progressed = true;
                 continue;
             }
@@ -778,9 +783,10 @@ impl<S: FeedSource + ?Sized> Run<'_, S> {
                     if let Some(spill) = &self.outbox.spill
                         && let Some(task) = self.window[i].task.take()
                     {
-                        spill.put(position, &task)?;
-                        *self.spilled.entry(task.agency.clone()).or_default() += 1;
-                        spilled_now = true;
+                        if spill.put(position, &task)? {
+                            *self.spilled.entry(task.agency.clone()).or_default() += 1;
+                        }
+                        self.unflushed = true;
                         progressed = true;
                     }
                 }
@@ -788,9 +794,13 @@ impl<S: FeedSource + ?Sized> Run<'_, S> {
                 Err(e) => return Err(e.into()),
             }
         }
-        // What was spilled is durable before the feed moves past it.
-        if spilled_now && let Some(spill) = &self.outbox.spill {
+        // What was spilled (in this pass, or in one that ended early) is durable before the
+        // feed moves past it.
+        if self.unflushed
+            && let Some(spill) = &self.outbox.spill
+        {
             spill.flush().await?;
+            self.unflushed = false;
             self.publish_spilled();
         }
 
@@ -850,18 +860,32 @@ impl<S: FeedSource + ?Sized> Run<'_, S> {
                 backoff: Backoff::new(config),
             });
         b.retry_at = now + b.backoff.next();
+        let spilling = self.outbox.spill.is_some();
         if first || now.duration_since(b.warned_at) >= QUEUE_FULL_WARN_INTERVAL {
             b.warned_at = now;
-            tracing::warn!(
-                agency = %agency,
-                task = %id,
-                position,
-                max,
-                blocked_s = now.duration_since(b.since).as_secs(),
-                "the task queue of agency {agency} is full ({max} tasks): it is not consuming. \
-                 Its tasks wait and the feed is held at position {position}; other agencies' \
-                 tasks go on for up to {lookahead} records. Check the agency's system"
-            );
+            if spilling {
+                tracing::warn!(
+                    agency = %agency,
+                    task = %id,
+                    position,
+                    max,
+                    blocked_s = now.duration_since(b.since).as_secs(),
+                    "the task queue of agency {agency} is full ({max} tasks): it is not consuming. \
+                     Its tasks wait in the outbox's spill, in order, and go when it consumes \
+                     again; the feed and other agencies go on. Check the agency's system"
+                );
+            } else {
+                tracing::warn!(
+                    agency = %agency,
+                    task = %id,
+                    position,
+                    max,
+                    blocked_s = now.duration_since(b.since).as_secs(),
+                    "the task queue of agency {agency} is full ({max} tasks): it is not consuming. \
+                     Its tasks wait and the feed is held at position {position}; other agencies' \
+                     tasks go on for up to {lookahead} records. Check the agency's system"
+                );
+            }
         }
         if first {
             self.publish_blocked();

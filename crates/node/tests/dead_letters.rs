@@ -109,7 +109,24 @@ async fn undeliverable_task_reaches_the_board(bus: Arc<dyn Bus>) {
         conformance::DELIVERIES_MAX,
         "{undeliverable:?}"
     );
-    // The outbox publishes the new event too (it makes no task).
+    // A dead-lettered deadline warning of the police's step is recorded, but does not make the
+    // step undeliverable: its opening task was acknowledged.
+    world
+        .execute(
+            Some(dossier),
+            "engine",
+            lienthong_engine::dossier::Command::RecordUndeliverable(
+                lienthong_engine::dossier::RecordUndeliverable {
+                    agency: "cong-an".into(),
+                    task_id: format!("{dossier}/99"),
+                    step: Some(lienthong_workflow::StepId("register-residence".into())),
+                    task_kind: "TASK_KIND_DEADLINE_WARNING".into(),
+                    deliveries: 3,
+                },
+            ),
+        )
+        .await;
+    // The outbox publishes the new events too (they make no task).
     let last = EventStore::last_position(world.store.as_ref()).expect("position");
     tokio::time::timeout(
         Duration::from_secs(30),

@@ -550,6 +550,8 @@ impl DossierRecord {
         };
         // The open hand-off of each step, by index into `rec.handoffs`.
         let mut open: BTreeMap<String, usize> = BTreeMap::new();
+        // The seq of the event that opened each open step (its task's id ends with it).
+        let mut opened_seq: BTreeMap<String, u64> = BTreeMap::new();
         let mut cal: Option<&Calendar> = None;
         for (i, event) in events.iter().enumerate() {
             state = evolve(state, event);
@@ -583,6 +585,7 @@ impl DossierRecord {
                     if let Some(at) = at {
                         let due = instant(o.due.as_ref());
                         open.insert(o.step_id.clone(), rec.handoffs.len());
+                        opened_seq.insert(o.step_id.clone(), env.map_or(0, |e| e.seq));
                         rec.handoffs.push(Handoff {
                             step: o.step_id.clone(),
                             giver,
@@ -697,8 +700,16 @@ impl DossierRecord {
                         rec.withdrawn_at = at;
                     }
                 }
+                // Only the task that opened this hand-off: not a warning's, not an earlier
+                // opening's of the same step.
                 Some(Body::TaskUndeliverable(u)) => {
-                    if let Some(&i) = open.get(&u.step_id)
+                    let task_seq = u
+                        .task_id
+                        .rsplit_once('/')
+                        .and_then(|(_, n)| n.parse::<u64>().ok());
+                    if u.kind == "TASK_KIND_STEP_OPENED"
+                        && let Some(&i) = open.get(&u.step_id)
+                        && opened_seq.get(&u.step_id).copied() == task_seq
                         && let Some(h) = rec.handoffs.get_mut(i)
                         && h.receiver == u.agency
                     {
