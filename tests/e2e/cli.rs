@@ -4,7 +4,7 @@
 //! lists it; `replay` shows a timeline; `export` writes JSON Lines that `verify --export` accepts
 //! with nothing but the file; a single flipped byte in an exported event makes `verify` fail and
 //! name the dossier and seq; `check` accepts the shipped workflows and rejects a broken one with
-//! file:line:column.
+//! file:line:column; `bench store` runs and reports.
 
 use base64::Engine as _;
 use lienthong_e2e::{run, stderr, stdout};
@@ -208,4 +208,47 @@ fn calendar_commands_count_working_days() {
     ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown unit"), "{}", stderr(&out));
+}
+
+/// `bench store` completes and reports one JSON object with a figure per batch size and the
+/// raw baseline beside it (a smoke run: no figure is judged, only that the scenario reports).
+#[test]
+fn bench_store_reports_figures_and_the_raw_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "bench",
+        "store",
+        "--seconds",
+        "0.2",
+        "--runs",
+        "1",
+        "--batch-sizes",
+        "1,8",
+        "--json",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["scenario"], "store");
+    let batches = v["batches"].as_array().unwrap();
+    assert_eq!(
+        batches
+            .iter()
+            .map(|b| b["batch"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 8]
+    );
+    for b in batches {
+        for key in [
+            "store_events_per_s",
+            "raw_fdatasync_per_write_per_s",
+            "raw_fdatasync_per_batch_per_s",
+        ] {
+            assert!(b[key].as_f64().unwrap() > 0.0, "{key} measured: {b}");
+        }
+        assert!(b["ratio_to_raw_batched"].is_number(), "{b}");
+    }
+    // The scratch directory is removed after the run.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod bench;
 mod calendar;
 mod check;
 mod demo;
@@ -56,6 +57,8 @@ pub enum Command {
     Serve(serve::Args),
     /// A simulated agency system working its task queue over gRPC (demos, load, tests).
     Agent(agent::Args),
+    /// Measured speed (release build): medians, and ratios to a baseline of the same run.
+    Bench(bench::Args),
 }
 
 /// Runs the chosen subcommand; the exit code is the subcommand's verdict.
@@ -73,6 +76,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Projections(a) => projections::run(a),
         Command::Serve(a) => serve::run(a, matches.subcommand_matches("serve")),
         Command::Agent(a) => agent::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 
