@@ -127,6 +127,12 @@ const THINK_MS_MAX: u64 = 5;
 /// A run with no dossier finishing for this long is stuck: stop and say so.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often a simulated officer comes back to a step held by another step's supplement.
+const STEP_TRIES_MAX: usize = 500;
+
+/// How long the officer waits before coming back, in milliseconds.
+const STEP_RETRY_MS: u64 = 20;
+
 /// Arguments of `demo`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -453,6 +459,16 @@ impl Sim {
 
     /// Runs one command as `agency` and reacts to what it appended.
     async fn act(self: Arc<Self>, dossier: DossierId, agency: String, command: Command) {
+        self.act_or_rejection(dossier, agency, command).await;
+    }
+
+    /// [`Self::act`], answering the rejection's code when the engine refused the command.
+    async fn act_or_rejection(
+        self: Arc<Self>,
+        dossier: DossierId,
+        agency: String,
+        command: Command,
+    ) -> Option<&'static str> {
         let (_, n) = self.rng();
         let channel = if agency == CITIZEN {
             Channel::Online
@@ -470,7 +486,10 @@ impl Sim {
             command,
         };
         match self.engine.execute(req).await {
-            Ok(out) => self.react(out),
+            Ok(out) => {
+                self.react(out);
+                None
+            }
             Err(lienthong_engine::runtime::Error::Rejected(r)) => {
                 *self
                     .tally
@@ -478,8 +497,12 @@ impl Sim {
                     .rejections
                     .entry(r.code().to_string())
                     .or_default() += 1;
+                Some(r.code())
             }
-            Err(e) => self.fault(format!("{dossier}: {e}")),
+            Err(e) => {
+                self.fault(format!("{dossier}: {e}"));
+                None
+            }
         }
     }
 
@@ -540,6 +563,7 @@ impl Sim {
         }
     }
 
+    /// Works one step, coming back to it while a supplement holds the dossier.
     fn spawn_step(self: &Arc<Self>, dossier: DossierId, step: StepId, agency: String, again: bool) {
         let me = self.clone();
         tokio::spawn(async move {
@@ -548,15 +572,28 @@ impl Sim {
                 Some(s) => s.acquire().await.ok(),
                 None => None,
             };
-            let (mut rng, _) = me.rng();
-            me.think(&mut rng).await;
-            let wf = match me.engine.state(dossier).await {
-                Ok(st) => me.engine.catalog().procedure(&st.procedure_code).cloned(),
-                Err(_) => None,
-            };
-            let Some(wf) = wf else { return };
-            let cmd = sim::work_step(&mut rng, &me.mix, &wf, &step, again);
-            me.clone().act(dossier, agency, cmd).await;
+            // A parallel step's supplement holds the dossier: the officer comes back to the step
+            // once it is answered (as a real one would), instead of dropping the work.
+            for _ in 0..STEP_TRIES_MAX {
+                let (mut rng, _) = me.rng();
+                me.think(&mut rng).await;
+                let wf = match me.engine.state(dossier).await {
+                    Ok(st) => me.engine.catalog().procedure(&st.procedure_code).cloned(),
+                    Err(_) => None,
+                };
+                let Some(wf) = wf else { return };
+                let cmd = sim::work_step(&mut rng, &me.mix, &wf, &step, again);
+                match me
+                    .clone()
+                    .act_or_rejection(dossier, agency.clone(), cmd)
+                    .await
+                {
+                    Some("awaiting-supplement" | "supplement-outstanding") => {
+                        tokio::time::sleep(Duration::from_millis(STEP_RETRY_MS)).await;
+                    }
+                    _ => return,
+                }
+            }
         });
     }
 }
