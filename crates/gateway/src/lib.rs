@@ -1,10 +1,11 @@
 //! The gRPC gateway: what agency systems (tax, police, social insurance, the one-stop desk
 //! software) talk to.
 //!
-//! - [`server::serve`] serves the services, `grpc.health.v1` health and server reflection on an
-//!   already-bound listener over a [`backend::Backend`] (the embedded
+//! - [`server::serve_shared`] serves the services, `grpc.health.v1` health and server reflection
+//!   on an already-bound listener over a [`backend::Backend`] (the embedded
 //!   [`Engine`](lienthong_engine::runtime::Engine), or engines over the bus with a verified feed
-//!   mirror for reads) and its read models ([`ReadModels`]), until a shutdown future completes.
+//!   mirror for reads) and its read models ([`ReadModels`]), until a shutdown future completes;
+//!   [`server::serve`] is that for the embedded engine and every service.
 //! - [`auth`]: who is calling (bearer tokens stored as SHA-256 hashes, or mutual TLS with the
 //!   agency code in the client certificate) and the roles (agency, desk, auditor, admin).
 //! - [`status`]: the one place where errors become `tonic::Status` codes ([`oversize`] brings

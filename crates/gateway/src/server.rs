@@ -1,10 +1,11 @@
 //! The server: every service, health and reflection on one already-bound listener, until the
 //! shutdown future completes (mini-redis style, so that tests bind port 0).
 //!
-//! The services read and write through a [`Backend`] (the embedded engine, or engines over the
-//! bus); the report service reads the projections (`ReadModels`), which the caller opened over
-//! the same feed and may keep warm with [`ReadModels::spawn_catch_up_loop`]. [`Services`] says
-//! which services one process offers: all of them, the gateway's, or the reports.
+//! The services read and write through a [`Backend`](crate::backend::Backend) (the embedded
+//! engine, or engines over the bus); the report service reads the projections (`ReadModels`),
+//! which the caller opened over the same feed and may keep warm with
+//! [`ReadModels::spawn_catch_up_loop`]. [`Services`] says which services one process offers:
+//! all of them, the gateway's, or the reports.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +21,6 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::agency_svc::Agencies;
 use crate::audit_svc::Audit;
-use crate::backend::Backend;
 use crate::config::{self, Config};
 use crate::dossier_svc::Dossiers;
 use crate::report_svc::{ReadModels, Reports};
@@ -67,8 +67,8 @@ impl Services {
 }
 
 /// Serves every service over the embedded `engine` and the read models `models` (projections of
-/// the engine's store) on `listener` until `shutdown` completes: [`serve_backend`] with
-/// [`Backend::Local`] and [`Services::All`].
+/// the engine's store) on `listener` until `shutdown` completes: [`serve_shared`] with
+/// [`Backend::Local`](crate::backend::Backend::Local) and [`Services::All`].
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
@@ -76,9 +76,10 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    serve_backend(
+    let shared = Shared::new(engine, config.auth.clone(), config.limits);
+    serve_shared(
         listener,
-        Backend::Local(engine),
+        shared,
         Some(models),
         Services::All,
         config,
@@ -87,25 +88,10 @@ pub async fn serve(
     .await
 }
 
-/// Serves `services` over `backend` (and `models` for the report service, which is served only
-/// with them) on `listener` until `shutdown` completes, then stops accepting, ends the
-/// long-lived streams (clients resume from their cursor) and waits for the calls in flight.
-pub async fn serve_backend(
-    listener: TcpListener,
-    backend: Backend,
-    models: Option<ReadModels>,
-    services: Services,
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), Error> {
-    let addr = listener.local_addr()?;
-    config.validate(addr)?;
-    let limits = config.limits;
-    let shared = Shared::with(backend, config.auth.clone(), limits);
-    serve_shared(listener, shared, models, services, config, shutdown).await
-}
-
-/// [`serve_backend`] over an already built [`Shared`] (whose `feed` signal the caller may drive).
+/// Serves `services` over `shared`'s backend (the embedded engine, or engines over the bus; the
+/// caller may drive its `feed` signal) and `models` for the report service, which is served only
+/// with them, on `listener` until `shutdown` completes; then stops accepting, ends the long-lived
+/// streams (clients resume from their cursor) and waits for the calls in flight.
 pub async fn serve_shared(
     listener: TcpListener,
     shared: Arc<Shared>,

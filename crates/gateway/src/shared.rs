@@ -145,19 +145,16 @@ impl Shared {
             .ok_or_else(|| not_found(text))
     }
 
-    /// The dossier's state: the engine's current one, or (the remote backend) the one folded from
-    /// the feed mirror's copy of its history.
+    /// The dossier's current state, from the embedded engine. A gateway over the bus has no
+    /// engine: it asks the dossier's engine instead ([`Shared::get`], `routed_only`), never a
+    /// state folded from its mirror, which may lag.
     pub async fn state(&self, id: DossierId) -> Result<DossierState, Status> {
-        match &self.backend {
-            Backend::Local(engine) => engine.state(id).await.map_err(status::from_engine),
-            Backend::Remote(_) => {
-                let history = self.history(id)?;
-                if history.is_empty() {
-                    return Err(not_found(&id.to_string()));
-                }
-                Ok(Self::fold(&history))
-            }
-        }
+        let Some(engine) = self.backend.engine() else {
+            return Err(Status::internal(
+                "a dossier's state was asked of a gateway without an engine",
+            ));
+        };
+        engine.state(id).await.map_err(status::from_engine)
     }
 
     /// The dossier `dossier` names, as `p` may read it: its current state, after the read check
@@ -184,13 +181,7 @@ impl Shared {
                     command: Some(request.to_bus(None)),
                     routed_only: !p.role.reads_everything(),
                 };
-                match remote.commands.send(command).await?.result {
-                    Some(pb::bus_reply::Result::Dossier(d)) => Ok(d),
-                    Some(pb::bus_reply::Result::Error(e)) => Err(status::from_bus_error(&e)),
-                    _ => Err(Status::internal(
-                        "the engine answered a read with something that is not a dossier",
-                    )),
-                }
+                status::dossier_reply(remote.commands.send(command).await?)
             }
         }
     }
@@ -340,13 +331,7 @@ impl Shared {
                 command: Some(req.to_bus(id.as_deref())),
                 routed_only: p.role != Role::Admin,
             };
-            let answer = match remote.commands.send(bus).await?.result {
-                Some(pb::bus_reply::Result::Response(r)) => Ok(r),
-                Some(pb::bus_reply::Result::Error(e)) => Err(status::from_bus_error(&e)),
-                _ => Err(Status::internal(
-                    "the engine answered a command with something that is not a CommandResponse",
-                )),
-            };
+            let answer = status::command_response(remote.commands.send(bus).await?);
             match &answer {
                 Ok(r) => tracing::info!(
                     code = %r.dossier_code,

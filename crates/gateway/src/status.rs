@@ -135,6 +135,36 @@ pub fn from_store(e: store::Error) -> Status {
     }
 }
 
+/// The engine's answer to a mutating bus command: its `CommandResponse`, or its error as the
+/// status a gRPC call would have got.
+pub fn command_response(
+    reply: lienthong_proto::v1::BusReply,
+) -> Result<lienthong_proto::v1::CommandResponse, Status> {
+    use lienthong_proto::v1::bus_reply::Result as R;
+    match reply.result {
+        Some(R::Response(r)) => Ok(r),
+        Some(R::Error(e)) => Err(from_bus_error(&e)),
+        _ => Err(Status::internal(
+            "the engine answered a command with something that is not a CommandResponse",
+        )),
+    }
+}
+
+/// The engine's answer to a bus read (`GetDossierRequest`): the dossier, or its error as the
+/// status a gRPC call would have got.
+pub fn dossier_reply(
+    reply: lienthong_proto::v1::BusReply,
+) -> Result<lienthong_proto::v1::Dossier, Status> {
+    use lienthong_proto::v1::bus_reply::Result as R;
+    match reply.result {
+        Some(R::Dossier(d)) => Ok(d),
+        Some(R::Error(e)) => Err(from_bus_error(&e)),
+        _ => Err(Status::internal(
+            "the engine answered a read with something that is not a dossier",
+        )),
+    }
+}
+
 /// The status a bus reply's error stands for: the same code, message and details a gRPC call to
 /// the engine would have got.
 pub fn from_bus_error(e: &lienthong_proto::v1::BusError) -> Status {

@@ -127,15 +127,7 @@ impl BusCommands {
     /// Sends `command` and returns the engine's answer to a mutating command (its errors as the
     /// statuses a gRPC call would get).
     pub async fn execute(&self, command: &pb::BusCommand) -> Result<pb::CommandResponse, Status> {
-        match self.call(command).await?.result {
-            Some(pb::bus_reply::Result::Response(r)) => Ok(r),
-            Some(pb::bus_reply::Result::Error(e)) => {
-                Err(lienthong_gateway::status::from_bus_error(&e))
-            }
-            _ => Err(Status::internal(
-                "the engine answered a command with something that is not a CommandResponse",
-            )),
-        }
+        lienthong_gateway::status::command_response(self.call(command).await?)
     }
 }
 

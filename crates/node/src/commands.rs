@@ -270,8 +270,3 @@ fn error_reply(s: Status) -> pb::BusReply {
         })),
     }
 }
-
-/// The status a [`pb::BusError`] stands for, for requesters.
-pub fn status_of(e: &pb::BusError) -> Status {
-    lienthong_gateway::status::from_bus_error(e)
-}

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use lienthong_bus::{Agency, Bus, PULL_BATCH_MAX};
 use lienthong_engine::DossierId;
-use lienthong_engine::dossier::{Command, ENGINE, RecordUndeliverable};
-use lienthong_engine::runtime::{Engine, Request};
+use lienthong_engine::dossier::{Command, RecordUndeliverable};
+use lienthong_engine::runtime::{Engine, Request, engine_actor};
 use lienthong_proto::v1 as pb;
 use lienthong_workflow::StepId;
 use prost::Message;
@@ -171,11 +171,7 @@ async fn record(engine: &Engine, letter: &lienthong_bus::DeadLetter) -> Recorded
     }
     let request = Request {
         dossier: Some(dossier),
-        actor: pb::Actor {
-            agency: ENGINE.to_string(),
-            officer: String::new(),
-            channel: pb::Channel::System as i32,
-        },
+        actor: engine_actor(),
         idempotency_key: format!("dead/{}", task.task_id),
         command: Command::RecordUndeliverable(RecordUndeliverable {
             agency: letter.agency.to_string(),

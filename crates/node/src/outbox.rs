@@ -860,32 +860,27 @@ impl<S: FeedSource + ?Sized> Run<'_, S> {
                 backoff: Backoff::new(config),
             });
         b.retry_at = now + b.backoff.next();
-        let spilling = self.outbox.spill.is_some();
         if first || now.duration_since(b.warned_at) >= QUEUE_FULL_WARN_INTERVAL {
             b.warned_at = now;
-            if spilling {
-                tracing::warn!(
-                    agency = %agency,
-                    task = %id,
-                    position,
-                    max,
-                    blocked_s = now.duration_since(b.since).as_secs(),
-                    "the task queue of agency {agency} is full ({max} tasks): it is not consuming. \
-                     Its tasks wait in the outbox's spill, in order, and go when it consumes \
-                     again; the feed and other agencies go on. Check the agency's system"
-                );
+            let meanwhile = if self.outbox.spill.is_some() {
+                "its tasks wait in the outbox's spill, in order, and go when it consumes again; \
+                 the feed and other agencies go on"
+                    .to_owned()
             } else {
-                tracing::warn!(
-                    agency = %agency,
-                    task = %id,
-                    position,
-                    max,
-                    blocked_s = now.duration_since(b.since).as_secs(),
-                    "the task queue of agency {agency} is full ({max} tasks): it is not consuming. \
-                     Its tasks wait and the feed is held at position {position}; other agencies' \
-                     tasks go on for up to {lookahead} records. Check the agency's system"
-                );
-            }
+                format!(
+                    "its tasks wait and the feed is held at position {position}; other agencies' \
+                     tasks go on for up to {lookahead} records"
+                )
+            };
+            tracing::warn!(
+                agency = %agency,
+                task = %id,
+                position,
+                max,
+                blocked_s = now.duration_since(b.since).as_secs(),
+                "the task queue of agency {agency} is full ({max} tasks): it is not consuming. \
+                 {meanwhile}. Check the agency's system"
+            );
         }
         if first {
             self.publish_blocked();

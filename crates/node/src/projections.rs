@@ -117,7 +117,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 ///
 /// | key                           | value                                               |
 /// |-------------------------------|-----------------------------------------------------|
-/// | `m/schema`                    | [`super::SCHEMA_VERSION`] (u32)                     |
+/// | `m/schema`                    | [`super::projections::SCHEMA_VERSION`] (u32)        |
 /// | `m/checkpoint`                | last bus position consumed (8), its dossier (16) and seq (8) |
 /// | `f/` position (8)             | dossier (16), seq (8): the feed, in bus order       |
 /// | `s/` dossier (16) seq (8)     | position (8), the message's payload (a `SealedEvent`) |

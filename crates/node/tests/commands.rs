@@ -182,7 +182,7 @@ fn response(r: pb::BusReply) -> pb::CommandResponse {
 
 fn error(r: pb::BusReply) -> tonic::Status {
     match r.result {
-        Some(pb::bus_reply::Result::Error(e)) => commands::status_of(&e),
+        Some(pb::bus_reply::Result::Error(e)) => lienthong_gateway::status::from_bus_error(&e),
         other => panic!("expected an error, got {other:?}"),
     }
 }

@@ -34,7 +34,7 @@ use lienthong_bus::{Bus, Partition, PartitionCount};
 use lienthong_engine::runtime::{Engine, SystemClock};
 use lienthong_engine::runtime::{Options, OwnedPartitions};
 use lienthong_gateway::auth::Authenticator;
-use lienthong_gateway::backend::{Backend, Remote};
+use lienthong_gateway::backend::Remote;
 use lienthong_gateway::server::Services;
 use lienthong_gateway::shared::Shared;
 use lienthong_gateway::{Config, Limits, ReadModels, Tls};
@@ -586,12 +586,12 @@ fn run_remote(args: &Args, services: Services) -> Result<ExitCode> {
                 follower_config,
             )?,
         };
-        let shared = Shared::with(
-            Backend::Remote(Remote {
+        let shared = Shared::remote(
+            Remote {
                 catalog,
                 mirror: feed.clone(),
                 commands: Arc::new(BusCommands::new(bus, count, REPLY_TIMEOUT_DEFAULT)),
-            }),
+            },
             config.auth.clone(),
             config.limits,
         );

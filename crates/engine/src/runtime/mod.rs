@@ -42,7 +42,7 @@ use crate::store::{
 };
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use timers::{FIRE_ROUNDS_MAX, TIMER_SLEEP_MS_MIN, TIMERS_PER_ROUND_MAX};
+pub use timers::{FIRE_ROUNDS_MAX, TIMER_SLEEP_MS_MIN, TIMERS_PER_ROUND_MAX, engine_actor};
 
 /// Retries after a sequence conflict before giving up with [`Error::Conflict`]. Conflicts come
 /// only from another process writing the same store, so a few retries are plenty.

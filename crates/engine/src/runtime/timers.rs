@@ -34,8 +34,9 @@ pub const FIRE_ROUNDS_MAX: usize = 100;
 /// Shortest sleep of the timer loop, in milliseconds (no busy loop when a timer keeps failing).
 pub const TIMER_SLEEP_MS_MIN: u64 = 50;
 
-/// The actor of the engine's own acts.
-fn engine_actor() -> Actor {
+/// The actor of the engine's own acts (timers, undeliverable tasks): agency [`ENGINE`], no
+/// officer, channel SYSTEM.
+pub fn engine_actor() -> Actor {
     Actor {
         agency: ENGINE.to_string(),
         officer: String::new(),
