@@ -141,6 +141,32 @@ async fn warnings_and_misses_fire_at_their_instants_once() {
     assert!(store.verify().expect("verify").is_clean());
 }
 
+/// A step whose budget equals the warning lead has its warning instant at its opening: that
+/// instant has come when the deadline is set, so no warning is set, also when the clock is not
+/// on a whole second (the timer's instant is rounded up to one; a real clock rarely is).
+#[tokio::test]
+async fn a_warning_due_at_the_opening_is_not_set_between_two_seconds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("open"));
+    let clock = ManualClock::new(local(2026, 3, 2, 9, 0) + chrono::Duration::milliseconds(400));
+    let e = engine(store.clone(), &clock, Duration::WorkingDays(1));
+    let d = received(&e).await;
+    let kinds: Vec<_> = timers(&*store, &d)
+        .into_iter()
+        .map(|(kind, step, _)| (kind, step))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (TimerKind::Missed, Some("register-birth".to_string())),
+            (TimerKind::Warning, None),
+            (TimerKind::Missed, None),
+        ],
+        "no warning for register-birth (1wd budget, 1wd lead)"
+    );
+    assert_eq!(e.fire_due_timers().await.expect("fire"), 0);
+}
+
 #[tokio::test]
 async fn completing_a_step_clears_its_timers_with_the_completion() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -250,7 +250,10 @@ pub fn timers_for(
     ops.extend(
         new.into_iter()
             .filter(|t| !old.contains(t))
-            .filter(|t| t.kind == TimerKind::Missed || t.at > now)
+            // A warning's instant is rounded up to the second: compare it with `now` rounded
+            // the same way, or a warning due exactly now (a step whose budget is the lead,
+            // opened now) would be set a fraction of a second ahead and fire at once.
+            .filter(|t| t.kind == TimerKind::Missed || t.at > ceil_second(now))
             .map(TimerOp::Set),
     );
     ops
