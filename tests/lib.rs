@@ -163,3 +163,79 @@ impl Drop for Serving {
         let _ = self.child.wait();
     }
 }
+
+/// A birth-group submission (2.000986: justice, then police and social insurance in parallel,
+/// then the desk returns the result) with the idempotency key `key`.
+pub fn birth(key: &str) -> lienthong_proto::v1::SubmitRequest {
+    use lienthong_proto::v1 as pb;
+    let mut attributes = std::collections::BTreeMap::new();
+    attributes.insert(
+        "child.age_months".to_string(),
+        pb::AttributeValue {
+            kind: Some(pb::attribute_value::Kind::Integer(1)),
+        },
+    );
+    attributes.insert(
+        "child.birth_date".to_string(),
+        pb::AttributeValue {
+            kind: Some(pb::attribute_value::Kind::Date("2026-10-01".into())),
+        },
+    );
+    pb::SubmitRequest {
+        idempotency_key: key.into(),
+        procedure_code: "2.000986".into(),
+        channel: pb::Channel::InPerson as i32,
+        applicant: Some(pb::Applicant {
+            full_name: "Đỗ Thị G".into(),
+            ..Default::default()
+        }),
+        attributes,
+        documents: Vec::new(),
+        officer: "can-bo-mot-cua".into(),
+    }
+}
+
+/// A gRPC request with a development bearer token of `examples/auth.toml`.
+pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    r
+}
+
+/// Starts `lienthong agent --grpc` against the gateway at `addr` for `agency` with its
+/// development token, printing a JSON summary and stopping after 3 s without a task; `extra`
+/// adds arguments.
+pub fn grpc_agent(addr: &str, agency: &str, token: &str, extra: &[&str]) -> std::process::Child {
+    Command::new(lienthong_bin())
+        .args([
+            "agent",
+            "--grpc",
+            &format!("http://{addr}"),
+            "--agency",
+            agency,
+        ])
+        .args(["--exit-when-idle", "3s", "--json"])
+        .args(extra)
+        .env("LIENTHONG_TOKEN", token)
+        .current_dir(repo_root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn lienthong agent")
+}
+
+/// Waits for an agent and returns its JSON summary; fails the test if the agent failed.
+pub fn summary(child: std::process::Child) -> serde_json::Value {
+    let out = child.wait_with_output().expect("agent ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "agent failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("summary `{stdout}`: {e}"))
+}

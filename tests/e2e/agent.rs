@@ -3,86 +3,13 @@
 //! birth-group dossiers from submission to the returned result, and that an agent run again over
 //! the same backlog (a redelivery) has no second effect: every act is answered as a replay.
 
-use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
-
-use lienthong_e2e::{Serving, lienthong_bin, repo_root};
+use lienthong_e2e::{Serving, bearer, birth, grpc_agent, summary};
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::dossier_service_client::DossierServiceClient;
 use serde_json::Value;
 
 /// Dossiers submitted.
 const DOSSIERS: usize = 12;
-
-/// Starts `lienthong agent` for `agency` with its development token; it stops after 3 s idle.
-fn agent(addr: &str, agency: &str, token: &str, extra: &[&str]) -> Child {
-    Command::new(lienthong_bin())
-        .args([
-            "agent",
-            "--grpc",
-            &format!("http://{addr}"),
-            "--agency",
-            agency,
-            "--exit-when-idle",
-            "3s",
-            "--json",
-        ])
-        .args(extra)
-        .env("LIENTHONG_TOKEN", token)
-        .current_dir(repo_root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lienthong agent")
-}
-
-/// Waits for an agent and returns its JSON summary.
-fn summary(child: Child) -> Value {
-    let out = child.wait_with_output().expect("agent ran");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "agent failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("summary `{stdout}`: {e}"))
-}
-
-fn desk<T>(message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", "Bearer dev-desk".parse().expect("ascii"));
-    r
-}
-
-fn birth(key: &str) -> pb::SubmitRequest {
-    let mut attributes = BTreeMap::new();
-    attributes.insert(
-        "child.age_months".to_string(),
-        pb::AttributeValue {
-            kind: Some(pb::attribute_value::Kind::Integer(2)),
-        },
-    );
-    attributes.insert(
-        "child.birth_date".to_string(),
-        pb::AttributeValue {
-            kind: Some(pb::attribute_value::Kind::Date("2026-09-01".into())),
-        },
-    );
-    pb::SubmitRequest {
-        idempotency_key: key.into(),
-        procedure_code: "2.000986".into(),
-        channel: pb::Channel::InPerson as i32,
-        applicant: Some(pb::Applicant {
-            full_name: "Trần Thị D".into(),
-            ..Default::default()
-        }),
-        attributes,
-        documents: Vec::new(),
-        officer: "can-bo-mot-cua".into(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_carry_dossiers_to_the_returned_result_and_a_rerun_changes_nothing() {
@@ -95,7 +22,7 @@ async fn agents_carry_dossiers_to_the_returned_result_and_a_rerun_changes_nothin
     let mut ids = Vec::new();
     for i in 0..DOSSIERS {
         let answer = client
-            .submit(desk(birth(&format!("agent-e2e-{i}"))))
+            .submit(bearer("dev-desk", birth(&format!("agent-e2e-{i}"))))
             .await
             .expect("submitted")
             .into_inner();
@@ -111,7 +38,7 @@ async fn agents_carry_dossiers_to_the_returned_result_and_a_rerun_changes_nothin
     ];
     let children: Vec<_> = agencies
         .iter()
-        .map(|(a, t)| agent(&addr, a, t, &["--delay", "10ms"]))
+        .map(|(a, t)| grpc_agent(&addr, a, t, &["--delay", "10ms"]))
         .collect();
     let summaries: Vec<Value> = children.into_iter().map(summary).collect();
     for (s, (a, _)) in summaries.iter().zip(agencies) {
@@ -129,9 +56,12 @@ async fn agents_carry_dossiers_to_the_returned_result_and_a_rerun_changes_nothin
 
     for id in &ids {
         let d = client
-            .get(desk(pb::GetDossierRequest {
-                dossier: id.clone(),
-            }))
+            .get(bearer(
+                "dev-desk",
+                pb::GetDossierRequest {
+                    dossier: id.clone(),
+                },
+            ))
             .await
             .expect("get")
             .into_inner();
@@ -142,9 +72,12 @@ async fn agents_carry_dossiers_to_the_returned_result_and_a_rerun_changes_nothin
         let mut v = Vec::new();
         for id in &ids {
             let d = client
-                .get(desk(pb::GetDossierRequest {
-                    dossier: id.clone(),
-                }))
+                .get(bearer(
+                    "dev-desk",
+                    pb::GetDossierRequest {
+                        dossier: id.clone(),
+                    },
+                ))
                 .await
                 .expect("get")
                 .into_inner();
@@ -155,7 +88,7 @@ async fn agents_carry_dossiers_to_the_returned_result_and_a_rerun_changes_nothin
 
     // The justice agency's system restarts from the beginning of its queue: every task comes
     // again, every act is the first answer replayed, and no dossier gains an event.
-    let again = summary(agent(&addr, "tu-phap", "dev-tu-phap", &[]));
+    let again = summary(grpc_agent(&addr, "tu-phap", "dev-tu-phap", &[]));
     assert_eq!(again["tasks"], DOSSIERS as u64, "{again}");
     assert_eq!(again["replayed"], DOSSIERS as u64, "{again}");
     assert_eq!(
@@ -165,9 +98,12 @@ async fn agents_carry_dossiers_to_the_returned_result_and_a_rerun_changes_nothin
     assert_eq!(again["failed"], 0, "{again}");
     for (id, before) in ids.iter().zip(seq_before) {
         let d = client
-            .get(desk(pb::GetDossierRequest {
-                dossier: id.clone(),
-            }))
+            .get(bearer(
+                "dev-desk",
+                pb::GetDossierRequest {
+                    dossier: id.clone(),
+                },
+            ))
             .await
             .expect("get")
             .into_inner();

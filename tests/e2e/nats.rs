@@ -40,7 +40,7 @@ use bytes::Bytes;
 use lienthong_bus::nats::NatsBus;
 use lienthong_bus::testing::NatsServer;
 use lienthong_bus::{Commands, Feed, PartitionCount, partition_of, partition_of_key};
-use lienthong_e2e::{lienthong_bin, repo_root};
+use lienthong_e2e::{bearer, birth, grpc_agent, lienthong_bin, repo_root, summary};
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::bus_command::Command as C;
 use prost::Message;
@@ -122,19 +122,6 @@ fn agent_with(nats: &str, agency: &str, idle: &str, extra: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn lienthong agent")
-}
-
-/// Waits for an agent and returns its JSON summary.
-fn summary(child: Child) -> Value {
-    let out = child.wait_with_output().expect("agent ran");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "agent failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("summary `{stdout}`: {e}"))
 }
 
 /// A requester on the bus, as any NATS client could be.
@@ -656,35 +643,6 @@ async fn every_shipped_procedure_closes_over_nats() {
     }
 }
 
-/// A gRPC request with a development bearer token of `examples/auth.toml`.
-fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    r
-}
-
-/// `lienthong agent --grpc` against a gateway, stopping after 4 s without a task.
-fn grpc_agent(addr: &str, agency: &str, token: &str) -> Child {
-    Command::new(lienthong_bin())
-        .args([
-            "agent",
-            "--grpc",
-            &format!("http://{addr}"),
-            "--agency",
-            agency,
-        ])
-        .args(["--exit-when-idle", "4s", "--json", "--delay", "10ms"])
-        .env("LIENTHONG_TOKEN", token)
-        .current_dir(repo_root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lienthong agent")
-}
-
 /// The whole distributed deployment as separate processes: an engine node (`--role engine`), a
 /// gRPC gateway (`--role gateway`, its own data directory: a feed mirror only) and the read
 /// models (`--role projections`, serving the report service), with the agencies' systems
@@ -799,7 +757,7 @@ async fn engine_gateway_and_projections_run_as_separate_processes() {
         ("ubnd-xa", "dev-desk"),
     ]
     .iter()
-    .map(|(a, t)| grpc_agent(&gateway.addr, a, t))
+    .map(|(a, t)| grpc_agent(&gateway.addr, a, t, &["--delay", "10ms"]))
     .collect();
     for (s, a) in agents.into_iter().map(summary).zip(AGENCIES) {
         assert_eq!(
@@ -869,33 +827,17 @@ async fn engine_gateway_and_projections_run_as_separate_processes() {
     assert!(views.stop(10_000).success(), "{}", views.log_tail());
 }
 
-/// A birth-group submission (justice, then police and social insurance, then the desk).
-fn birth(key: &str) -> pb::SubmitRequest {
-    let mut attributes = std::collections::BTreeMap::new();
-    attributes.insert(
-        "child.age_months".to_string(),
-        pb::AttributeValue {
-            kind: Some(pb::attribute_value::Kind::Integer(1)),
-        },
-    );
-    attributes.insert(
-        "child.birth_date".to_string(),
-        pb::AttributeValue {
-            kind: Some(pb::attribute_value::Kind::Date("2026-10-01".into())),
-        },
-    );
-    pb::SubmitRequest {
-        idempotency_key: key.into(),
-        procedure_code: "2.000986".into(),
-        channel: pb::Channel::InPerson as i32,
-        applicant: Some(pb::Applicant {
-            full_name: "Đỗ Thị G".into(),
-            ..Default::default()
-        }),
-        attributes,
-        documents: Vec::new(),
-        officer: "can-bo-mot-cua".into(),
-    }
+/// Runs an engine node for partitions 2-3 with `--lease-ttl ttl` on `data` to its end (it is
+/// expected to be refused) and returns its output.
+fn engine_refused(nats: &str, data: &std::path::Path, ttl: &str) -> std::process::Output {
+    Command::new(lienthong_bin())
+        .args(["serve", "--role", "engine", "--nats", nats])
+        .args(["--partition-count", &PARTITIONS.to_string()])
+        .args(["--partitions", "2-3", "--lease-ttl", ttl, "--data"])
+        .arg(data)
+        .current_dir(repo_root())
+        .output()
+        .expect("run an engine node")
 }
 
 /// Each partition is served by exactly one engine node: a second node configured with partitions
@@ -912,14 +854,7 @@ async fn a_partition_is_served_by_one_engine_node() {
     let mut first = engine_with(&url, first_dir.path(), &ttl);
     let first_id = std::fs::read_to_string(first_dir.path().join("node-id"))
         .expect("the engine node keeps its id in its data directory");
-    let refused = Command::new(lienthong_bin())
-        .args(["serve", "--role", "engine", "--nats", &url])
-        .args(["--partition-count", &PARTITIONS.to_string()])
-        .args(["--partitions", "2-3", "--lease-ttl", "2s", "--data"])
-        .arg(second_dir.path())
-        .current_dir(repo_root())
-        .output()
-        .expect("run a second engine node");
+    let refused = engine_refused(&url, second_dir.path(), "2s");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "refused: {stderr}");
     assert!(
@@ -928,14 +863,7 @@ async fn a_partition_is_served_by_one_engine_node() {
     );
 
     // A node with another lease time to live than the deployment's is refused at once.
-    let mismatched = Command::new(lienthong_bin())
-        .args(["serve", "--role", "engine", "--nats", &url])
-        .args(["--partition-count", &PARTITIONS.to_string()])
-        .args(["--partitions", "2-3", "--lease-ttl", "3s", "--data"])
-        .arg(second_dir.path())
-        .current_dir(repo_root())
-        .output()
-        .expect("run a mismatched engine node");
+    let mismatched = engine_refused(&url, second_dir.path(), "3s");
     let stderr = String::from_utf8_lossy(&mismatched.stderr);
     assert!(
         !mismatched.status.success() && stderr.contains("the same --lease-ttl"),

@@ -21,9 +21,22 @@ use lienthong_node::outbox::{self, Outbox};
 use lienthong_projections::{BoardQuery, FeedSource, Projections};
 use lienthong_proto::v1::event::Body;
 use support::World;
+use tokio::sync::watch;
 
 /// How long the test keeps pulling before the task must have become a dead letter.
 const DEAD_WITHIN: Duration = Duration::from_secs(30);
+
+/// Waits until the outbox has published everything the store holds now.
+async fn published_everything(world: &World, progress: &mut watch::Receiver<outbox::Progress>) {
+    let last = EventStore::last_position(world.store.as_ref()).expect("position");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        progress.wait_for(|p| p.published_position >= last),
+    )
+    .await
+    .expect("the outbox caught up in time")
+    .expect("the outbox runs");
+}
 
 async fn undeliverable_task_reaches_the_board(bus: Arc<dyn Bus>) {
     let world = World::new();
@@ -37,19 +50,12 @@ async fn undeliverable_task_reaches_the_board(bus: Arc<dyn Bus>) {
         },
     )
     .expect("valid config");
-    let last = EventStore::last_position(world.store.as_ref()).expect("position");
     let mut progress = outbox.progress();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(outbox.run(async {
         let _ = stopped.await;
     }));
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        progress.wait_for(|p| p.published_position >= last),
-    )
-    .await
-    .expect("the outbox caught up in time")
-    .expect("the outbox runs");
+    published_everything(&world, &mut progress).await;
 
     // The police do their job: pull and acknowledge.
     let police = Agency::new("cong-an").expect("agency");
@@ -127,14 +133,7 @@ async fn undeliverable_task_reaches_the_board(bus: Arc<dyn Bus>) {
         )
         .await;
     // The outbox publishes the new events too (they make no task).
-    let last = EventStore::last_position(world.store.as_ref()).expect("position");
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        progress.wait_for(|p| p.published_position >= last),
-    )
-    .await
-    .expect("the outbox caught up in time")
-    .expect("the outbox runs");
+    published_everything(&world, &mut progress).await;
     let _ = stop.send(());
     running
         .await

@@ -103,6 +103,21 @@ fn outbox_on(world: &World, bus: &Arc<dyn Bus>) -> Outbox<SledStore> {
     Outbox::new(world.store.clone(), bus.clone(), config()).expect("valid config")
 }
 
+/// Pulls and acks `n` tasks of `agency` (failing if one does not come in time) and returns
+/// their dossiers, in delivery order.
+async fn take_tasks(bus: &dyn Bus, agency: &Agency, n: usize) -> Vec<String> {
+    let mut dossiers = Vec::new();
+    while dossiers.len() < n {
+        let batch = bus.pull(agency, 256, CATCH_UP_TIMEOUT).await.expect("pull");
+        assert!(!batch.is_empty(), "{agency} got {dossiers:?} only");
+        for t in batch {
+            dossiers.push(pb::Task::decode(t.payload.as_ref()).unwrap().dossier_id);
+            t.ack().await.unwrap();
+        }
+    }
+    dossiers
+}
+
 /// The whole feed on the bus.
 async fn bus_feed(bus: &dyn Bus) -> Vec<FeedRecord> {
     let mut out: Vec<FeedRecord> = Vec::new();
@@ -274,19 +289,7 @@ async fn a_full_agency_queue_holds_the_feed_but_not_other_agencies(bus: Arc<dyn 
     // (their queues are bounded at 2 as well: they unblock as they ack).
     let want: Vec<String> = [a, b, c, d].iter().map(|d| d.to_string()).collect();
     for code in ["cong-an", "bhxh"] {
-        let agency = Agency::new(code).unwrap();
-        let mut dossiers = Vec::new();
-        while dossiers.len() < 4 {
-            let batch = bus
-                .pull(&agency, 256, CATCH_UP_TIMEOUT)
-                .await
-                .expect("pull");
-            assert!(!batch.is_empty(), "{code} got {dossiers:?} only");
-            for t in batch {
-                dossiers.push(pb::Task::decode(t.payload.as_ref()).unwrap().dossier_id);
-                t.ack().await.unwrap();
-            }
-        }
+        let dossiers = take_tasks(bus.as_ref(), &Agency::new(code).unwrap(), 4).await;
         assert_eq!(dossiers, want, "{code}: in feed order");
     }
     let still = tokio::time::timeout(
@@ -301,18 +304,7 @@ async fn a_full_agency_queue_holds_the_feed_but_not_other_agencies(bus: Arc<dyn 
     assert_eq!(still.published_position, held_at - 1, "the feed is held");
 
     // The officer works its queue: the held task goes, then the feed catches up.
-    let mut seen = Vec::new();
-    while seen.len() < 4 {
-        let batch = bus
-            .pull(&officer, 256, CATCH_UP_TIMEOUT)
-            .await
-            .expect("pull");
-        assert!(!batch.is_empty(), "tu-phap got {seen:?} only");
-        for t in batch {
-            seen.push(pb::Task::decode(t.payload.as_ref()).unwrap().dossier_id);
-            t.ack().await.unwrap();
-        }
-    }
+    let seen = take_tasks(bus.as_ref(), &officer, 4).await;
     assert_eq!(seen, want, "the officer's tasks in feed order");
     let done = running.caught_up(world.last_position()).await;
     assert!(done.blocked_agencies.is_empty());
@@ -349,19 +341,7 @@ async fn with_a_spill_a_full_agency_queue_holds_back_nothing(bus: Arc<dyn Bus>) 
     // The others consume, and get every task, from their queue and then from the spill.
     let want: Vec<String> = [a, b, c, d].iter().map(|d| d.to_string()).collect();
     for code in ["cong-an", "bhxh"] {
-        let agency = Agency::new(code).unwrap();
-        let mut dossiers = Vec::new();
-        while dossiers.len() < 4 {
-            let batch = bus
-                .pull(&agency, 256, CATCH_UP_TIMEOUT)
-                .await
-                .expect("pull");
-            assert!(!batch.is_empty(), "{code} got {dossiers:?} only");
-            for t in batch {
-                dossiers.push(pb::Task::decode(t.payload.as_ref()).unwrap().dossier_id);
-                t.ack().await.unwrap();
-            }
-        }
+        let dossiers = take_tasks(bus.as_ref(), &Agency::new(code).unwrap(), 4).await;
         assert_eq!(dossiers, want, "{code}: in feed order");
     }
     tokio::time::timeout(
@@ -386,18 +366,7 @@ async fn with_a_spill_a_full_agency_queue_holds_back_nothing(bus: Arc<dyn Bus>) 
     .expect("the outbox runs");
 
     // The officer works its queue: every task once, in feed order, and the spill empties.
-    let mut seen = Vec::new();
-    while seen.len() < 4 {
-        let batch = bus
-            .pull(&officer, 256, CATCH_UP_TIMEOUT)
-            .await
-            .expect("pull");
-        assert!(!batch.is_empty(), "tu-phap got {seen:?} only");
-        for t in batch {
-            seen.push(pb::Task::decode(t.payload.as_ref()).unwrap().dossier_id);
-            t.ack().await.unwrap();
-        }
-    }
+    let seen = take_tasks(bus.as_ref(), &officer, 4).await;
     assert_eq!(seen, want, "the officer's tasks in feed order, each once");
     let drained = tokio::time::timeout(
         CATCH_UP_TIMEOUT,
