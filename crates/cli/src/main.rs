@@ -10,6 +10,12 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
+/// mimalloc instead of glibc's malloc: sled allocates and frees a node's fragments on every
+/// insert, and under glibc that churn (`malloc_consolidate`, `_int_free`) was a fifth of the
+/// store's write path (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     restore_sigpipe();
     // The matches are kept so that `serve` can tell a flag given from a default (its settings

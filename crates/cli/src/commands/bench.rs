@@ -15,6 +15,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -158,51 +159,56 @@ fn store(a: &StoreArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Events per second appended durably into a fresh sled store with `batch` appends (one event
-/// each, on `batch` dossiers) in flight at once, for about `span`.
+/// Events per second appended durably into a fresh sled store by `batch` clients, each on its own
+/// dossier, each sending its next one-event append as soon as the previous one is acknowledged
+/// (so `batch` appends are always in flight, as with that many concurrent callers), for about
+/// `span`.
 fn store_rate(dir: &Path, batch: usize, span: Duration) -> Result<f64> {
-    let store =
-        SledStore::open(dir).with_context(|| format!("open a store in {}", dir.display()))?;
+    let store = Arc::new(
+        SledStore::open(dir).with_context(|| format!("open a store in {}", dir.display()))?,
+    );
     let dossiers: Vec<DossierId> = (0..batch).map(|_| DossierId::new()).collect();
-    let mut seqs = vec![0u64; batch];
     // Opening the dossiers is not measured.
-    wait_all(
-        &store,
-        dossiers
-            .iter()
-            .map(|d| open_request(d, "BENCH-261206", 1))
-            .collect(),
-    )?;
-    seqs.iter_mut().for_each(|s| *s = 1);
-    let start = Instant::now();
-    let mut events = 0u64;
-    while start.elapsed() < span {
-        let requests = dossiers
-            .iter()
-            .zip(&seqs)
-            .map(|(d, s)| next_request(d, *s, 1))
-            .collect();
-        wait_all(&store, requests)?;
-        seqs.iter_mut().for_each(|s| *s += 1);
-        events += batch as u64;
-    }
-    let rate = events as f64 / start.elapsed().as_secs_f64();
-    store.close().context("close the store")?;
-    Ok(rate)
-}
-
-/// Sends every request, then waits for every answer (so that they share group commits).
-fn wait_all(
-    store: &SledStore,
-    requests: Vec<lienthong_engine::store::AppendRequest>,
-) -> Result<()> {
-    let pending: Vec<_> = requests.into_iter().map(|r| store.append(r)).collect();
-    for p in pending {
+    let opened: Vec<_> = dossiers
+        .iter()
+        .map(|d| store.append(open_request(d, "BENCH-261206", 1)))
+        .collect();
+    for p in opened {
         p.blocking_recv()
             .context("the store's writer stopped")?
             .context("an append failed")?;
     }
-    Ok(())
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("start the clients' runtime")?;
+    let (events, elapsed) = runtime.block_on(async {
+        let start = Instant::now();
+        let clients: Vec<_> = dossiers
+            .into_iter()
+            .map(|dossier| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let mut seq = 1u64;
+                    while start.elapsed() < span {
+                        store
+                            .append(next_request(&dossier, seq, 1))
+                            .await
+                            .context("the store's writer stopped")?
+                            .context("an append failed")?;
+                        seq += 1;
+                    }
+                    anyhow::Ok(seq - 1)
+                })
+            })
+            .collect();
+        let mut events = 0u64;
+        for c in clients {
+            events += c.await.context("a client panicked")??;
+        }
+        anyhow::Ok((events, start.elapsed()))
+    })?;
+    store.close().context("close the store")?;
+    Ok(events as f64 / elapsed.as_secs_f64())
 }
 
 /// Records per second written to a plain file with one `fdatasync` per `batch` records, for
