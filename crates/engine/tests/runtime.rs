@@ -382,3 +382,151 @@ async fn overlapping_retries_with_one_key_all_get_the_first_answer() {
         assert!(hashes.windows(2).all(|w| w[0] == w[1]), "round {round}");
     }
 }
+
+/// A store that holds back the answer to a new dossier's append after it is durable (and so in
+/// the feed), until the test releases it: the moment an agency can see its task and act while
+/// the submission has not yet returned.
+struct HeldSubmission {
+    inner: Arc<SledStore>,
+    /// Told when the held append is durable.
+    durable: Arc<tokio::sync::Notify>,
+    /// Releases its answer.
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl EventStore for HeldSubmission {
+    fn append(
+        &self,
+        req: lienthong_engine::store::AppendRequest,
+    ) -> tokio::sync::oneshot::Receiver<
+        Result<lienthong_engine::store::Appended, lienthong_engine::store::Error>,
+    > {
+        let held = req.new_dossier.is_some();
+        let answer = self.inner.append(req);
+        if !held {
+            return answer;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (durable, release) = (self.durable.clone(), self.release.clone());
+        tokio::spawn(async move {
+            let result = answer.await.expect("the writer answers");
+            durable.notify_one();
+            release.notified().await;
+            let _ = tx.send(result);
+        });
+        rx
+    }
+    fn read_stream(
+        &self,
+        d: &DossierId,
+    ) -> Result<Vec<lienthong_engine::store::Recorded>, lienthong_engine::store::Error> {
+        self.inner.read_stream(d)
+    }
+    fn head(
+        &self,
+        d: &DossierId,
+    ) -> Result<Option<lienthong_engine::store::Head>, lienthong_engine::store::Error> {
+        self.inner.head(d)
+    }
+    fn read_feed(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<lienthong_engine::store::Recorded>, lienthong_engine::store::Error> {
+        self.inner.read_feed(after, limit)
+    }
+    fn last_position(&self) -> Result<u64, lienthong_engine::store::Error> {
+        self.inner.last_position()
+    }
+    fn dossiers(
+        &self,
+    ) -> Result<Vec<(DossierId, lienthong_engine::DossierCode)>, lienthong_engine::store::Error>
+    {
+        self.inner.dossiers()
+    }
+    fn dossier_by_code(
+        &self,
+        code: &str,
+    ) -> Result<Option<DossierId>, lienthong_engine::store::Error> {
+        self.inner.dossier_by_code(code)
+    }
+    fn idempotency(
+        &self,
+        actor: &str,
+        key: &str,
+    ) -> Result<Option<lienthong_engine::store::IdempotencyRecord>, lienthong_engine::store::Error>
+    {
+        self.inner.idempotency(actor, key)
+    }
+    fn definition(&self, hash: &str) -> Result<Option<String>, lienthong_engine::store::Error> {
+        self.inner.definition(hash)
+    }
+    fn verify(
+        &self,
+    ) -> Result<lienthong_engine::store::VerifyReport, lienthong_engine::store::Error> {
+        self.inner.verify()
+    }
+    fn due_timers(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<lienthong_engine::store::Timer>, lienthong_engine::store::Error> {
+        self.inner.due_timers(until, limit)
+    }
+    fn clear_timers(
+        &self,
+        timers: Vec<lienthong_engine::store::Timer>,
+    ) -> tokio::sync::oneshot::Receiver<Result<(), lienthong_engine::store::Error>> {
+        self.inner.clear_timers(timers)
+    }
+}
+
+/// Found by `lienthong bench e2e --transport grpc`: the submission cached the dossier's state
+/// after its own events once its append returned, overwriting the newer state of an agency that
+/// had already seen its task in the feed and completed its step. The gateway then refused the
+/// next agencies as "not routed", and those dossiers never closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_acting_while_the_submission_returns_is_not_undone_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = Arc::new(SledStore::open(dir.path()).unwrap());
+    let store = Arc::new(HeldSubmission {
+        inner: sled.clone(),
+        durable: Arc::new(tokio::sync::Notify::new()),
+        release: Arc::new(tokio::sync::Notify::new()),
+    });
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(Catalog::load(&workflows()).unwrap()),
+        Arc::new(TestClock(Mutex::new(tuesday_9am()))),
+    );
+    let submitting = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.execute(submit_req("held", birth(1))).await }
+    });
+    store.durable.notified().await;
+    let (id, _) = sled.dossiers().unwrap()[0].clone();
+    // Justice sees its task in the feed and acts at once, while the submission has not returned.
+    let acting = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            engine
+                .execute(complete(id, "tu-phap", "register-birth", "justice"))
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    store.release.notify_one();
+    submitting.await.unwrap().expect("submitted");
+    acting.await.unwrap().expect("justice completed its step");
+
+    let state = engine.state(id).await.unwrap();
+    let stored = sled.head(&id).unwrap().expect("stored").seq;
+    assert_eq!(
+        state.seq, stored,
+        "the engine's state is the stored stream's"
+    );
+    engine
+        .execute(complete(id, "cong-an", "register-residence", "police"))
+        .await
+        .expect("the police step is open once justice completed");
+}

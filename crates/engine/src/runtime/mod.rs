@@ -374,6 +374,12 @@ impl Engine {
         let prefix = format!("{receiving}-{}", local.format("%y%m%d"));
         let events = envelopes(id, "", req, now, bodies);
         let timers = self.timer_ops(id, &state, &events, &workflow, calendar, now, None);
+        // The new dossier's cache slot is locked before its first events become durable and
+        // visible in the feed: an agency that sees its task and acts at once waits here for the
+        // submission to finish, instead of its later state being overwritten by this one (a
+        // stale cache that refused the next agencies as "not routed").
+        let slot = self.slot(id);
+        let mut guard = slot.lock().await;
         let appended = self
             .inner
             .store
@@ -403,8 +409,8 @@ impl Engine {
         for r in &appended.events {
             state = dossier::evolve(state, &r.event);
         }
-        let slot = self.slot(id);
-        *slot.lock().await = Some(state.clone());
+        *guard = Some(state.clone());
+        drop(guard);
         Ok(Outcome {
             dossier: id,
             code: appended.code,
