@@ -4,7 +4,7 @@
 //! lists it; `replay` shows a timeline; `export` writes JSON Lines that `verify --export` accepts
 //! with nothing but the file; a single flipped byte in an exported event makes `verify` fail and
 //! name the dossier and seq; `check` accepts the shipped workflows and rejects a broken one with
-//! file:line:column; `bench store` runs and reports.
+//! file:line:column; `bench store` and `bench e2e` run and report.
 
 use base64::Engine as _;
 use lienthong_e2e::{run, stderr, stdout};
@@ -251,4 +251,75 @@ fn bench_store_reports_figures_and_the_raw_baseline() {
     }
     // The scratch directory is removed after the run.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// `bench e2e` runs the birth group end to end over each transport (the agencies as separate
+/// processes over gRPC and NATS, a nats-server of its own) and reports one JSON object: every
+/// dossier closed, the same events whatever the transport, each agency's steps counted, the
+/// store verified, the peak memory of each process (a smoke run: no figure is judged).
+#[test]
+fn bench_e2e_runs_over_every_transport_and_reports() {
+    const DOSSIERS: u64 = 20;
+    let mut events = Vec::new();
+    for transport in ["embedded", "grpc", "nats"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(&[
+            "bench",
+            "e2e",
+            "--transport",
+            transport,
+            "--dossiers",
+            &DOSSIERS.to_string(),
+            "--concurrency",
+            "4",
+            "--json",
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{transport}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(v["scenario"], "e2e", "{v}");
+        assert_eq!(v["transport"], transport, "{v}");
+        assert_eq!(v["dossiers"], DOSSIERS, "{v}");
+        assert_eq!(v["verified"], true, "{v}");
+        for key in [
+            "dossiers_per_s",
+            "events_per_s",
+            "p50_ms",
+            "p99_ms",
+            "raw_fdatasync_per_s",
+        ] {
+            assert!(
+                v[key].as_f64().unwrap() > 0.0,
+                "{transport}: {key} measured: {v}"
+            );
+        }
+        assert!(v["p50_ms"].as_f64() <= v["p99_ms"].as_f64(), "{v}");
+        let rss = v["peak_rss_bytes"].as_object().unwrap();
+        assert!(rss["bench"].as_u64().unwrap() > 0, "{v}");
+        if transport == "embedded" {
+            assert_eq!(rss.len(), 1, "one process: {v}");
+        } else {
+            // The engine's process and three agency processes, each measured.
+            assert_eq!(rss.len(), 5, "{v}");
+            assert!(rss.values().all(|b| b.as_u64().unwrap() > 0), "{v}");
+            let agents = v["agents"].as_array().unwrap();
+            assert_eq!(agents.len(), 3, "{v}");
+            for a in agents {
+                assert_eq!(a["completed"], DOSSIERS, "one step per dossier: {a}");
+                assert_eq!(a["failed"], 0, "{a}");
+            }
+        }
+        events.push(v["events"].as_u64().unwrap());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "scratch removed"
+        );
+    }
+    assert!(events[0] >= 8 * DOSSIERS, "{events:?}");
+    assert!(
+        events.iter().all(|e| *e == events[0]),
+        "same history whatever the transport: {events:?}"
+    );
 }

@@ -31,6 +31,16 @@ pub struct Mix {
     pub withdraw_per_mille: u32,
 }
 
+impl Mix {
+    /// Every step approved, nothing unusual (the bench's).
+    pub const NONE: Mix = Mix {
+        supplement_per_mille: 0,
+        reject_per_mille: 0,
+        stop_per_mille: 0,
+        withdraw_per_mille: 0,
+    };
+}
+
 impl Default for Mix {
     fn default() -> Self {
         Mix {

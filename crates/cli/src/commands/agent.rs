@@ -36,7 +36,7 @@ use parking_lot::Mutex;
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -222,6 +222,80 @@ struct Agent {
     seed: u64,
     /// What happened.
     counters: Counters,
+    /// Told the id of each dossier whose result this agent handed back (the bench's desk).
+    closed: Option<mpsc::UnboundedSender<String>>,
+}
+
+/// How an agent takes its work (from the flags, or set by `bench`).
+pub(crate) struct Work {
+    /// Tasks worked at the same time.
+    pub concurrency: usize,
+    /// Start after this global feed position.
+    pub after: u64,
+    /// Stop once idle for this long.
+    pub exit_when_idle: Option<Duration>,
+}
+
+impl Work {
+    fn of(args: &Args) -> Work {
+        Work {
+            concurrency: args.concurrency,
+            after: args.after,
+            exit_when_idle: args.exit_when_idle,
+        }
+    }
+}
+
+/// Runs `agency`'s agent inside this process over the gRPC gateway at `url` with the bearer
+/// `token`, until Ctrl-C or until the task is dropped; each dossier whose result it hands back
+/// is told to `closed`. The `bench e2e` harness plays the one-stop desk this way.
+pub(crate) async fn in_process_grpc(
+    url: &str,
+    token: &str,
+    agency: &str,
+    work: &Work,
+    closed: mpsc::UnboundedSender<String>,
+) -> Result<()> {
+    let channel = Endpoint::from_shared(url.to_string())
+        .map_err(|e| anyhow!("`{url}` is not a URL ({e})"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let bearer = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| anyhow!("the token contains characters a header cannot carry"))?;
+    let agent = Arc::new(Agent::new(
+        Transport::Grpc(Box::new(GrpcClients {
+            agencies: AgencyServiceClient::new(channel.clone()),
+            dossiers: DossierServiceClient::new(channel),
+            bearer: Some(bearer),
+        })),
+        agency,
+        Some(closed),
+    ));
+    work_grpc(agent, work).await
+}
+
+/// [`in_process_grpc`] over the bus: pulls `agency`'s tasks and sends its acts to the engine
+/// nodes by request/reply.
+pub(crate) async fn in_process_bus(
+    bus: Arc<dyn Bus>,
+    count: PartitionCount,
+    agency: &str,
+    work: &Work,
+    closed: mpsc::UnboundedSender<String>,
+) -> Result<()> {
+    let queue = lienthong_bus::Agency::new(agency)?;
+    let agent = Arc::new(Agent::new(
+        Transport::Bus(BusCommands::new(
+            bus.clone(),
+            count,
+            Duration::from_secs(ACT_TIMEOUT_S),
+        )),
+        agency,
+        Some(closed),
+    ));
+    work_bus(agent, work, bus, queue).await
 }
 
 /// Positions of the tasks in hand and the highest position seen: the resume cursor is the
@@ -273,8 +347,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 delay: args.delay,
                 seed: args.seed,
                 counters: Counters::default(),
+                closed: None,
             })
         };
+        let work = Work::of(&args);
         let agent = if let Some(url) = &args.nats {
             let count = PartitionCount::new(args.partition_count).ok_or_else(|| {
                 anyhow!("--partition-count {} is out of range", args.partition_count)
@@ -296,7 +372,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 count,
                 Duration::from_secs(ACT_TIMEOUT_S),
             )));
-            work_bus(agent.clone(), &args, bus, agency).await?;
+            work_bus(agent.clone(), &work, bus, agency).await?;
             agent
         } else {
             let channel = connect(&args).await?;
@@ -319,7 +395,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 dossiers: DossierServiceClient::new(channel),
                 bearer,
             })));
-            work(agent.clone(), &args).await?;
+            work_grpc(agent.clone(), &work).await?;
             agent
         };
         print_summary(&agent, args.json);
@@ -358,7 +434,7 @@ async fn connect(args: &Args) -> Result<Channel> {
 }
 
 /// Streams tasks and works them until idle (or Ctrl-C), reconnecting as needed.
-async fn work(agent: Arc<Agent>, args: &Args) -> Result<()> {
+async fn work_grpc(agent: Arc<Agent>, args: &Work) -> Result<()> {
     let permits = Arc::new(Semaphore::new(args.concurrency));
     let cursor = Arc::new(Mutex::new(Cursor {
         seen: args.after,
@@ -478,7 +554,7 @@ async fn work(agent: Arc<Agent>, args: &Args) -> Result<()> {
 /// `--exit-when-idle`) or on Ctrl-C, after the tasks in hand.
 async fn work_bus(
     agent: Arc<Agent>,
-    args: &Args,
+    args: &Work,
     bus: Arc<dyn Bus>,
     agency: lienthong_bus::Agency,
 ) -> Result<()> {
@@ -568,6 +644,24 @@ fn retryable(s: &Status) -> bool {
 }
 
 impl Agent {
+    /// An agent of `agency` that approves every step at once (the bench's).
+    fn new(
+        transport: Transport,
+        agency: &str,
+        closed: Option<mpsc::UnboundedSender<String>>,
+    ) -> Agent {
+        Agent {
+            transport,
+            agency: agency.to_string(),
+            officer: format!("agent:{agency}"),
+            approve_rate: 1.0,
+            delay: Duration::ZERO,
+            seed: 1,
+            counters: Counters::default(),
+            closed,
+        }
+    }
+
     /// `r` with the agent's credentials.
     fn credentials<T>(&self, mut r: Request<T>) -> Request<T> {
         if let Transport::Grpc(grpc) = &self.transport
@@ -643,7 +737,11 @@ impl Agent {
                             officer: self.officer.clone(),
                         }))
                         .await;
-                    return self.count(done, &self.counters.returned).is_some();
+                    let answer = self.count(done, &self.counters.returned);
+                    if let (Some(Some(_)), Some(closed)) = (&answer, &self.closed) {
+                        let _ = closed.send(task.dossier_id.clone());
+                    }
+                    return answer.is_some();
                 }
                 true
             }

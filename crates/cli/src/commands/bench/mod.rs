@@ -5,11 +5,17 @@
 //!
 //! Scenarios built so far:
 //!
+//! - `e2e` ([`e2e`]): the birth-group procedure end to end, embedded, over gRPC or over NATS,
+//!   with the agencies as separate processes for the last two; dossiers/s, events/s, latency
+//!   percentiles from submission to closing, peak RSS of each process.
 //! - `store`: durable appends per second into the sled store (`SledStore`, every append durable
 //!   before it is acknowledged, concurrent appends sharing one group commit), for each batch size
 //!   (appends in flight at once), and the raw limit of the same disk in the same run: a plain
 //!   file append of the same number of bytes followed by `fdatasync`, per write and per batch.
 //!   Each figure is the median of `--runs` measurements of `--seconds` each.
+
+mod e2e;
+mod procs;
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -36,6 +42,8 @@ pub struct Args {
 enum Scenario {
     /// Durable appends/s into the sled store by batch size, against the raw fdatasync limit.
     Store(StoreArgs),
+    /// The birth-group procedure end to end: dossiers/s and latency, embedded, over gRPC or NATS.
+    E2e(e2e::E2eArgs),
 }
 
 /// Arguments of `bench store`.
@@ -68,6 +76,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     match args.scenario {
         Scenario::Store(a) => store(&a),
+        Scenario::E2e(a) => e2e::run(&a).map(|()| ExitCode::SUCCESS),
     }
 }
 
