@@ -273,6 +273,9 @@ pub struct Outbox<S: FeedSource + ?Sized = dyn EventStore> {
     progress: watch::Sender<Progress>,
     /// Where tasks for full agency queues wait, durably, so that the feed need not.
     spill: Option<Spill>,
+    /// Changed when the store holds new events: an idle outbox wakes on it at once instead of
+    /// at its next poll.
+    wake: Option<watch::Receiver<u64>>,
 }
 
 /// The spill: tasks an agency's full queue refused, kept durably in the engine node's data
@@ -465,6 +468,7 @@ impl<S: FeedSource + ?Sized> Outbox<S> {
             start_after: None,
             progress: watch::channel(Progress::default()).0,
             spill: None,
+            wake: None,
         })
     }
 
@@ -475,6 +479,15 @@ impl<S: FeedSource + ?Sized> Outbox<S> {
     /// queue takes tasks again. A restart finds them in the spill.
     pub fn with_spill(mut self, spill: Spill) -> Self {
         self.spill = Some(spill);
+        self
+    }
+
+    /// Wakes an idle outbox as soon as `appended` changes (the engine's
+    /// [`lienthong_engine::runtime::Engine::appended`]) rather than at its next poll: without it, each
+    /// hand-off of a dossier to an agency waited up to [`Config::poll_interval`]. The poll stays,
+    /// for appends that do not come through that engine.
+    pub fn waking_on(mut self, appended: watch::Receiver<u64>) -> Self {
+        self.wake = Some(appended);
         self
     }
 
@@ -610,6 +623,7 @@ impl<S: FeedSource + ?Sized> Outbox<S> {
         }
         let mut run = Run {
             outbox: &self,
+            wake: self.wake.clone(),
             shutdown,
             read_after: after,
             window: VecDeque::new(),
@@ -627,6 +641,8 @@ impl<S: FeedSource + ?Sized> Outbox<S> {
 struct Run<'a, S: FeedSource + ?Sized> {
     /// The outbox.
     outbox: &'a Outbox<S>,
+    /// See [`Outbox::waking_on`].
+    wake: Option<watch::Receiver<u64>>,
     /// Completes when the outbox must stop.
     shutdown: Shutdown<'a>,
     /// The last store position read into `window`.
@@ -678,12 +694,32 @@ impl<S: FeedSource + ?Sized> Run<'_, S> {
                     if let Some(b) = self.blocked.values().map(|b| b.retry_at).min() {
                         wake = wake.min(b);
                     }
-                    if !self.sleep_until(wake).await {
+                    if !self.idle_until(wake).await {
                         return Ok(());
                     }
                 }
             }
         }
+    }
+
+    /// Waits until `at` or until the store holds new events, whichever comes first; false when
+    /// shutdown came first.
+    async fn idle_until(&mut self, at: Instant) -> bool {
+        let Some(wake) = self.wake.as_mut() else {
+            return self.sleep_until(at).await;
+        };
+        let woken = async {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                changed = wake.changed() => {
+                    if changed.is_err() {
+                        // The engine is gone: poll from now on.
+                        tokio::time::sleep_until(at).await;
+                    }
+                }
+            }
+        };
+        unless_shutdown(&mut self.shutdown, woken).await.is_some()
     }
 
     /// Sleeps until `at`; false when shutdown came first.

@@ -532,3 +532,34 @@ async fn nats_outbox_rides_out_a_server_restart() {
     assert_eq!(drain_tasks(bus.as_ref()).await, expected_tasks(&world, 0));
     running.stop().await;
 }
+
+/// An idle outbox woken by the engine's appends publishes a new event at once, not at its next
+/// poll (here an hour away): each hand-off of a dossier to an agency used to wait for the poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_outbox_wakes_on_the_engines_appends() {
+    let world = World::new();
+    let bus = memory(lienthong_bus::config::TASKS_PER_AGENCY_MAX_DEFAULT);
+    let outbox = Outbox::new(
+        world.store.clone(),
+        bus.clone(),
+        outbox::Config {
+            poll_interval: Duration::from_secs(3600),
+            ..config()
+        },
+    )
+    .expect("valid config")
+    .waking_on(world.engine.appended());
+    let mut running = Running::start(outbox);
+    // Let it find the store empty and go idle on its hour-long poll.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    world.submit().await;
+    let position = world.last_position();
+    assert!(position > 0);
+    let published = tokio::time::timeout(Duration::from_secs(5), running.caught_up(position)).await;
+    assert!(
+        published.is_ok(),
+        "the append did not wake the outbox: {:?}",
+        *running.progress.borrow()
+    );
+    running.stop().await;
+}

@@ -369,7 +369,8 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
                 bus.clone(),
                 outbox::Config::default(),
             )?
-            .with_spill(outbox::Spill::open(&spill_dir)?);
+            .with_spill(outbox::Spill::open(&spill_dir)?)
+            .waking_on(engine.appended());
             let stop = stopped(stop_rx.clone());
             let fatal = fatal_tx.clone();
             bus_tasks.push(tokio::spawn(async move {

@@ -192,6 +192,8 @@ struct Inner {
     options: Options,
     /// Wakes the timer loop when an append set a timer (it may be earlier than its sleep).
     timers_changed: tokio::sync::Notify,
+    /// The feed position of the last event this engine appended (see [`Engine::appended`]).
+    appended: tokio::sync::watch::Sender<u64>,
 }
 
 impl Engine {
@@ -222,7 +224,27 @@ impl Engine {
                 definitions: Mutex::new(definitions),
                 options,
                 timers_changed: tokio::sync::Notify::new(),
+                appended: tokio::sync::watch::channel(0).0,
             }),
+        }
+    }
+
+    /// A watch of the feed position of the last event this engine appended, changed after each
+    /// durable append: what a reader of the feed (the outbox) waits on instead of polling.
+    pub fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.appended.subscribe()
+    }
+
+    /// Tells the watchers of [`Engine::appended`] about `events`.
+    fn announce(&self, events: &[Recorded]) {
+        if let Some(last) = events.iter().map(Recorded::position).max() {
+            self.inner.appended.send_if_modified(|p| {
+                let newer = last > *p;
+                if newer {
+                    *p = last;
+                }
+                newer
+            });
         }
     }
 
@@ -405,6 +427,7 @@ impl Engine {
             .await
             .map_err(|_| store::Error::Closed)??;
         self.inner.timers_changed.notify_one();
+        self.announce(&appended.events);
         let mut state = state;
         for r in &appended.events {
             state = dossier::evolve(state, &r.event);
@@ -498,6 +521,7 @@ impl Engine {
                     if sets_timer {
                         self.inner.timers_changed.notify_one();
                     }
+                    self.announce(&appended.events);
                     let mut state = state;
                     for r in &appended.events {
                         state = dossier::evolve(state, &r.event);
