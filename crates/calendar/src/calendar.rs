@@ -6,9 +6,10 @@
 //! days forward or backward and stops at the family's coverage, so no call can run unbounded, and
 //! a computation that needs an uncovered day returns [`Error::BeyondCoverage`] instead of guessing.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::offset::LocalResult;
 use chrono::{
@@ -83,7 +84,29 @@ pub struct Calendar {
     office: Option<String>,
     /// Hash of exactly the data used: the family's, plus the office override if any.
     hash: String,
+    /// The office segments of every covered day under `hours`, computed on first use and
+    /// shared by clones (see [`Calendar::segments_on`]).
+    segments: Arc<SegmentTable>,
 }
+
+/// Each covered day's office segments, by day from the first covered one (`None` inside: the
+/// coverage is too long to keep).
+#[derive(Default)]
+struct SegmentTable(OnceLock<Option<Vec<Box<[Segment]>>>>);
+
+impl std::fmt::Debug for SegmentTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(Some(days)) => write!(f, "SegmentTable({} days)", days.len()),
+            Some(None) => write!(f, "SegmentTable(not kept)"),
+            None => write!(f, "SegmentTable(not built)"),
+        }
+    }
+}
+
+/// Longest coverage whose days' segments are kept in memory (about a century): a calendar
+/// covering more computes each day's segments when asked, as before.
+pub const SEGMENT_CACHE_DAYS_MAX: i64 = 36_600;
 
 /// A UTC interval `[start, end)` of office time.
 type Segment = (DateTime<Utc>, DateTime<Utc>);
@@ -323,7 +346,7 @@ impl Calendar {
         loop {
             self.check_covered(day)?;
             if self.is_working_day(day) {
-                for (s, e) in self.segments_on(day) {
+                for &(s, e) in self.segments_on(day).iter() {
                     if e <= from {
                         continue;
                     }
@@ -361,7 +384,7 @@ impl Calendar {
             if !self.is_working_day(day) {
                 continue;
             }
-            for (s, e) in self.segments_on(day) {
+            for &(s, e) in self.segments_on(day).iter() {
                 let (s, e) = (s.max(a), e.min(b));
                 if s < e {
                     total += e - s;
@@ -416,6 +439,7 @@ impl Calendar {
             hours: hours.clone(),
             office: Some(key.to_string()),
             hash,
+            segments: Arc::default(),
         }
     }
 
@@ -425,7 +449,7 @@ impl Calendar {
         loop {
             self.check_covered(day)?;
             if self.is_working_day(day) {
-                for (s, e) in self.segments_on(day) {
+                for &(s, e) in self.segments_on(day).iter() {
                     if t < e {
                         return Ok(s.max(t));
                     }
@@ -460,8 +484,34 @@ impl Calendar {
     }
 
     /// Office segments of day `d` in UTC, whether or not `d` is a working day; empty segments
-    /// (possible only across a daylight-saving change) are dropped.
-    fn segments_on(&self, d: NaiveDate) -> Vec<Segment> {
+    /// (possible only across a daylight-saving change) are dropped. For a covered day they come
+    /// from a table computed once per calendar: deadline arithmetic (a warning's instant is a
+    /// search over working time) asks for the same days thousands of times a second, and each
+    /// computation converts local times through the time zone.
+    fn segments_on(&self, d: NaiveDate) -> Cow<'_, [Segment]> {
+        let f = &self.family;
+        let table = self.segments.0.get_or_init(|| {
+            let days = (f.last - f.first).num_days();
+            (days <= SEGMENT_CACHE_DAYS_MAX).then(|| {
+                f.first
+                    .iter_days()
+                    .take_while(|day| *day <= f.last)
+                    .map(|day| self.compute_segments(day).into_boxed_slice())
+                    .collect()
+            })
+        });
+        if let Some(table) = table
+            && f.first <= d
+            && d <= f.last
+            && let Some(day) = table.get((d - f.first).num_days() as usize)
+        {
+            return Cow::Borrowed(day);
+        }
+        Cow::Owned(self.compute_segments(d))
+    }
+
+    /// [`Calendar::segments_on`] computed.
+    fn compute_segments(&self, d: NaiveDate) -> Vec<Segment> {
         let midnight = d.and_time(NaiveTime::MIN);
         self.hours
             .segments_s()
@@ -703,5 +753,36 @@ fn merge(mut files: Vec<CalendarFile>) -> Result<Calendar, Vec<Error>> {
         family: Arc::new(family),
         office: None,
         hash,
+        segments: Arc::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kept table gives, for every covered day, exactly what computing the day gives, for
+    /// the family's hours and for an office's.
+    #[test]
+    fn the_segment_table_is_the_computed_segments() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/calendars");
+        let families = Calendar::load_dir(&dir).expect("the shipped calendars load");
+        let vn = &families["vn"];
+        let mut views = vec![vn.clone()];
+        views.extend(vn.offices().map(|o| vn.for_office(o)));
+        for cal in &views {
+            let (first, last) = cal.coverage();
+            for d in first.iter_days().take_while(|d| *d <= last) {
+                assert_eq!(*cal.segments_on(d), cal.compute_segments(d), "{d}");
+            }
+            assert!(
+                format!("{:?}", cal.segments).contains("days)"),
+                "the table was built: {:?}",
+                cal.segments
+            );
+            // Outside the coverage, days are computed.
+            let after = last.succ_opt().expect("a next day");
+            assert!(matches!(cal.segments_on(after), Cow::Owned(_)));
+        }
+    }
 }
