@@ -34,6 +34,11 @@ use chrono::{NaiveDate, NaiveTime};
 use crate::definition::{AttrType, AttrValue, AttributeSpec};
 use crate::diagnostic::did_you_mean;
 
+/// CEL's standard library (functions, macros, types), built once and shared by every
+/// evaluation.
+static STDLIB: std::sync::LazyLock<std::sync::Arc<cel::Env>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(cel::Env::stdlib()));
+
 /// Longest condition accepted, in bytes: a condition is a routing rule, not a program.
 pub const CONDITION_BYTES_MAX: usize = 2_000;
 
@@ -192,7 +197,14 @@ impl Condition {
             }
             root.insert(name, to_cel(value));
         }
-        let mut context = Context::default();
+        // A root context on the shared standard library: `Context::default()` builds that
+        // library again on every call, which was most of an evaluation's cost.
+        let mut context = Context::Root {
+            env: STDLIB.clone(),
+            variables: Default::default(),
+            functions: Default::default(),
+            resolver: None,
+        };
         if let Node::Branch(children) = root {
             for (name, node) in children {
                 context.add_variable_from_value(name, node.into_value());
