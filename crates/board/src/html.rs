@@ -208,57 +208,6 @@ pub fn board_fragment(v: &BoardView) -> String {
     let mut out = freshness(lang, &b.header);
     out.push_str("<div class=\"grid\">\n<div class=\"col\">\n");
 
-    // Counts per agency: every agency of the workflows (or the filtered one), so that a wall
-    // screen shows the quiet ones too.
-    let mut counts: BTreeMap<&str, [usize; 5]> = BTreeMap::new();
-    for code in v.catalog.agencies.keys() {
-        if b.header.agency.as_ref().is_none_or(|a| a == code) {
-            counts.insert(code, [0; 5]);
-        }
-    }
-    for s in &b.steps {
-        let i = match s.state {
-            BoardState::Overdue => 0,
-            BoardState::DueSoon => 1,
-            BoardState::Paused => 2,
-            BoardState::OnTrack => 3,
-        };
-        counts.entry(&s.agency).or_insert([0; 5])[i] += 1;
-    }
-    for d in &b.dossiers {
-        for h in &d.holders {
-            if let Some(c) = counts.get_mut(h.as_str()) {
-                c[4] += 1;
-            }
-        }
-    }
-    out.push_str(&format!(
-        "<section class=\"summary\"><h2>{}</h2>\n<table><thead><tr><th>{}</th><th class=\"n overdue\">{}</th><th class=\"n due-soon\">{}</th><th class=\"n\">{}</th><th class=\"n\">{}</th><th class=\"n\">{}</th></tr></thead><tbody>\n",
-        lang.pick("Bước đang xử lý theo cơ quan", "Open steps by agency"),
-        lang.pick("Cơ quan", "Agency"),
-        lang.pick("Quá hạn", "Overdue"),
-        lang.pick("Sắp đến hạn", "Due soon"),
-        lang.pick("Tạm dừng", "Paused"),
-        lang.pick("Trong hạn", "On track"),
-        lang.pick("Hồ sơ quá hẹn trả", "Past appointment"),
-    ));
-    for (code, c) in &counts {
-        out.push_str(&format!(
-            "<tr data-agency=\"{}\"><td>{}</td><td class=\"n{}\">{}</td><td class=\"n{}\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n{}\">{}</td></tr>\n",
-            esc(code),
-            esc(agency_name(v.catalog, code, lang)),
-            if c[0] > 0 { " overdue" } else { "" },
-            c[0],
-            if c[1] > 0 { " due-soon" } else { "" },
-            c[1],
-            c[2],
-            c[3],
-            if c[4] > 0 { " overdue" } else { "" },
-            c[4],
-        ));
-    }
-    out.push_str("</tbody></table></section>\n");
-
     // Overdue and due-soon steps, one table per agency, worst first.
     out.push_str(&format!(
         "<section class=\"attention\"><h2>{} <span class=\"hint\">({} {})</span></h2>\n",
@@ -282,7 +231,26 @@ pub fn board_fragment(v: &BoardView) -> String {
             )
         ));
     }
-    for (agency, mut steps) in by_agency {
+    // Agencies with the most overdue steps first, then the longest overdue.
+    let mut groups: Vec<(&str, Vec<&lienthong_projections::views::BoardStep>)> =
+        by_agency.into_iter().collect();
+    groups.sort_by_key(|(agency, steps)| {
+        let overdue = steps
+            .iter()
+            .filter(|s| s.state == BoardState::Overdue)
+            .count();
+        let worst = steps
+            .iter()
+            .map(|s| s.overdue_working_seconds)
+            .max()
+            .unwrap_or(0);
+        (
+            std::cmp::Reverse(overdue),
+            std::cmp::Reverse(worst),
+            *agency,
+        )
+    });
+    for (agency, mut steps) in groups {
         steps.sort_by(|a, b| {
             b.overdue_working_seconds
                 .cmp(&a.overdue_working_seconds)
@@ -310,7 +278,7 @@ pub fn board_fragment(v: &BoardView) -> String {
                 String::new()
             };
             out.push_str(&format!(
-                "<tr class=\"{state}\" data-dossier=\"{code}\"><td><a href=\"/board/dossier/{ecode}{q}\">{code}</a></td><td title=\"{pname}\">{proc}</td><td>{step}</td><td>{due}</td><td><span class=\"tag {state}\">{label}</span>{undeliverable}</td><td class=\"n\">{over}</td></tr>\n",
+                "<tr class=\"{state}\" data-dossier=\"{code}\"><td><a href=\"/board/dossier/{ecode}{q}\">{code}</a></td><td title=\"{pname}\">{proc}</td><td>{step}</td><td class=\"t\">{due}</td><td><span class=\"tag {state}\">{label}</span>{undeliverable}</td><td class=\"n\">{over}</td></tr>\n",
                 state = s.state.as_str(),
                 code = esc(&s.dossier_code),
                 ecode = enc(&s.dossier_code),
@@ -326,6 +294,60 @@ pub fn board_fragment(v: &BoardView) -> String {
         out.push_str("</tbody></table>\n");
     }
     out.push_str("</section>\n");
+
+    let mut summary = String::new();
+    // Counts per agency: every agency of the workflows (or the filtered one), so that a wall
+    // screen shows the quiet ones too.
+    let mut counts: BTreeMap<&str, [usize; 5]> = BTreeMap::new();
+    for code in v.catalog.agencies.keys() {
+        if b.header.agency.as_ref().is_none_or(|a| a == code) {
+            counts.insert(code, [0; 5]);
+        }
+    }
+    for s in &b.steps {
+        let i = match s.state {
+            BoardState::Overdue => 0,
+            BoardState::DueSoon => 1,
+            BoardState::Paused => 2,
+            BoardState::OnTrack => 3,
+        };
+        counts.entry(&s.agency).or_insert([0; 5])[i] += 1;
+    }
+    for d in &b.dossiers {
+        for h in &d.holders {
+            if let Some(c) = counts.get_mut(h.as_str()) {
+                c[4] += 1;
+            }
+        }
+    }
+    summary.push_str(&format!(
+        "<section class=\"summary\"><h2>{}</h2>\n<table><thead><tr><th>{}</th><th class=\"n overdue\">{}</th><th class=\"n due-soon\">{}</th><th class=\"n\">{}</th><th class=\"n\">{}</th><th class=\"n\">{}</th></tr></thead><tbody>\n",
+        lang.pick("Bước đang xử lý theo cơ quan", "Open steps by agency"),
+        lang.pick("Cơ quan", "Agency"),
+        lang.pick("Quá hạn", "Overdue"),
+        lang.pick("Sắp đến hạn", "Due soon"),
+        lang.pick("Tạm dừng", "Paused"),
+        lang.pick("Trong hạn", "On track"),
+        lang.pick("Hồ sơ quá hẹn trả", "Past appointment"),
+    ));
+    for (code, c) in &counts {
+        summary.push_str(&format!(
+            "<tr data-agency=\"{}\"><td>{}</td><td class=\"n{}\">{}</td><td class=\"n{}\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n{}\">{}</td></tr>\n",
+            esc(code),
+            esc(agency_name(v.catalog, code, lang)),
+            if c[0] > 0 { " overdue" } else { "" },
+            c[0],
+            if c[1] > 0 { " due-soon" } else { "" },
+            c[1],
+            c[2],
+            c[3],
+            if c[4] > 0 { " overdue" } else { "" },
+            c[4],
+        ));
+    }
+    summary.push_str("</tbody></table></section>\n");
+    // The overview comes after what needs attention (a laptop sees that first).
+    out.push_str(&summary);
 
     // Dossiers past the appointment in force.
     out.push_str(&format!(
@@ -821,6 +843,9 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<td class=\"n\">9wd</td>"), "{html}");
+        // The agency with overdue steps comes before the one with steps only due soon.
+        let pos = |a: &str| html.find(&format!("<h3 data-agency=\"{a}\">")).expect(a);
+        assert!(pos("tu-phap") < pos("bhxh"), "{html}");
         assert!(html.contains("08/12/2026 08:00"), "{html}");
         assert!(html.contains("không gửi được (3×)"), "{html}");
         // Data is escaped.
