@@ -15,6 +15,9 @@
 //! is asked at `?now=` two weeks after the submission (the projections' queries take `now`; the
 //! engine, its deadlines and the read models are the real ones, untouched).
 //!
+//! `bad_http_settings_are_refused_before_serving`: `--http` errors (bad address, off loopback
+//! without `--insecure`, a role without read models, a bad settings file) stop `serve` at once.
+//!
 //! Chromium, chromedriver and the Python venv come from `scripts/chromium.sh` and
 //! `scripts/python-env.sh` (both run by `scripts/test.sh`); a missing one fails the test.
 
@@ -253,4 +256,78 @@ fn prost_types_timestamp(rfc3339: &str) -> prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: 0,
     }
+}
+
+/// `--http` is checked before anything starts: a bad address, a plaintext listener off loopback
+/// without `--insecure`, and a board asked of a role that holds no read models are refused with
+/// a message that says what to do (also from the settings file); `--http off` is accepted.
+#[test]
+fn bad_http_settings_are_refused_before_serving() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data").display().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--http", "localhost-8080"],
+            "is not an address like 127.0.0.1:8080",
+        ),
+        (&["--http", "0.0.0.0:8080"], "give --insecure"),
+        (
+            &[
+                "--role",
+                "engine",
+                "--nats",
+                "nats://127.0.0.1:9",
+                "--http",
+                "127.0.0.1:0",
+            ],
+            "the board needs the read models",
+        ),
+        (
+            &[
+                "--role",
+                "gateway",
+                "--nats",
+                "nats://127.0.0.1:9",
+                "--http",
+                "127.0.0.1:0",
+            ],
+            "the board needs the read models",
+        ),
+    ];
+    for (extra, says) in cases {
+        let out = lienthong_e2e::run(&[&["serve", "--data", &data][..], extra].concat());
+        let err = lienthong_e2e::stderr(&out);
+        assert!(!out.status.success(), "{extra:?} was accepted: {err}");
+        assert!(err.contains(says), "{extra:?}: `{says}` not in {err}");
+    }
+    let settings = dir.path().join("lienthong.toml");
+    std::fs::write(&settings, "[serve]\nhttp = \"everywhere\"\n").expect("write settings");
+    let out = lienthong_e2e::run(&[
+        "serve",
+        "--data",
+        &data,
+        "--config",
+        &settings.display().to_string(),
+    ]);
+    let err = lienthong_e2e::stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("lienthong.toml: http: `everywhere` is not an address"),
+        "{err}"
+    );
+    // `off` with a role that has no board is fine: it gets as far as the bus (absent here).
+    let out = lienthong_e2e::run(&[
+        "serve",
+        "--data",
+        &data,
+        "--role",
+        "engine",
+        "--nats",
+        "nats://127.0.0.1:9",
+        "--http",
+        "off",
+    ]);
+    let err = lienthong_e2e::stderr(&out);
+    assert!(!out.status.success(), "no bus at port 9: {err}");
+    assert!(!err.contains("--http"), "{err}");
 }
