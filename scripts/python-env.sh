@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Creates or updates the project-local Python environment `.tools/venv` with the exact pins of
 # examples/python/requirements.txt (grpcio, grpcio-tools, protobuf), for the Python integrator
-# example and its end-to-end test (tests/e2e/python.rs). scripts/test.sh calls it.
+# example and its end-to-end test (tests/e2e/python.rs), and of tests/browser/requirements.txt
+# (selenium), for the browser test of the live board (tests/e2e/board.rs). scripts/test.sh
+# calls it.
 #
 # Idempotent and quick when nothing changed: a stamp file in the venv holds the SHA-256 of the
 # requirements and the interpreter's version; pip runs only when they differ or a pinned package
@@ -10,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=.tools/venv
-requirements=examples/python/requirements.txt
+requirements=(examples/python/requirements.txt tests/browser/requirements.txt)
+imports='import grpc, grpc_tools.protoc, google.protobuf, selenium.webdriver'
 stamp="$venv/.requirements.sha256"
 python="${PYTHON:-python3}"
 
@@ -23,12 +26,14 @@ command -v "$python" >/dev/null 2>&1 ||
     die "\`$python\` not found: install Python >= 3.10 with venv and pip (Debian: apt-get install python3 python3-venv python3-pip), or set PYTHON=/path/to/python3"
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
     die "$("$python" --version 2>&1) is too old: grpcio-tools needs Python >= 3.10 (set PYTHON=/path/to/python3)"
-[ -f "$requirements" ] || die "$requirements is missing"
+for r in "${requirements[@]}"; do
+    [ -f "$r" ] || die "$r is missing"
+done
 
-want="$(sha256sum "$requirements" | cut -d' ' -f1) $("$python" --version 2>&1)"
+want="$(cat "${requirements[@]}" | sha256sum | cut -d' ' -f1) $("$python" --version 2>&1)"
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
-    "$venv/bin/python" -c 'import grpc, grpc_tools.protoc, google.protobuf' 2>/dev/null; then
-    echo "python-env.sh: $venv is up to date ($requirements unchanged)"
+    "$venv/bin/python" -c "$imports" 2>/dev/null; then
+    echo "python-env.sh: $venv is up to date (${requirements[*]} unchanged)"
     exit 0
 fi
 
@@ -45,12 +50,15 @@ fi
 "$venv/bin/python" -m pip --version >/dev/null 2>&1 ||
     die "pip is not available in $venv: install it (Debian: apt-get install python3-pip python3-venv) and delete $venv"
 
-echo "python-env.sh: installing $requirements into $venv"
+echo "python-env.sh: installing ${requirements[*]} into $venv"
 rm -f "$stamp"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    --requirement "$requirements" ||
-    die "pip could not install $requirements (is PyPI reachable?)"
-"$venv/bin/python" -c 'import grpc, grpc_tools.protoc, google.protobuf' ||
+args=()
+for r in "${requirements[@]}"; do
+    args+=(--requirement "$r")
+done
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "${args[@]}" ||
+    die "pip could not install ${requirements[*]} (is PyPI reachable?)"
+"$venv/bin/python" -c "$imports" ||
     die "the pinned packages were installed but do not import"
 echo "$want" >"$stamp"
 echo "python-env.sh: $venv ready"

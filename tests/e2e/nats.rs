@@ -425,6 +425,8 @@ async fn the_projections_role_sees_what_the_embedded_mode_sees() {
             "projections",
             "--nats",
             &server.url(),
+            "--http",
+            "127.0.0.1:0",
             "--data",
         ])
         .arg(views_dir.path())

@@ -9,17 +9,14 @@
 //! project's Python environment, checks the JSON summary it prints, then stops the server and
 //! checks that the store's own export ends the dossier's chain with the hash the client computed.
 //!
-//! The interpreter is `.tools/venv/bin/python`, made by `scripts/python-env.sh` (which
-//! `scripts/test.sh` runs first); set `LIENTHONG_PYTHON` to use another interpreter that has
-//! `examples/python/requirements.txt` installed. A missing interpreter fails the test: it is
-//! never skipped.
+//! The interpreter is [`lienthong_e2e::python`] (`.tools/venv`, made by `scripts/python-env.sh`,
+//! or `LIENTHONG_PYTHON`). A missing interpreter fails the test: it is never skipped.
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lienthong_e2e::{Serving, repo_root};
+use lienthong_e2e::{Serving, python, repo_root};
 use serde_json::{Value, json};
 
 /// The longest the example may run before the test kills it (the example's own deadlines are
@@ -29,22 +26,6 @@ const CLIENT_RUN_S_MAX: u64 = 180;
 const CLIENT_TIMEOUT_S: &str = "30";
 /// How long the server may take to stop on SIGTERM.
 const SERVE_STOP_MS_MAX: u64 = 15_000;
-
-/// The Python interpreter that runs the example.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("LIENTHONG_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = repo_root().join(".tools/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} not found: run scripts/python-env.sh (scripts/test.sh does) to install the pinned \
-         grpcio/grpcio-tools/protobuf into .tools/venv, or set LIENTHONG_PYTHON to an interpreter \
-         that has examples/python/requirements.txt installed",
-        venv.display()
-    );
-    venv
-}
 
 /// Runs the example against `addr`; returns (success, stdout, stderr), killing it after
 /// [`CLIENT_RUN_S_MAX`].

@@ -16,7 +16,7 @@
 //!   and the agencies' acts), [`audit_svc`] (replay, verify, export), over the [`shared`] state;
 //!   [`report_svc`] (deadline board, SLA breaches, indicators) over the projections as well.
 //! - [`config`]: TLS, credentials and named limits, validated once; [`ratelimit`]: the
-//!   per-principal request rate.
+//!   per-principal request rate; [`requests`]: calls counted by method, for the metrics.
 
 pub mod agency_svc;
 pub mod audit_svc;
@@ -29,6 +29,7 @@ pub mod dossier_svc;
 pub mod oversize;
 pub mod ratelimit;
 pub mod report_svc;
+pub mod requests;
 pub mod server;
 pub mod shared;
 pub mod status;

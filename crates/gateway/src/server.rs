@@ -193,7 +193,14 @@ pub async fn serve_shared(
         })
         .max_decoding_message_size(bytes_max)
     });
+    let requests = shared.requests.clone();
     builder
+        .layer(tower::util::MapRequestLayer::new(
+            move |req: http::Request<tonic::body::Body>| {
+                requests.record(req.uri().path());
+                req
+            },
+        ))
         .layer(crate::oversize::layer(bytes_max))
         .add_service(health_service)
         .add_service(reflection)

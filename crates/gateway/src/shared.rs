@@ -52,6 +52,8 @@ pub struct Shared {
     /// Turns true when the server shuts down: long-lived streams end (UNAVAILABLE, resume later)
     /// so that the graceful shutdown does not wait for them forever.
     pub closing: watch::Sender<bool>,
+    /// gRPC calls received, by method (the board's `/metrics`).
+    pub requests: crate::requests::RequestCounts,
     /// Parsed pinned definitions by content hash.
     definitions: Mutex<HashMap<String, Arc<Workflow>>>,
     /// Request-rate buckets by principal.
@@ -88,6 +90,7 @@ impl Shared {
             feed: watch::channel(last).0,
             streams: Arc::new(Semaphore::new(limits.streams_max)),
             closing: watch::channel(false).0,
+            requests: crate::requests::RequestCounts::default(),
             definitions: Mutex::new(HashMap::new()),
             rate: RateLimiter::new(limits.requests_per_s_max, limits.request_burst_max),
         })

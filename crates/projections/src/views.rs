@@ -18,7 +18,8 @@
 //!   that overran their own due (attributed), the time spent waiting on the citizen, on other
 //!   agencies and on payment. `--agency` keeps the breaches attributed to that agency (the
 //!   receiving agency when no hand-off overran); `--month` keeps those whose rate appointment falls
-//!   in that local month.
+//!   in that local month. [`Projections::timeline`] is the same view of any one dossier, late or
+//!   not (the live board's timeline of a selected dossier).
 //! - [`Projections::indicators`]: Decision 766 counters per month × level × agency × procedure.
 //!   `dossier` rows are attributed to the receiving agency (received in the month of receipt;
 //!   finished, early/on-time/late, processing time in the month of the finish; withdrawn in the
@@ -260,7 +261,9 @@ pub struct ApologyView {
     pub late: bool,
 }
 
-/// One late dossier.
+/// One dossier with its process-control slip: a late one in the breach report, any one in a
+/// [`Projections::timeline`] (then `reasons` may be empty, and `responsible` is meaningful only
+/// when it is not).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Breach {
     /// Dossier code.
@@ -556,9 +559,10 @@ impl Projections {
                     reason: "indexed but missing".into(),
                 });
             };
-            let Some(b) = self.breach(&rec, now)? else {
+            let b = self.slip(&rec, now)?;
+            if b.reasons.is_empty() {
                 continue;
-            };
+            }
             if let Some(a) = &q.agency
                 && !b.responsible.contains(a)
             {
@@ -585,8 +589,15 @@ impl Projections {
         })
     }
 
-    /// The breach view of one record at `now`; `None` when it is not late.
-    fn breach(&self, rec: &DossierRecord, now: DateTime<Utc>) -> Result<Option<Breach>, Error> {
+    /// One dossier at `now` as the breach report shows it (its process-control slip, apology,
+    /// waits and lateness), late or not: the board's timeline of a selected dossier. `None` when
+    /// the projections hold no record of `id` (unknown, or not folded yet).
+    pub fn timeline(&self, id: &Uuid, now: DateTime<Utc>) -> Result<Option<Breach>, Error> {
+        self.record(id)?.map(|rec| self.slip(&rec, now)).transpose()
+    }
+
+    /// The breach view of one record at `now`; `reasons` is empty when it is not late.
+    fn slip(&self, rec: &DossierRecord, now: DateTime<Utc>) -> Result<Breach, Error> {
         let cal = self.calendar(&rec.calendar)?;
         let tz = cal.timezone();
         let err = |source| Error::Calendar {
@@ -619,9 +630,6 @@ impl Projections {
         };
         if rec.late_by_rule && (rec.is_open() || rec.finished.is_some()) {
             reasons.push("late-by-rule".to_string());
-        }
-        if reasons.is_empty() {
-            return Ok(None);
         }
         let (mut citizen_s, mut agency_s) = (0, 0);
         for s in &rec.supplements {
@@ -697,7 +705,7 @@ impl Projections {
         if responsible.is_empty() {
             responsible.push(rec.receiving_agency.clone());
         }
-        Ok(Some(Breach {
+        Ok(Breach {
             dossier_code: rec.code.clone(),
             dossier_id: rec.id,
             procedure: rec.procedure.clone(),
@@ -728,7 +736,7 @@ impl Projections {
             waiting_payment: fmt(rec.payment_excluded_s),
             responsible,
             slip,
-        }))
+        })
     }
 
     /// The indicator rows (independent of `now`).

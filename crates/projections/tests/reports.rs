@@ -616,3 +616,46 @@ fn filters_narrow_by_agency_and_month() {
         .expect("indicators");
     assert!(december.rows.is_empty());
 }
+
+/// The board's timeline of one dossier is the breach report's view of it, late or not: the same
+/// slip for a late dossier, an empty `reasons` and a judged slip for one that is not, nothing
+/// for an unknown id.
+#[test]
+fn the_timeline_is_the_breach_view_of_any_dossier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = scenario(dir.path());
+    let breaches = p
+        .breaches(now(), &BreachQuery::default())
+        .expect("breaches");
+    for b in &breaches.breaches {
+        let t = p
+            .timeline(&b.dossier_id, now())
+            .expect("timeline")
+            .expect("a late dossier has a timeline");
+        assert_eq!(&t, b, "{}", b.dossier_code);
+    }
+    // D: open, its justice step due soon, not late.
+    let d = Dossier::new(4, "UBND.XA-261130-0001");
+    let t = p
+        .timeline(&d.id, now())
+        .expect("timeline")
+        .expect("D is known");
+    assert_eq!(t.dossier_code, d.code);
+    assert!(t.reasons.is_empty(), "{:?}", t.reasons);
+    assert!(t.overdue.is_empty());
+    let birth = t
+        .slip
+        .iter()
+        .find(|l| l.step == "register-birth")
+        .expect("D's first hand-off");
+    assert_eq!(
+        (birth.giver.as_str(), birth.receiver.as_str()),
+        ("ubnd-xa", "tu-phap")
+    );
+    assert_eq!(birth.verdict, "open");
+    assert_eq!(
+        p.timeline(&uuid::Uuid::from_u128(42), now())
+            .expect("timeline"),
+        None
+    );
+}

@@ -1,4 +1,4 @@
-//! `lienthong serve --data DIR [--grpc ADDR] [--workflows DIR] [--auth FILE] [--tls-cert PEM
+//! `lienthong serve --data DIR [--grpc ADDR] [--http ADDR|off] [--workflows DIR] [--auth FILE] [--tls-cert PEM
 //! --tls-key PEM [--client-ca PEM]] [--insecure] [--nats URL --role engine|gateway|projections|all
 //! --partitions 0-15 --partition-count 16 --replicas 1 --lease-ttl 15s] [--config lienthong.toml]`.
 //!
@@ -14,6 +14,11 @@
 //! dossier, agency and audit services over engines reached through the bus, reading histories
 //! from its own verified mirror of the feed in DIR/bus-feed. Until Ctrl-C or SIGTERM, then
 //! everything stops in order.
+//!
+//! The board's HTTP listener (`--http`, default [`HTTP_ADDR_DEFAULT`]: the live SLA board at
+//! `/board` and Prometheus metrics at `/metrics`, crate `lienthong-board`) runs where the read
+//! models are: the embedded default, `all` and `projections`. `engine` and `gateway` hold no read
+//! models, so `--http` given to them is an error; left at its default it is simply not served.
 //!
 //! Settings come from, in order of precedence: flags, environment variables (`LIENTHONG_NATS`,
 //! `LIENTHONG_ROLE`, `LIENTHONG_PARTITIONS`, ...), the `[serve]` table of the `--config` file
@@ -48,6 +53,31 @@ use super::projections::PROJECTIONS_DIR;
 
 /// Default gRPC address: loopback, so the local default needs no TLS.
 pub const GRPC_ADDR_DEFAULT: &str = "127.0.0.1:50051";
+
+/// Default address of the board's HTTP listener (`/board`, `/metrics`): loopback, so the local
+/// default needs no credentials (see `lienthong_board::access`).
+pub const HTTP_ADDR_DEFAULT: &str = "127.0.0.1:8080";
+
+/// `--http`: an address, or `off` for no HTTP listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Http {
+    /// No board, no metrics.
+    Off,
+    /// Serve them here.
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for Http {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Http, String> {
+        if s == "off" {
+            return Ok(Http::Off);
+        }
+        s.parse().map(Http::At).map_err(|_| {
+            format!("`{s}` is not an address like {HTTP_ADDR_DEFAULT} (IP:port; port 0 picks a free one), nor `off`")
+        })
+    }
+}
 
 /// How often the read models fold what is new in the store while serving, in milliseconds (a
 /// report folds the rest itself before answering, so this only keeps that work small).
@@ -102,6 +132,12 @@ pub struct Args {
     /// Address to serve gRPC on (port 0: any free port, printed on start).
     #[arg(long, default_value = GRPC_ADDR_DEFAULT)]
     grpc: SocketAddr,
+    /// Address of the HTTP listener for the live SLA board (`/board`) and Prometheus metrics
+    /// (`/metrics`); default 127.0.0.1:8080, `off` for none, port 0 for any free port (printed
+    /// on start). Only the roles with read models serve it (embedded, all, projections). Off
+    /// loopback it needs --insecure and every request the credentials of --auth.
+    #[arg(long, env = "LIENTHONG_HTTP", value_name = "ADDR")]
+    http: Option<Http>,
     /// Workflow directory (agencies, calendars, procedures); default ./workflows.
     #[arg(long)]
     workflows: Option<PathBuf>,
@@ -158,6 +194,8 @@ struct ServeSettings {
     data: Option<PathBuf>,
     /// `--grpc`.
     grpc: Option<SocketAddr>,
+    /// `--http`: an address or `"off"`.
+    http: Option<String>,
     /// `--workflows`.
     workflows: Option<PathBuf>,
     /// `--auth`.
@@ -227,6 +265,14 @@ fn apply_file(args: &mut Args, m: Option<&ArgMatches>) -> Result<()> {
         args.data.data = v;
     }
     fill!(grpc);
+    if unset("http")
+        && let Some(v) = &f.http
+    {
+        args.http = Some(
+            v.parse()
+                .map_err(|e: String| anyhow!("{}: http: {e}", path.display()))?,
+        );
+    }
     fill!(opt workflows);
     fill!(opt auth);
     fill!(opt tls_cert);
@@ -285,9 +331,10 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
             args.role
         );
     }
+    let http = board_addr(&args)?;
     match args.role {
-        Role::Gateway => return run_remote(&args, Services::Gateway),
-        Role::Projections => return run_remote(&args, Services::Reports),
+        Role::Gateway => return run_remote(&args, Services::Gateway, None),
+        Role::Projections => return run_remote(&args, Services::Reports, http),
         Role::Engine | Role::All => {}
     }
     let count = partition_count(&args)?;
@@ -308,6 +355,7 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
             )
         })?;
     let models = ReadModels::new(Arc::new(projections));
+    let store_stats = store.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -424,6 +472,7 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
                 None => anyhow::Ok(()),
             };
         }
+        let board_listener = bind_board(http).await?;
         let listener = tokio::net::TcpListener::bind(args.grpc)
             .await
             .with_context(|| format!("cannot listen on {}", args.grpc))?;
@@ -437,15 +486,29 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
             },
             args.data.data.display()
         );
+        let shared = Shared::new(engine.clone(), config.auth.clone(), config.limits);
+        let board = board_listener.map(|l| {
+            tokio::spawn(lienthong_board::serve(
+                l,
+                lienthong_board::Sources {
+                    shared: shared.clone(),
+                    models: models.clone(),
+                    store_stats: Some(Box::new(move || store_stats.stats())),
+                },
+                args.insecure,
+                stopped(stop_rx.clone()),
+            ))
+        });
         let timers = engine.spawn_timer_loop(stopped(stop_rx.clone()));
         let catch_up = models.spawn_catch_up_loop(
             Duration::from_millis(CATCH_UP_PERIOD_MS),
             stopped(stop_rx.clone()),
         );
-        let server = tokio::spawn(lienthong_gateway::serve(
+        let server = tokio::spawn(lienthong_gateway::server::serve_shared(
             listener,
-            engine,
-            models,
+            shared,
+            Some(models),
+            Services::All,
             config,
             stopped(stop_rx),
         ));
@@ -453,6 +516,9 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         eprintln!("lienthong: shutting down");
         let _ = stop_tx.send(true);
         server.await.context("gateway task")??;
+        if let Some(board) = board {
+            board.await.context("board task")??;
+        }
         for t in bus_tasks {
             let _ = t.await;
         }
@@ -465,6 +531,51 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the board's HTTP listener goes, if anywhere: `--http` (default [`HTTP_ADDR_DEFAULT`])
+/// for the roles with read models; an explicit `--http` for a role without them is an error,
+/// and so is a non-loopback address without `--insecure` (the listener has no TLS).
+fn board_addr(args: &Args) -> Result<Option<SocketAddr>> {
+    let has_models = matches!(args.role, Role::All | Role::Projections);
+    let http = match args.http {
+        Some(h) if !has_models => {
+            if h != Http::Off {
+                bail!(
+                    "--http: the board needs the read models, which --role {:?} does not hold; serve it from the projections role (or `all`), or give --http off",
+                    args.role
+                );
+            }
+            return Ok(None);
+        }
+        None if !has_models => return Ok(None),
+        Some(h) => h,
+        None => HTTP_ADDR_DEFAULT
+            .parse()
+            .map_err(|e: String| anyhow!("{e}"))?,
+    };
+    match http {
+        Http::Off => Ok(None),
+        Http::At(addr) if !addr.ip().is_loopback() && !args.insecure => bail!(
+            "--http {addr}: the board's listener has no TLS, so off loopback tokens would travel in clear; serve it on 127.0.0.1 behind a TLS proxy, or give --insecure"
+        ),
+        Http::At(addr) => Ok(Some(addr)),
+    }
+}
+
+/// Binds the board's listener (if any) and says where it is.
+async fn bind_board(addr: Option<SocketAddr>) -> Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} for the board (--http): choose another address, or --http off"
+        )
+    })?;
+    let at = listener.local_addr()?;
+    eprintln!("lienthong: serving the board on http://{at}/board (metrics at /metrics)");
+    Ok(Some(listener))
 }
 
 /// The deployment's partition count from `--partition-count`.
@@ -533,7 +644,7 @@ fn grpc_config(args: &Args, catalog: &lienthong_workflow::Catalog) -> Result<Con
 ///
 /// Both log lines are written when the position changes, at most once per
 /// [`PROGRESS_LOG_PERIOD_MS`], and the last position is always logged.
-fn run_remote(args: &Args, services: Services) -> Result<ExitCode> {
+fn run_remote(args: &Args, services: Services, http: Option<SocketAddr>) -> Result<ExitCode> {
     let role = if services.reports() {
         "projections"
     } else {
@@ -596,6 +707,7 @@ fn run_remote(args: &Args, services: Services) -> Result<ExitCode> {
             config.auth.clone(),
             config.limits,
         );
+        let board_listener = bind_board(http).await?;
         let listener = tokio::net::TcpListener::bind(args.grpc)
             .await
             .with_context(|| format!("cannot listen on {}", args.grpc))?;
@@ -659,6 +771,26 @@ fn run_remote(args: &Args, services: Services) -> Result<ExitCode> {
             }
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // The board where the read models are (`--role projections`); its metrics have no
+        // store counters (this process has no store).
+        let board = match (board_listener, &models) {
+            (Some(l), Some(m)) => {
+                let mut board_stop = stop_rx.clone();
+                Some(tokio::spawn(lienthong_board::serve(
+                    l,
+                    lienthong_board::Sources {
+                        shared: shared.clone(),
+                        models: m.clone(),
+                        store_stats: None,
+                    },
+                    args.insecure,
+                    async move {
+                        let _ = board_stop.wait_for(|s| *s).await;
+                    },
+                )))
+            }
+            _ => None,
+        };
         let mut server_stop = stop_rx.clone();
         let server = tokio::spawn(lienthong_gateway::server::serve_shared(
             listener,
@@ -676,6 +808,9 @@ fn run_remote(args: &Args, services: Services) -> Result<ExitCode> {
         eprintln!("lienthong: shutting down");
         let _ = stop_tx.send(true);
         server.await.context("gateway task")??;
+        if let Some(board) = board {
+            board.await.context("board task")??;
+        }
         logger.abort();
         waker.abort();
         result.with_context(|| format!("the {role} role stopped following the bus"))?;

@@ -635,7 +635,7 @@ async fn grpc(a: &E2eArgs, work: &Path, workflows: &Path) -> Result<Figures> {
     let creds = credentials(work)?;
     let data = work.join("data");
     let mut cmd = Process::new(me()?);
-    cmd.args(["serve", "--grpc", "127.0.0.1:0"])
+    cmd.args(["serve", "--grpc", "127.0.0.1:0", "--http", "off"])
         .arg("--auth")
         .arg(&creds.file)
         .arg("--data")
