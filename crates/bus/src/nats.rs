@@ -65,6 +65,9 @@ use crate::{
 /// The oldest nats-server the bus accepts: (major, minor).
 pub const SERVER_VERSION_MIN: (u64, u64) = (2, 10);
 
+/// After the first task of a pull, how long the pull waits for more to fill its batch.
+pub const PULL_TOP_UP_WAIT: Duration = PULL_EXPIRES_MIN;
+
 /// The shortest expiry of a pull request.
 pub const PULL_EXPIRES_MIN: Duration = Duration::from_millis(10);
 
@@ -461,23 +464,6 @@ impl Inner {
         Ok(drain(batch).await)
     }
 
-    /// One no-wait pull for up to `max` tasks: the server answers at once with the tasks ready
-    /// now (none: an empty answer), so topping up a pull never waits. Read to its end, like
-    /// [`Self::fetch`].
-    async fn fetch_ready(
-        &self,
-        consumer: &PullConsumer,
-        max: usize,
-    ) -> Result<Vec<jetstream::Message>, Error> {
-        let batch = consumer
-            .fetch()
-            .max_messages(max)
-            .messages()
-            .await
-            .map_err(|e| Error::nats("task pull", e))?;
-        Ok(drain(batch).await)
-    }
-
     /// Turns a received task message into a delivery, or dead-letters it (`None`).
     async fn deliver_or_dead_letter(
         &self,
@@ -825,9 +811,12 @@ impl Tasks for NatsBus {
             loop {
                 // First one request for one task, held by the server until a task can be
                 // delivered (a task is there and the agency is below max_ack_pending) or the
-                // wait is over; then a no-wait one for whatever else is ready. (A top-up that
-                // waited for its count would hold every task just pulled for that long: with a
-                // 50 ms wait, each hand-off of a dossier between agencies cost 50 ms.)
+                // wait is over; then a short one for whatever else is ready. The top-up's wait
+                // is the shortest the server keeps a request ([`PULL_EXPIRES_MIN`]): every task
+                // just pulled waits that long, so each hand-off of a dossier between agencies
+                // costs it (it was 50 ms). A no-wait request would not wait at all, but the
+                // server then let more than max_ack_pending out and gave one task to two
+                // workers of an agency (the conformance suite caught both).
                 let left = give_up.saturating_duration_since(tokio::time::Instant::now());
                 let mut messages = self.inner.fetch(&consumer, 1, left).await?;
                 if messages.is_empty() {
@@ -837,7 +826,11 @@ impl Tasks for NatsBus {
                 // so the top-up asks for no more than that bound.
                 let top_up = (max - 1).min(self.inner.config.task_unacked_max as usize);
                 if top_up > 0 {
-                    messages.extend(self.inner.fetch_ready(&consumer, top_up).await?);
+                    messages.extend(
+                        self.inner
+                            .fetch(&consumer, top_up, PULL_TOP_UP_WAIT)
+                            .await?,
+                    );
                 }
                 let mut out = Vec::new();
                 for m in messages {
