@@ -4,7 +4,7 @@
 //! lists it; `replay` shows a timeline; `export` writes JSON Lines that `verify --export` accepts
 //! with nothing but the file; a single flipped byte in an exported event makes `verify` fail and
 //! name the dossier and seq; `check` accepts the shipped workflows and rejects a broken one with
-//! file:line:column; `bench store` and `bench e2e` run and report.
+//! file:line:column; the `bench` scenarios (store, e2e, rebuild, scale) run and report.
 
 use base64::Engine as _;
 use lienthong_e2e::{run, stderr, stdout};
@@ -321,5 +321,89 @@ fn bench_e2e_runs_over_every_transport_and_reports() {
     assert!(
         events.iter().all(|e| *e == events[0]),
         "same history whatever the transport: {events:?}"
+    );
+}
+
+/// `bench rebuild` makes a store of the size asked (whole birth-group histories), rebuilds the
+/// projections over it and reports the rate beside reading the same feed (a smoke run).
+#[test]
+fn bench_rebuild_reports_the_rebuild_beside_the_feed_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "bench",
+        "rebuild",
+        "--events",
+        "3000",
+        "--runs",
+        "1",
+        "--json",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["scenario"], "rebuild", "{v}");
+    let events = v["events"].as_u64().unwrap();
+    assert!((3000..3100).contains(&events), "whole dossiers: {v}");
+    for key in [
+        "rebuild_events_per_s",
+        "feed_read_events_per_s",
+        "generate_events_per_s",
+        "ratio_to_feed_read",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key} measured: {v}");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "scratch removed"
+    );
+}
+
+/// `bench scale` grows one store through the sizes and runs an engine process on each: one row
+/// per size, in order, with the restart time, the command cost beside the smallest size's, and
+/// the engine process's memory (a smoke run).
+#[test]
+fn bench_scale_reports_a_row_per_store_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "bench",
+        "scale",
+        "--sizes",
+        "5000,1000",
+        "--dossiers",
+        "20",
+        "--concurrency",
+        "4",
+        "--json",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["scenario"], "scale", "{v}");
+    let sizes = v["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 2, "{v}");
+    assert!(sizes[0]["events"].as_u64() >= Some(1000), "{v}");
+    assert!(
+        sizes[1]["events"].as_u64() >= Some(5000),
+        "smallest first: {v}"
+    );
+    assert_eq!(sizes[0]["command_cost_vs_smallest"], 1.0, "{v}");
+    for s in sizes {
+        for key in [
+            "open_ms",
+            "command_us",
+            "dossiers_per_s",
+            "peak_rss_bytes",
+            "store_bytes",
+        ] {
+            assert!(s[key].as_f64().unwrap() > 0.0, "{key} measured: {s}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "scratch removed"
     );
 }

@@ -8,14 +8,21 @@
 //! - `e2e` ([`e2e`]): the birth-group procedure end to end, embedded, over gRPC or over NATS,
 //!   with the agencies as separate processes for the last two; dossiers/s, events/s, latency
 //!   percentiles from submission to closing, peak RSS of each process.
+//! - `rebuild` ([`rebuild`]): projections rebuilt from nothing over a store of a given size
+//!   (made quickly by [`corpus`]), against reading the same feed.
+//! - `scale` ([`scale`]): per-command cost, restart time and peak memory of an engine started on
+//!   stores of growing size.
 //! - `store`: durable appends per second into the sled store (`SledStore`, every append durable
 //!   before it is acknowledged, concurrent appends sharing one group commit), for each batch size
 //!   (appends in flight at once), and the raw limit of the same disk in the same run: a plain
 //!   file append of the same number of bytes followed by `fdatasync`, per write and per batch.
 //!   Each figure is the median of `--runs` measurements of `--seconds` each.
 
+mod corpus;
 mod e2e;
 mod procs;
+mod rebuild;
+mod scale;
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -44,6 +51,10 @@ enum Scenario {
     Store(StoreArgs),
     /// The birth-group procedure end to end: dossiers/s and latency, embedded, over gRPC or NATS.
     E2e(e2e::E2eArgs),
+    /// Projection rebuild events/s over a store of a given size, against reading its feed.
+    Rebuild(rebuild::RebuildArgs),
+    /// Command cost, restart time and memory at growing store sizes.
+    Scale(scale::ScaleArgs),
 }
 
 /// Arguments of `bench store`.
@@ -77,6 +88,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     match args.scenario {
         Scenario::Store(a) => store(&a),
         Scenario::E2e(a) => e2e::run(&a).map(|()| ExitCode::SUCCESS),
+        Scenario::Rebuild(a) => rebuild::run(&a).map(|()| ExitCode::SUCCESS),
+        Scenario::Scale(a) => scale::run(&a).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -71,19 +71,24 @@ impl Proc {
                 loop {
                     match rx.recv_timeout(Duration::from_millis(100)) {
                         Ok(rest) => break rest,
-                        Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
-                            if let Some(status) = proc.child.try_wait()? {
-                                bail!(
-                                    "{name} exited ({status}) before it was ready:\n{}",
-                                    proc.tail()
-                                );
-                            }
+                        // Its stderr closed: it has exited, or soon will.
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            std::thread::sleep(Duration::from_millis(10));
                         }
-                        Err(_) => bail!(
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    }
+                    if let Some(status) = proc.child.try_wait()? {
+                        bail!(
+                            "{name} exited ({status}) before it was ready:\n{}",
+                            proc.tail()
+                        );
+                    }
+                    if Instant::now() >= deadline {
+                        bail!(
                             "{name} did not print `{p}` within {} s:\n{}",
                             READY_TIMEOUT.as_secs(),
                             proc.tail()
-                        ),
+                        );
                     }
                 }
             }
