@@ -141,11 +141,7 @@ pub fn run(a: &E2eArgs) -> Result<()> {
     if (a.data.is_some() || a.no_verify) && a.transport != Transport::Embedded {
         bail!("--data and --no-verify go with --transport embedded");
     }
-    let base = a.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let work = tempfile::Builder::new()
-        .prefix("lienthong-bench-e2e-")
-        .tempdir_in(&base)
-        .with_context(|| format!("cannot make a scratch directory in {}", base.display()))?;
+    let work = super::scratch(&a.dir, "e2e")?;
     let workflows = std::path::absolute(crate::common::workflows_dir(&a.workflows))?;
     let catalog = crate::common::load_catalog(&workflows)?;
     let wf = catalog
@@ -735,16 +731,28 @@ async fn grpc(a: &E2eArgs, work: &Path, workflows: &Path) -> Result<Figures> {
     let faults = Arc::new(Mutex::new(Vec::new()));
     let elapsed = drive(a, submitter, clock.clone(), closed_rx, faults).await;
     desk.abort();
-    let elapsed = elapsed.map_err(|e| with_tails(e, &serve, &agents))?;
+    finish(a, elapsed, &clock, serve, agents, &data)
+}
 
-    let mut peak_rss = vec![("serve".to_string(), serve.peak_rss_bytes().unwrap_or(0))];
+/// Ends a run with processes: reads their peak memory, stops the agents (checking their counts)
+/// and then the engine's process, and verifies the engine's store.
+fn finish(
+    a: &E2eArgs,
+    elapsed: Result<Duration>,
+    clock: &Clock,
+    server: Proc,
+    agents: Vec<Proc>,
+    data: &Path,
+) -> Result<Figures> {
+    let elapsed = elapsed.map_err(|e| with_tails(e, &server, &agents))?;
+    let mut peak_rss = vec![(server.name.clone(), server.peak_rss_bytes().unwrap_or(0))];
     for p in &agents {
         peak_rss.push((p.name.clone(), p.peak_rss_bytes().unwrap_or(0)));
     }
     let summaries = stop_agents(a, agents)?;
-    serve.signal(libc::SIGTERM)?;
-    serve.wait(STOP_TIMEOUT)?;
-    let events = verify_store(&data)?;
+    server.signal(libc::SIGTERM)?;
+    server.wait(STOP_TIMEOUT)?;
+    let events = verify_store(data)?;
     let latencies_us = std::mem::take(&mut *clock.latencies_us.lock());
     Ok(Figures {
         open: None,
@@ -811,25 +819,7 @@ async fn nats(a: &E2eArgs, work: &Path, workflows: &Path) -> Result<Figures> {
     desk.abort();
     let _ = desk.await;
     drop(bus);
-    let elapsed = elapsed.map_err(|e| with_tails(e, &engine, &agents))?;
-
-    let mut peak_rss = vec![("engine".to_string(), engine.peak_rss_bytes().unwrap_or(0))];
-    for p in &agents {
-        peak_rss.push((p.name.clone(), p.peak_rss_bytes().unwrap_or(0)));
-    }
-    let summaries = stop_agents(a, agents)?;
-    engine.signal(libc::SIGTERM)?;
-    engine.wait(STOP_TIMEOUT)?;
+    let figures = finish(a, elapsed, &clock, engine, agents, &data);
     drop(own_server);
-    let events = verify_store(&data)?;
-    let latencies_us = std::mem::take(&mut *clock.latencies_us.lock());
-    Ok(Figures {
-        open: None,
-        elapsed,
-        latencies_us,
-        events,
-        peak_rss,
-        raw_fdatasync_per_s: 0.0,
-        agents: summaries,
-    })
+    figures
 }

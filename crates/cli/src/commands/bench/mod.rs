@@ -112,11 +112,7 @@ fn store(a: &StoreArgs) -> Result<ExitCode> {
         bail!("--runs must be at least 1 and --seconds above 0");
     }
     let span = Duration::from_secs_f64(a.seconds);
-    let base = a.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let work = tempfile::Builder::new()
-        .prefix("lienthong-bench-")
-        .tempdir_in(&base)
-        .with_context(|| format!("cannot make a scratch directory in {}", base.display()))?;
+    let work = scratch(&a.dir, "store")?;
     let mut rows = Vec::new();
     for &batch in &a.batch_sizes {
         let mut store = Vec::new();
@@ -253,6 +249,17 @@ fn raw_rate(dir: &Path, batch: usize, span: Duration) -> Result<f64> {
         records += batch as u64;
     }
     Ok(records as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A fresh scratch directory `lienthong-bench-<scenario>-*` inside `dir` (default: the current
+/// directory, so that the disk measured is the one a data directory would use), removed when
+/// dropped.
+fn scratch(dir: &Option<PathBuf>, scenario: &str) -> Result<tempfile::TempDir> {
+    let base = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    tempfile::Builder::new()
+        .prefix(&format!("lienthong-bench-{scenario}-"))
+        .tempdir_in(&base)
+        .with_context(|| format!("cannot make a scratch directory in {}", base.display()))
 }
 
 /// The median (the mean of the middle two for an even count).

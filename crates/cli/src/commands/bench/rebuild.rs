@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use lienthong_engine::store::{EventStore, FEED_READ_MAX, SledStore};
 use lienthong_projections::{FeedSource, Projections};
 use serde_json::json;
@@ -43,11 +43,7 @@ pub fn run(a: &RebuildArgs) -> Result<()> {
     if a.events == 0 || a.runs == 0 {
         bail!("--events and --runs must be at least 1");
     }
-    let base = a.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let work = tempfile::Builder::new()
-        .prefix("lienthong-bench-rebuild-")
-        .tempdir_in(&base)
-        .with_context(|| format!("cannot make a scratch directory in {}", base.display()))?;
+    let work = super::scratch(&a.dir, "rebuild")?;
     let catalog = crate::common::load_catalog(&crate::common::workflows_dir(&a.workflows))?;
     let template = corpus::template(&work.path().join("template"), catalog.clone())?;
     let store = Arc::new(SledStore::open(&work.path().join("store"))?);

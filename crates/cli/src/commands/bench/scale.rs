@@ -65,11 +65,7 @@ pub fn run(a: &ScaleArgs) -> Result<()> {
     if sizes.is_empty() || sizes[0] == 0 || a.dossiers == 0 || a.concurrency == 0 {
         bail!("--sizes, --dossiers and --concurrency must be at least 1");
     }
-    let base = a.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let work = tempfile::Builder::new()
-        .prefix("lienthong-bench-scale-")
-        .tempdir_in(&base)
-        .with_context(|| format!("cannot make a scratch directory in {}", base.display()))?;
+    let work = super::scratch(&a.dir, "scale")?;
     let workflows = std::path::absolute(crate::common::workflows_dir(&a.workflows))?;
     let catalog = crate::common::load_catalog(&workflows)?;
     let template = corpus::template(&work.path().join("template"), Arc::clone(&catalog))?;
