@@ -64,6 +64,13 @@ class Check:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
         self.driver.set_page_load_timeout(args.timeout_s)
+        # Every request of the page (the page, its script, its live stream) carries the token,
+        # as a wall screen's browser would after its Basic sign-in.
+        self.driver.execute_cdp_cmd("Network.enable", {})
+        self.driver.execute_cdp_cmd(
+            "Network.setExtraHTTPHeaders",
+            {"headers": {"Authorization": f"Bearer {args.token}"}},
+        )
         self.screen(1920, 1080)
 
     def screen(self, width, height):
@@ -178,6 +185,7 @@ def main():
     p.add_argument("--board", required=True, help="the board's URL (with ?now= if any)")
     p.add_argument("--dossier", required=True, help="the code of the dossier made overdue")
     p.add_argument("--artefacts", required=True, help="folder for the screenshots")
+    p.add_argument("--token", required=True, help="a bearer token of the server's auth file")
     p.add_argument("--timeout-s", type=float, default=30.0)
     args = p.parse_args()
     os.makedirs(args.artefacts, exist_ok=True)

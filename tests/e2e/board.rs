@@ -47,6 +47,9 @@ fn artefacts() -> PathBuf {
 }
 
 /// One HTTP/1.1 GET: (status, head, body).
+/// The auditor's development credential (examples/auth.toml).
+const AUDITOR: Option<&str> = Some("Bearer dev-auditor");
+
 fn get(addr: &str, path: &str, auth: Option<&str>) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect to the board");
     s.set_read_timeout(Some(Duration::from_secs(30)))
@@ -119,9 +122,12 @@ async fn the_board_shows_an_overdue_dossier_live_in_chromium() {
     assert_eq!(step.state, pb::BoardState::Overdue as i32, "{step:?}");
     assert!(!step.overdue.is_empty(), "{step:?}");
 
-    // Plain HTTP first: the page, its errors, the metrics.
+    // Plain HTTP first: the page, its errors, the metrics. The server has principals, so even
+    // on loopback every request signs in (here as the auditor).
     let query = format!("now={now}");
     let (status, head, page) = get(&http, &format!("/board?{query}"), None);
+    assert_eq!(status, 401, "no credentials, no board:\n{head}\n{page}");
+    let (status, head, page) = get(&http, &format!("/board?{query}"), AUDITOR);
     assert_eq!(status, 200, "{head}\n{page}");
     assert!(head.contains("text/html; charset=utf-8"), "{head}");
     let row = page
@@ -133,15 +139,15 @@ async fn the_board_shows_an_overdue_dossier_live_in_chromium() {
         "the board says another overdue time than the report service ({}):\n{row}",
         step.overdue
     );
-    let (status, _, page404) = get(&http, "/board/dossier/UBND.XA-000000-9999", None);
+    let (status, _, page404) = get(&http, "/board/dossier/UBND.XA-000000-9999", AUDITOR);
     assert_eq!(status, 404, "{page404}");
     assert!(page404.contains("Không có hồ sơ mã"), "{page404}");
-    let (status, _, bad) = get(&http, "/board?now=yesterday", None);
+    let (status, _, bad) = get(&http, "/board?now=yesterday", AUDITOR);
     assert_eq!(status, 400, "{bad}");
     assert!(bad.contains("RFC 3339"), "{bad}");
-    let (status, _, bad) = get(&http, "/board?agency=no-such-agency", None);
+    let (status, _, bad) = get(&http, "/board?agency=no-such-agency", AUDITOR);
     assert_eq!(status, 400, "{bad}");
-    let (status, head, metrics) = get(&http, "/metrics", None);
+    let (status, head, metrics) = get(&http, "/metrics", AUDITOR);
     assert_eq!(status, 200, "{metrics}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     for line in [
@@ -164,6 +170,7 @@ async fn the_board_shows_an_overdue_dossier_live_in_chromium() {
         .arg("tests/browser/board_check.py")
         .args(["--board", &format!("http://{http}/board?{query}")])
         .args(["--dossier", &code])
+        .args(["--token", "dev-auditor"])
         .arg("--artefacts")
         .arg(&out_dir)
         .current_dir(repo_root())
@@ -239,7 +246,7 @@ async fn the_board_shows_an_overdue_dossier_live_in_chromium() {
     let mut live = TcpStream::connect(&http).expect("connect");
     write!(
         live,
-        "GET /board/events?{query} HTTP/1.1\r\nHost: {http}\r\n\r\n"
+        "GET /board/events?{query} HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer dev-auditor\r\n\r\n"
     )
     .expect("send");
     let mut head = [0u8; 12];

@@ -1,10 +1,11 @@
 //! Who may read the board: the gateway's own credentials, over HTTP.
 //!
-//! - A listener on a loopback address is reachable only from this machine: a request without
-//!   credentials is let in and sees everything (like an auditor). This is the default
-//!   (`127.0.0.1:8080`), the same trust the gRPC server gives plaintext on loopback.
-//! - On any other address every request must carry a credential of the auth file
-//!   (`--auth`), checked by [`Shared::authenticate`] exactly as a gRPC call is (SHA-256 in
+//! - Every request carries a credential of the auth file, on loopback too (a TLS proxy on the
+//!   same host, or any local process, would otherwise read every agency's dossiers). The one
+//!   exception is a server with no principals at all (no `--auth`, a developer's machine): its
+//!   loopback listener lets a request without credentials in, seeing everything like an
+//!   auditor, provided its `Host` is a loopback name (no DNS rebinding from a web page).
+//! - A credential is checked by [`Shared::authenticate`] exactly as a gRPC call is (SHA-256 in
 //!   constant time, the per-principal request rate): `Authorization: Bearer <token>` (what
 //!   Prometheus sends with `authorization.credentials`), or HTTP Basic with the token as the
 //!   password and any user name (what a browser on a wall screen asks for itself). A refusal is
@@ -66,14 +67,21 @@ fn bearer(value: &http::HeaderValue) -> Result<http::HeaderValue, Status> {
         .map_err(|_| Status::unauthenticated("the token is not printable text"))
 }
 
-/// Who sent a request with `headers`; `open`: the listener is on a loopback address.
+/// Who sent a request with `headers`; `open`: requests without credentials are let in (a
+/// loopback listener of a server with no principals), as long as they name a loopback host:
+/// a web page the browser loaded from elsewhere cannot reach an open board by pointing its own
+/// name at 127.0.0.1 (DNS rebinding).
 pub fn authenticate(shared: &Shared, headers: &HeaderMap, open: bool) -> Result<Access, Status> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return if open {
+        return if open && loopback_host(headers) {
             Ok(Access::Local)
+        } else if open {
+            Err(Status::permission_denied(
+                "this board answers without credentials only to a loopback host name (localhost, 127.0.0.1, [::1])",
+            ))
         } else {
             Err(Status::unauthenticated(
-                "this board is served on a non-loopback address: sign in with your agency's token (Basic: any user name, the token as password; or `Authorization: Bearer <token>`)",
+                "sign in with your agency's token (Basic: any user name, the token as password; or `Authorization: Bearer <token>`)",
             ))
         };
     };
@@ -85,6 +93,25 @@ pub fn authenticate(shared: &Shared, headers: &HeaderMap, open: bool) -> Result<
         (),
     );
     shared.authenticate(&request).map(Access::Principal)
+}
+
+/// Whether the request's `Host` names this machine's loopback (`localhost`, `127.x.y.z`,
+/// `[::1]`, with any port).
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Access {

@@ -96,7 +96,8 @@ pub struct Sources {
 struct AppState {
     /// What is read.
     sources: Sources,
-    /// The listener is on a loopback address: requests without credentials are let in.
+    /// Requests without credentials are let in (a loopback listener of a server without
+    /// principals; see [`crate::access`]).
     open: bool,
     /// Requests by (route, status), for `/metrics`.
     http: Mutex<BTreeMap<(String, u16), u64>>,
@@ -127,11 +128,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let addr = listener.local_addr()?;
-    let open = addr.ip().is_loopback();
-    if !open && !insecure {
+    let loopback = addr.ip().is_loopback();
+    if !loopback && !insecure {
         return Err(Error::Plaintext(addr));
     }
-    if !open && sources.shared.auth.is_empty() {
+    // Anonymous reading only where nobody could sign in anyway: a loopback listener of a
+    // server with no principals (a developer's machine). With principals, every request signs
+    // in, on loopback too: a TLS proxy on the same host, or any local process, would otherwise
+    // read every agency's dossiers.
+    let open = loopback && sources.shared.auth.is_empty();
+    if !loopback && sources.shared.auth.is_empty() {
         tracing::warn!(
             %addr,
             "the board is served on a non-loopback address and no principals are configured (--auth FILE): every request is refused"
@@ -150,7 +156,7 @@ pub async fn serve(
 }
 
 /// The routes over `sources`, and the signal that ends the live streams (send `true`).
-/// `open`: requests without credentials are let in (the listener is on a loopback address).
+/// `open`: requests without credentials are let in (see [`crate::access::authenticate`]).
 /// [`serve`] uses it; tests drive it without a socket.
 pub fn app(sources: Sources, open: bool) -> (Router, watch::Sender<bool>) {
     let (close_tx, closing) = watch::channel(false);
@@ -405,19 +411,10 @@ async fn render_dossier(
         .await
         .map_err(|s| Failure::from_status(lang, &s))?;
     let dossier = timeline.ok_or_else(unknown)?;
+    // A dossier the caller may not read is answered as one that does not exist: a 403 would
+    // tell an agency which codes (sequential per desk and day) other agencies hold.
     if !ask.access.may_see(&dossier) {
-        return Err(Failure::new(
-            lang,
-            StatusCode::FORBIDDEN,
-            format!(
-                "`{}` {} `{code}`",
-                ask.access.who(),
-                lang.pick(
-                    "không được xem hồ sơ không chuyển đến cơ quan mình:",
-                    "may not read a dossier that was not routed to its agency:"
-                )
-            ),
-        ));
+        return Err(unknown());
     }
     let view = DossierView {
         query: &ask.query,

@@ -1,12 +1,13 @@
 //! The board's HTTP routes over a real engine, store and read models, driven without a socket
 //! (`lienthong_board::app` and tower's `oneshot`): who is let in, what is refused and how.
 //!
-//! What it proves: on a listener that is not on loopback (`open = false`) a request without
-//! credentials is 401 with a Basic challenge (so a browser prompts), a wrong token is 401, the
-//! gateway's tokens work as Bearer and as Basic passwords, an agency reads only its own agency
-//! (another is 403) and not `/metrics` (403), an auditor reads both; on loopback (`open =
-//! true`) no credentials are needed but a wrong token is still refused; an unknown dossier is a
-//! 404 page; bad query values are 400 pages that say what to write.
+//! What it proves: where credentials are required (`open = false`: any server with principals,
+//! on loopback too) a request without them is 401 with a Basic challenge (so a browser prompts),
+//! a wrong token is 401, the gateway's tokens work as Bearer and as Basic passwords, an agency
+//! reads only its own agency (another is 403) and not `/metrics` (403), an auditor reads both;
+//! on an open board (`open = true`: loopback, no principals) no credentials are needed from a
+//! loopback host name, any other host is 403, and a wrong token is still refused; an unknown
+//! dossier is a 404 page; bad query values are 400 pages that say what to write.
 
 use std::sync::Arc;
 
@@ -63,16 +64,27 @@ fn fixture() -> Fixture {
     }
 }
 
-/// GET `path` on a fresh app (`open`: loopback listener) with an optional `Authorization`.
+/// GET `path` on a fresh app (`open`: requests without credentials are let in) with an
+/// optional `Authorization`, for the host `127.0.0.1:8080`.
 async fn get(
     open: bool,
+    path: &str,
+    auth: Option<String>,
+) -> (StatusCode, http::HeaderMap, String) {
+    get_from(open, "127.0.0.1:8080", path, auth).await
+}
+
+/// [`get`] naming `host` in the request.
+async fn get_from(
+    open: bool,
+    host: &str,
     path: &str,
     auth: Option<String>,
 ) -> (StatusCode, http::HeaderMap, String) {
     let mut f = fixture();
     let sources = f.sources.take().expect("sources");
     let (app, _close) = lienthong_board::app(sources, open);
-    let mut req = Request::get(path);
+    let mut req = Request::get(path).header("host", host);
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }
@@ -144,8 +156,24 @@ async fn off_loopback_every_request_needs_the_gateways_credentials() {
     );
 }
 
+/// An open board (a loopback listener of a server without principals) lets requests without
+/// credentials in, only when they name a loopback host (a page loaded from elsewhere cannot
+/// reach it by DNS rebinding), and still refuses wrong credentials.
 #[tokio::test]
-async fn on_loopback_no_credentials_are_needed_but_wrong_ones_are_refused() {
+async fn an_open_board_needs_no_credentials_but_a_loopback_host() {
+    for host in [
+        "127.0.0.1:8080",
+        "localhost:8080",
+        "[::1]:8080",
+        "LOCALHOST",
+    ] {
+        let (status, _, body) = get_from(true, host, "/board", None).await;
+        assert_eq!(status, StatusCode::OK, "{host}: {body}");
+    }
+    for host in ["evil.example:8080", "127.0.0.1.evil.example", ""] {
+        let (status, _, body) = get_from(true, host, "/board", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host}: {body}");
+    }
     let (status, _, body) = get(true, "/board", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // Every agency of the workflows has its summary row.
