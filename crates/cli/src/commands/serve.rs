@@ -516,9 +516,7 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         eprintln!("lienthong: shutting down");
         let _ = stop_tx.send(true);
         server.await.context("gateway task")??;
-        if let Some(board) = board {
-            board.await.context("board task")??;
-        }
+        stop_board(board).await;
         for t in bus_tasks {
             let _ = t.await;
         }
@@ -564,6 +562,28 @@ fn board_addr(args: &Args) -> Result<Option<SocketAddr>> {
 }
 
 /// Binds the board's listener (if any) and says where it is.
+/// How long shutdown waits for the board's listener: a live stream to a browser that stopped
+/// reading (a sleeping laptop) would otherwise hold SIGTERM up indefinitely.
+const BOARD_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits for the board's task to end, at most [`BOARD_STOP_WAIT`] (then it is aborted). An error
+/// is logged, not returned: the rest of shutdown (bus tasks, timers, leases) must still run.
+async fn stop_board<E: std::fmt::Display>(board: Option<tokio::task::JoinHandle<Result<(), E>>>) {
+    let Some(mut board) = board else { return };
+    match tokio::time::timeout(BOARD_STOP_WAIT, &mut board).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the board's listener failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "the board's task failed"),
+        Err(_) => {
+            tracing::warn!(
+                wait_s = BOARD_STOP_WAIT.as_secs(),
+                "the board's live streams did not end in time; closing them"
+            );
+            board.abort();
+        }
+    }
+}
+
 async fn bind_board(addr: Option<SocketAddr>) -> Result<Option<tokio::net::TcpListener>> {
     let Some(addr) = addr else {
         return Ok(None);
@@ -808,9 +828,7 @@ fn run_remote(args: &Args, services: Services, http: Option<SocketAddr>) -> Resu
         eprintln!("lienthong: shutting down");
         let _ = stop_tx.send(true);
         server.await.context("gateway task")??;
-        if let Some(board) = board {
-            board.await.context("board task")??;
-        }
+        stop_board(board).await;
         logger.abort();
         waker.abort();
         result.with_context(|| format!("the {role} role stopped following the bus"))?;

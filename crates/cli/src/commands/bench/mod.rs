@@ -108,8 +108,8 @@ fn store(a: &StoreArgs) -> Result<ExitCode> {
     if a.batch_sizes.is_empty() || a.batch_sizes.contains(&0) {
         bail!("--batch-sizes: give one or more sizes of at least 1, e.g. 1,8,64");
     }
-    if a.runs == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {
-        bail!("--runs must be at least 1 and --seconds above 0");
+    if a.runs == 0 || !a.seconds.is_finite() || a.seconds <= 0.0 || a.seconds > 3600.0 {
+        bail!("--runs must be at least 1 and --seconds above 0 and at most 3600");
     }
     let span = Duration::from_secs_f64(a.seconds);
     let work = scratch(&a.dir, "store")?;

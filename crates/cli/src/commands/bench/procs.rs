@@ -31,6 +31,7 @@ impl Proc {
     /// Spawns `cmd` (stdout piped, stderr drained) and, with `ready`, waits until a stderr line
     /// starts with it; answers the rest of that line.
     pub fn spawn(name: &str, mut cmd: Command, ready: Option<&str>) -> Result<(Proc, String)> {
+        die_with_parent(&mut cmd);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -159,6 +160,22 @@ impl Drop for Proc {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Makes the kernel kill `cmd`'s process when the bench dies (SIGKILL, a CI timeout), when no
+/// `Drop` runs: no server or agent is left behind holding ports and disk.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+    // which is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

@@ -159,7 +159,9 @@ pub fn run(a: &ScaleArgs) -> Result<()> {
 /// Runs `bench e2e --transport embedded` on `data` in a new process; answers its JSON.
 fn probe(a: &ScaleArgs, data: &Path, workflows: &Path, scratch: &Path) -> Result<Value> {
     let me = std::env::current_exe().context("cannot find this program's path")?;
-    let out = Process::new(me)
+    let mut probe = Process::new(me);
+    super::procs::die_with_parent(&mut probe);
+    let out = probe
         .args([
             "bench",
             "e2e",
