@@ -91,8 +91,9 @@ pub struct E2eArgs {
     /// Dossiers open at once (a new one is submitted as soon as one closes).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// With `--transport nats`: use this running nats-server (one kept for benches: the run leaves
-    /// its streams there) instead of starting one.
+    /// With `--transport nats`: use this running nats-server instead of starting one. Purge it
+    /// between runs: a run leaves its streams there, and an engine node that must scan back
+    /// through more than 100,000 earlier events to find where it stopped refuses to start.
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
     /// Tasks each agency works at once.
