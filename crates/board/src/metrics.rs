@@ -149,6 +149,13 @@ pub fn render(s: &Snapshot) -> String {
             "Open dossiers past their appointment in force, by holding agency, at the engine's clock.",
             &samples,
         );
+        family(
+            &mut out,
+            "lienthong_board_truncated",
+            "gauge",
+            "1 when the board had more rows than a report returns (10,000): lienthong_open_steps and lienthong_overdue_dossiers then count only the first ones.",
+            &[(String::new(), u64::from(b.header.truncated))],
+        );
     }
     let samples: Vec<(String, u64)> = s
         .grpc_requests

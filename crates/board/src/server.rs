@@ -498,6 +498,21 @@ async fn live(
             return r;
         }
     };
+    // The page must render before a stream is granted: a stream of a dossier that does not
+    // exist, or that the caller may not read, would hold one of the few slots forever while
+    // sending nothing.
+    let first_render = match &follow {
+        Follow::Board => render_board(&state, &ask).await,
+        Follow::Dossier(code) => render_dossier(&state, &ask, code).await,
+    };
+    match first_render {
+        Ok(_) => {}
+        Err(f) => {
+            let r = f.into_response();
+            state.count(route, r.status());
+            return r;
+        }
+    }
     if state.live.fetch_add(1, Ordering::Relaxed) >= LIVE_STREAMS_MAX {
         state.live.fetch_sub(1, Ordering::Relaxed);
         let r = Failure::new(

@@ -203,6 +203,17 @@ async fn bad_requests_get_pages_that_say_what_is_wrong() {
         ("/board?lang=fr", StatusCode::BAD_REQUEST, "vi or en"),
         ("/board?agency=no-such", StatusCode::BAD_REQUEST, "no-such"),
         ("/nowhere", StatusCode::NOT_FOUND, "/board"),
+        // A live stream is granted only to a page that renders: none holds a slot for nothing.
+        (
+            "/board/dossier/UBND.XA-260302-0001/events",
+            StatusCode::NOT_FOUND,
+            "Không có hồ sơ mã",
+        ),
+        (
+            "/board/events?now=monday",
+            StatusCode::BAD_REQUEST,
+            "RFC 3339",
+        ),
     ];
     for (path, want, says) in cases {
         let (status, headers, body) = get(true, path, None).await;
