@@ -435,13 +435,7 @@ impl Shared {
                 }
             };
             if let Some(last) = outcome.events.iter().map(|r| r.position()).max() {
-                self.feed.send_if_modified(|p| {
-                    let newer = last > *p;
-                    if newer {
-                        *p = last;
-                    }
-                    newer
-                });
+                lienthong_engine::runtime::advance(&self.feed, last);
             }
             tracing::info!(
                 code = %outcome.code,

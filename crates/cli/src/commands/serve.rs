@@ -751,13 +751,7 @@ fn run_remote(args: &Args, services: Services, http: Option<SocketAddr>) -> Resu
         let waker = tokio::spawn(async move {
             while stored.changed().await.is_ok() {
                 let at = stored.borrow_and_update().stored_position;
-                signal.feed.send_if_modified(|p| {
-                    let newer = at > *p;
-                    if newer {
-                        *p = at;
-                    }
-                    newer
-                });
+                lienthong_engine::runtime::advance(&signal.feed, at);
             }
         });
         let mut progress = follower.progress();

@@ -42,6 +42,18 @@ use crate::store::{
 };
 
 pub use clock::{Clock, ManualClock, SystemClock};
+
+/// Moves a watch of a feed position forward to `position`, waking its receivers, unless it is
+/// there or beyond already (positions only grow; a late, lower one must not move it back).
+pub fn advance(watch: &tokio::sync::watch::Sender<u64>, position: u64) {
+    watch.send_if_modified(|p| {
+        let newer = position > *p;
+        if newer {
+            *p = position;
+        }
+        newer
+    });
+}
 pub use timers::{FIRE_ROUNDS_MAX, TIMER_SLEEP_MS_MIN, TIMERS_PER_ROUND_MAX, engine_actor};
 
 /// Retries after a sequence conflict before giving up with [`Error::Conflict`]. Conflicts come
@@ -238,13 +250,7 @@ impl Engine {
     /// Tells the watchers of [`Engine::appended`] about `events`.
     fn announce(&self, events: &[Recorded]) {
         if let Some(last) = events.iter().map(Recorded::position).max() {
-            self.inner.appended.send_if_modified(|p| {
-                let newer = last > *p;
-                if newer {
-                    *p = last;
-                }
-                newer
-            });
+            advance(&self.inner.appended, last);
         }
     }
 
