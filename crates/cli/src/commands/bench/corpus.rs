@@ -11,16 +11,14 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use lienthong_engine::DossierId;
-use lienthong_engine::dossier::{Command, CompleteStep};
-use lienthong_engine::runtime::{Engine, Request, SystemClock};
+use lienthong_engine::runtime::{Engine, SystemClock};
 use lienthong_engine::store::{AppendRequest, EventStore, NewDossier, SledStore};
 use lienthong_proto::v1 as pb;
-use lienthong_workflow::{Catalog, StepId};
-use rand::SeedableRng;
+use lienthong_workflow::Catalog;
 
-use super::e2e::{DESK, birth};
+use super::e2e::{PROCEDURE, close_one};
 
 /// Appends in flight while a corpus is written (they share group commits).
 const IN_FLIGHT: usize = 512;
@@ -40,67 +38,21 @@ impl Template {
     }
 }
 
-/// Runs one birth-group dossier through the engine on a scratch store in `dir`.
+/// Runs one birth-group dossier through the engine on a scratch store in `dir`, driven as
+/// `bench e2e --transport embedded` drives it.
 pub fn template(dir: &Path, catalog: Arc<Catalog>) -> Result<Template> {
     let store = Arc::new(SledStore::open(dir).context("open the template's store")?);
     let engine = Engine::new(store.clone(), catalog.clone(), Arc::new(SystemClock));
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .context("start a runtime")?;
-    let id = rt.block_on(async {
-        let submit = birth("corpus-template");
-        let command = lienthong_gateway::convert::submit(&submit, &Default::default())
-            .map_err(|s| anyhow!("the template's submission: {}", s.message()))?;
-        let actor = |agency: &str| pb::Actor {
-            agency: agency.into(),
-            officer: format!("{agency}-01"),
-            channel: pb::Channel::System as i32,
-        };
-        let out = engine
-            .execute(Request {
-                dossier: None,
-                actor: actor(DESK),
-                idempotency_key: "corpus-submit".into(),
-                command,
-            })
-            .await?;
-        let id = out.dossier;
-        let steps = [
-            ("tu-phap", "register-birth"),
-            ("cong-an", "register-residence"),
-            ("bhxh", "issue-health-card"),
-            (DESK, "return-result"),
-        ];
-        for (agency, step) in steps {
-            engine
-                .execute(Request {
-                    dossier: Some(id),
-                    actor: actor(agency),
-                    idempotency_key: format!("corpus-{step}"),
-                    command: Command::CompleteStep(CompleteStep {
-                        step: StepId(step.into()),
-                        outcome: "approve".into(),
-                        results: Vec::new(),
-                        note: String::new(),
-                    }),
-                })
-                .await?;
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        engine
-            .execute(Request {
-                dossier: Some(id),
-                actor: actor(DESK),
-                idempotency_key: "corpus-return".into(),
-                command: crate::sim::return_result(&mut rng),
-            })
-            .await?;
-        anyhow::Ok(id)
-    })?;
+    let wf = catalog
+        .procedure(PROCEDURE)
+        .cloned()
+        .ok_or_else(|| anyhow!("procedure {PROCEDURE} is not loaded"))?;
+    let id = rt.block_on(close_one(engine.clone(), wf))?;
     let state = rt.block_on(engine.state(id))?;
-    if !state.status().is_closed() {
-        bail!("the template dossier did not close: {:?}", state.status());
-    }
     let events: Vec<pb::Event> = store
         .read_stream(&id)?
         .into_iter()

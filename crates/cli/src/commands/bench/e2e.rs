@@ -455,6 +455,21 @@ struct Embedded {
 }
 
 impl Embedded {
+    /// A driver of `engine` for the procedure `wf`, and where it tells each dossier it closed.
+    fn new(engine: Engine, wf: Arc<Workflow>) -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
+        let (closed, closed_rx) = mpsc::unbounded_channel();
+        let embedded = Arc::new(Embedded {
+            nonce: run_nonce(),
+            engine,
+            wf,
+            closed,
+            events: AtomicU64::new(0),
+            acts: AtomicU64::new(0),
+            faults: Arc::new(Mutex::new(Vec::new())),
+        });
+        (embedded, closed_rx)
+    }
+
     async fn submit(self: Arc<Self>, req: pb::SubmitRequest) -> Result<String> {
         let command = lienthong_gateway::convert::submit(&req, &Default::default())
             .map_err(|s| anyhow!("the submission does not convert: {}", s.message()))?;
@@ -519,6 +534,21 @@ impl Embedded {
     }
 }
 
+/// Runs one birth-group dossier end to end on `engine`, as the embedded run does; answers its id.
+pub async fn close_one(engine: Engine, wf: Arc<Workflow>) -> Result<DossierId> {
+    let (embedded, mut closed) = Embedded::new(engine, wf);
+    let id = embedded.clone().submit(birth("bench-one")).await?;
+    match tokio::time::timeout(STALL_TIMEOUT, closed.recv()).await {
+        Ok(Some(closed)) if closed == id => {}
+        _ => bail!(
+            "dossier {id} did not close; faults: {:?}",
+            embedded.faults.lock()
+        ),
+    }
+    id.parse()
+        .map_err(|e| anyhow!("the engine answered a dossier id `{id}` that does not parse: {e}"))
+}
+
 async fn embedded(
     a: &E2eArgs,
     work: &Path,
@@ -531,17 +561,8 @@ async fn embedded(
     let before = store.last_position()?;
     let engine = Engine::new(store.clone(), catalog, Arc::new(SystemClock));
     let open = opening.elapsed();
-    let (closed_tx, closed_rx) = mpsc::unbounded_channel();
-    let faults = Arc::new(Mutex::new(Vec::new()));
-    let embedded = Arc::new(Embedded {
-        nonce: run_nonce(),
-        engine,
-        wf,
-        closed: closed_tx,
-        events: AtomicU64::new(0),
-        acts: AtomicU64::new(0),
-        faults: faults.clone(),
-    });
+    let (embedded, closed_rx) = Embedded::new(engine, wf);
+    let faults = embedded.faults.clone();
     let clock = Arc::new(Clock::default());
     let submitter = Arc::new(Submitter::Embedded(embedded.clone()));
     let elapsed = drive(a, submitter, clock.clone(), closed_rx, faults).await?;
