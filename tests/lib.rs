@@ -273,6 +273,23 @@ pub fn grpc_agent(addr: &str, agency: &str, token: &str, extra: &[&str]) -> std:
         .expect("spawn lienthong agent")
 }
 
+/// Waits for `agency`'s agent and checks that it completed one step for each of `dossiers`
+/// dossiers and that no act failed; returns its summary.
+pub fn worked_every_dossier(
+    child: std::process::Child,
+    agency: &str,
+    dossiers: u64,
+) -> serde_json::Value {
+    let s = summary(child);
+    assert_eq!(s["agency"], agency, "{s}");
+    assert_eq!(
+        s["completed"], dossiers,
+        "{agency} completes one step per dossier: {s}"
+    );
+    assert_eq!(s["failed"], 0, "{agency}: {s}");
+    s
+}
+
 /// Waits for an agent and returns its JSON summary; fails the test if the agent failed.
 pub fn summary(child: std::process::Child) -> serde_json::Value {
     let out = child.wait_with_output().expect("agent ran");
