@@ -7,7 +7,7 @@
 //! met, or a warning whose deadline already passed) records nothing and is cleared; timers
 //! survive closing and reopening the store; a firing whose clear was lost (a crash between the
 //! notice and the clear) never doubles the notice; the timer loop fires on its own and stops on
-//! shutdown.
+//! shutdown; a wall clock stepping back neither reorders a stream nor moves a deadline.
 //!
 //! Birth dossier received Monday 2 March 2026 09:00: register-birth due Tuesday 09:00 (its
 //! warning would be Monday 09:00, the receipt itself, so none is set), appointment Thursday
@@ -413,4 +413,65 @@ async fn the_timer_loop_fires_on_its_own_and_stops_on_shutdown() {
         notices(&*store, &d),
         ["missed register-birth", "warning  1wd"]
     );
+}
+
+/// The wall clock steps back two days after the receipt (a VM restored from a snapshot, a bad
+/// NTP step): the next command is recorded no earlier than the receipt, so the stream stays in
+/// time order and the state at any instant is a prefix; the deadlines, worked out from recorded
+/// times, do not move; and the miss still fires once, when the clock comes back past the due.
+#[tokio::test]
+async fn a_clock_stepping_back_neither_reorders_the_stream_nor_moves_deadlines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("open"));
+    let clock = ManualClock::new(local(2026, 3, 2, 9, 0));
+    let e = engine(store.clone(), &clock, Duration::WorkingDays(1));
+    let d = received(&e).await;
+    let before = timers(&*store, &d);
+    let due = e.state(d).await.expect("state").appointment;
+
+    clock.set(local(2026, 2, 28, 9, 0));
+    e.execute(req(Some(d), TU_PHAP, "tp", complete("register-birth")))
+        .await
+        .expect("complete with the clock behind");
+    let recorded: Vec<DateTime<Utc>> = store
+        .read_stream(&d)
+        .expect("read")
+        .iter()
+        .map(|r| {
+            let t = r
+                .event
+                .envelope
+                .as_ref()
+                .and_then(|e| e.recorded_at)
+                .expect("time");
+            DateTime::from_timestamp(t.seconds, t.nanos as u32).expect("instant")
+        })
+        .collect();
+    assert!(
+        recorded.windows(2).all(|w| w[0] <= w[1]),
+        "recorded times out of order: {recorded:?}"
+    );
+    assert_eq!(recorded.last(), Some(&local(2026, 3, 2, 9, 0)));
+    let state = e.state(d).await.expect("state");
+    assert_eq!(state.appointment, due, "the appointment did not move");
+    assert_eq!(
+        state.steps.get("register-birth").map(|s| s.status),
+        Some(lienthong_engine::dossier::StepStatus::Completed)
+    );
+    // Nothing fires while the clock is behind; the appointment's miss fires once it is past.
+    assert_eq!(e.fire_due_timers().await.expect("fire"), 0);
+    let missed = before
+        .iter()
+        .find(|(k, s, _)| *k == TimerKind::Missed && s.is_none())
+        .map(|(_, _, at)| *at)
+        .expect("the appointment's miss timer");
+    clock.set(missed);
+    assert!(e.fire_due_timers().await.expect("fire") >= 1);
+    assert!(
+        notices(&*store, &d).iter().any(|n| n == "missed"),
+        "{:?}",
+        notices(&*store, &d)
+    );
+    assert_eq!(e.fire_due_timers().await.expect("fire"), 0);
+    assert!(store.verify().expect("verify").is_clean());
 }

@@ -338,6 +338,9 @@ pub struct DossierState {
     pub documents: Vec<DocumentRef>,
     /// When it was received (the receipt's recorded-at).
     pub received_at: Option<DateTime<Utc>>,
+    /// The latest recorded-at of any event so far: the runtime never records an event of this
+    /// dossier earlier than it, so a wall clock that steps back cannot reorder the stream.
+    pub last_recorded_at: Option<DateTime<Utc>>,
     /// When the clock started (cut-off and office hours applied).
     pub clock_started_at: Option<DateTime<Utc>>,
     /// The current appointment (after a clock rule or an apology moved it, the new one).
@@ -501,6 +504,7 @@ impl DossierState {
 pub fn evolve(mut state: DossierState, event: &Event) -> DossierState {
     let env = event.envelope.as_ref();
     let at = env.and_then(|e| instant(e.recorded_at.as_ref()));
+    state.last_recorded_at = state.last_recorded_at.max(at);
     if let Some(env) = env {
         state.seq = env.seq;
         if !env.dossier_code.is_empty() {

@@ -470,7 +470,11 @@ impl Engine {
             let state = self.loaded(id, &mut guard).await?.clone();
             let workflow = self.pinned_workflow(&state)?;
             let calendar = self.calendar_for(&workflow, &state.code)?;
-            let now = self.now();
+            // Never before the stream's last event: a wall clock stepped back (NTP, a VM
+            // restored) must not record a later event at an earlier time.
+            let now = self
+                .now()
+                .max(state.last_recorded_at.unwrap_or(DateTime::<Utc>::MIN_UTC));
             let bodies = dossier::decide(
                 &state,
                 &req.command,
