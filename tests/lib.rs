@@ -302,3 +302,51 @@ pub fn summary(child: std::process::Child) -> serde_json::Value {
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("summary `{stdout}`: {e}"))
 }
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `lienthong serve --nats URL --role engine --partition-count N --data DATA` plus `extra`, once
+/// it says it joined the bus. Its log goes to the test's output (shown when a test fails).
+pub fn engine_node(nats: &str, data: &Path, partitions: u32, extra: &[&str]) -> Proc {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(lienthong_bin())
+        .args(["serve", "--role", "engine", "--nats", nats])
+        .args(["--partition-count", &partitions.to_string(), "--data"])
+        .arg(data)
+        .args(extra)
+        .current_dir(repo_root())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn lienthong serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!(
+                "the engine exited before joining the bus:\n{}",
+                seen.join("\n")
+            );
+        };
+        if line.starts_with("lienthong: engine node on NATS") {
+            break;
+        }
+        seen.push(line);
+    }
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("engine: {line}");
+        }
+    });
+    Proc(child)
+}

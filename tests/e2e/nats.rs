@@ -41,7 +41,7 @@ use lienthong_bus::nats::NatsBus;
 use lienthong_bus::testing::NatsServer;
 use lienthong_bus::{Commands, Feed, PartitionCount, partition_of, partition_of_key};
 use lienthong_e2e::{
-    bearer, birth, grpc_agent, lienthong_bin, repo_root, summary, worked_every_dossier,
+    Proc, bearer, birth, grpc_agent, lienthong_bin, repo_root, summary, worked_every_dossier,
 };
 use lienthong_proto::v1 as pb;
 use lienthong_proto::v1::bus_command::Command as C;
@@ -51,16 +51,6 @@ use serde_json::Value;
 /// Partitions of the deployment under test (every process must agree).
 const PARTITIONS: u32 = 4;
 
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `lienthong serve --nats URL --role engine --data DATA`, once it says it joined the bus.
 fn engine(nats: &str, data: &std::path::Path) -> Proc {
     engine_with(nats, data, &[])
@@ -68,38 +58,7 @@ fn engine(nats: &str, data: &std::path::Path) -> Proc {
 
 /// [`engine`] with more arguments.
 fn engine_with(nats: &str, data: &std::path::Path, extra: &[&str]) -> Proc {
-    let mut child = Command::new(lienthong_bin())
-        .args(["serve", "--role", "engine", "--nats", nats])
-        .args(["--partition-count", &PARTITIONS.to_string(), "--data"])
-        .arg(data)
-        .args(extra)
-        .current_dir(repo_root())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn lienthong serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    loop {
-        let Some(Ok(line)) = lines.next() else {
-            panic!(
-                "the engine exited before joining the bus:\n{}",
-                seen.join("\n")
-            );
-        };
-        if line.starts_with("lienthong: engine node on NATS") {
-            break;
-        }
-        seen.push(line);
-    }
-    // The engine's log goes to the test's output (shown when a test fails).
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("engine: {line}");
-        }
-    });
-    Proc(child)
+    lienthong_e2e::engine_node(nats, data, PARTITIONS, extra)
 }
 
 /// `lienthong agent --nats URL --agency X`, stopping after 4 s without a task.
