@@ -694,3 +694,195 @@ async fn engine_node_killed_under_load_loses_no_acknowledged_command() {
         ledger.replayed.load(Ordering::Relaxed),
     );
 }
+
+/// A tmpfs of a given size mounted on a fresh temporary directory, unmounted on drop: a small
+/// file system the test can fill. Mounting needs root (CI runs as root); without it the test
+/// fails and says so rather than skipping.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "cannot mount a {size} tmpfs on {} (the full-disk test needs root, as CI has): {}",
+            dir.path().display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills the file system of `dir` with the file `ballast` up to the last byte, then gives
+/// `leave` bytes back; returns the ballast's path.
+fn fill(dir: &Path, leave: u64) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("ballast");
+    let mut f = std::fs::File::create(&path).expect("create the ballast");
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+    f.set_len(written.saturating_sub(leave))
+        .expect("give space back");
+    f.sync_all().expect("sync the ballast");
+    path
+}
+
+/// Submits the birth dossier `key` as the desk.
+async fn submit(addr: &str, key: &str) -> Result<pb::CommandResponse, tonic::Status> {
+    let mut c = DossierServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects");
+    c.submit(bearer("dev-desk", birth(key)))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The data directory's file system fills up (a 96 MiB tmpfs and a ballast file).
+///
+/// With the reserve (`--disk-free-min 32MiB`): appends are refused with RESOURCE_EXHAUSTED
+/// that says the disk is nearly full, nothing is written, reads go on, and once the ballast is
+/// gone the same idempotency key goes through with no restart.
+///
+/// With no reserve (`--disk-free-min 0`), sled meets the full disk itself: the append fails
+/// UNAVAILABLE, the store is poisoned (what reached the disk is unknown; sled then fails reads
+/// too), so the process stops with a failure status for its supervisor; a restart with space
+/// recovers, and in both phases every acknowledged submission is there and the store verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_appends_clearly_and_loses_nothing() {
+    let fs = Tmpfs::mount("96m");
+    let data = fs.path().join("data");
+    let mut acked: Vec<String> = Vec::new();
+
+    // Phase 1: the reserve.
+    let mut server = Serving::start_with(&data, &["--disk-free-min", "32MiB"]);
+    for i in 0..5 {
+        let a = submit(&server.addr, &format!("disk-{i}"))
+            .await
+            .expect("submit with space");
+        acked.push(a.dossier_id);
+    }
+    let ballast = fill(fs.path(), 16 << 20);
+    let feed_before = export_len(&server.addr).await;
+    let refused = submit(&server.addr, "disk-full-1")
+        .await
+        .expect_err("refused below the reserve");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("disk nearly full"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        export_len(&server.addr).await,
+        feed_before,
+        "nothing was written"
+    );
+    std::fs::remove_file(&ballast).expect("free the space");
+    let a = submit(&server.addr, "disk-full-1")
+        .await
+        .expect("the same key goes through once space is back");
+    assert!(!a.replayed, "it was never written before");
+    acked.push(a.dossier_id);
+    assert!(server.stop(30_000).success(), "{}", server.log_tail());
+    verified(&data);
+
+    // Phase 2: no reserve; sled itself meets the full disk.
+    let mut server = Serving::start_with(&data, &["--disk-free-min", "0"]);
+    let ballast = fill(fs.path(), 0);
+    let mut refusal = None;
+    for i in 0..200 {
+        match submit(&server.addr, &format!("disk-nothing-left-{i}")).await {
+            Ok(a) => acked.push(a.dossier_id),
+            Err(s) => {
+                refusal = Some(s);
+                break;
+            }
+        }
+    }
+    let refused = refusal.expect("a full disk refuses an append");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    // The store is poisoned (what reached the disk is unknown): the process stops by itself,
+    // with a failure status for its supervisor, and says why.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a poisoned server keeps running:\n{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "exit {status:?}");
+    let log = server.log_tail();
+    assert!(log.contains("failed a write"), "{log}");
+    // The supervisor restarts it once space is back; everything acknowledged is there.
+    std::fs::remove_file(&ballast).expect("free the space");
+    let mut server = Serving::start_with(&data, &[]);
+    let a = submit(&server.addr, "disk-after-restart")
+        .await
+        .expect("a restart with space recovers");
+    acked.push(a.dossier_id);
+    let mut c = DossierServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connects");
+    for id in &acked {
+        c.get(bearer(
+            "dev-desk",
+            pb::GetDossierRequest {
+                dossier: id.clone(),
+            },
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("acknowledged dossier {id} lost: {e}"));
+    }
+    assert!(server.stop(30_000).success(), "{}", server.log_tail());
+    verified(&data);
+}
+
+/// Events in the feed, read as the auditor.
+async fn export_len(addr: &str) -> usize {
+    let mut audit = AuditServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects");
+    let mut feed = audit
+        .export_feed(bearer("dev-auditor", pb::ExportFeedRequest::default()))
+        .await
+        .expect("export the feed")
+        .into_inner();
+    let mut n = 0;
+    while feed.message().await.expect("feed stream").is_some() {
+        n += 1;
+    }
+    n
+}

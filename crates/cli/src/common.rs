@@ -31,7 +31,15 @@ pub fn init_tracing(verbose: u8) {
 
 /// Opens (or creates) the sled store under `dir`.
 pub fn open_store(dir: &Path) -> Result<Arc<SledStore>> {
-    let store = SledStore::open(dir)
+    open_store_with(
+        dir,
+        lienthong_engine::store::sled_store::DISK_FREE_BYTES_MIN_DEFAULT,
+    )
+}
+
+/// [`open_store`] keeping `disk_free_bytes_min` free on the file system (0: no reserve).
+pub fn open_store_with(dir: &Path, disk_free_bytes_min: u64) -> Result<Arc<SledStore>> {
+    let store = SledStore::open_with(dir, disk_free_bytes_min)
         .with_context(|| format!("cannot open the event store in {}", dir.display()))?;
     Ok(Arc::new(store))
 }
@@ -80,6 +88,29 @@ pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz> {
     })
 }
 
+/// `0`, `4096`, `512KiB`, `64MiB`, `2GiB`: a size in bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a whole number, e.g. 64MiB"))?;
+    let scale: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}` (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
 /// A duration such as `250ms`, `2s`, `1m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -95,5 +126,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         _ => Err(format!("`{s}`: unknown unit `{unit}` (use ms, s or m)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_read_with_binary_units_and_refuse_others() {
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_bytes(" 64MiB "), Ok(64 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert!(parse_bytes("64MB").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("MiB").unwrap_err().contains("whole number"));
+        assert!(
+            parse_bytes("99999999999GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

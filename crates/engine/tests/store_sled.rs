@@ -351,3 +351,36 @@ fn a_large_definition_survives_reopen() {
     assert_eq!(store.definition(&hash).expect("definition"), Some(text));
     conformance::verify_is_clean(&store);
 }
+
+/// A store whose reserve is more than the file system has free refuses every append with
+/// `DiskFull`, naming both figures, and writes nothing; reads go on, and the store is not
+/// poisoned: the same store opened with no reserve takes the same append.
+#[test]
+fn below_the_free_space_reserve_appends_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ids = populate(dir.path(), 1, 2);
+    let store = SledStore::open_with(dir.path(), u64::MAX).expect("open");
+    let d = DossierId::new();
+    let prefix = fresh_prefix();
+    match conformance::append(&store, open_request(&d, &prefix, 1)) {
+        Err(Error::DiskFull {
+            free_bytes,
+            min_bytes,
+        }) => {
+            assert_eq!(min_bytes, u64::MAX);
+            assert!(free_bytes < min_bytes);
+        }
+        other => panic!("expected DiskFull, got {other:?}"),
+    }
+    assert!(
+        store.poisoned().is_none(),
+        "a refusal is not a failed write"
+    );
+    assert_eq!(store.read_stream(&ids[0]).expect("reads go on").len(), 2);
+    assert!(store.read_stream(&d).expect("read").is_empty());
+    store.close().expect("close");
+    drop(store);
+    let store = SledStore::open_with(dir.path(), 0).expect("open without a reserve");
+    conformance::append(&store, open_request(&d, &prefix, 1)).expect("appends with no reserve");
+    assert!(store.verify().expect("verify").is_clean());
+}

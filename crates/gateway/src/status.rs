@@ -124,6 +124,11 @@ pub fn from_store(e: store::Error) -> Status {
     match e {
         store::Error::Conflict { .. } | store::Error::DuplicateKey { .. } => Status::aborted(msg),
         store::Error::Limit { .. } => Status::resource_exhausted(msg),
+        store::Error::DiskFull { .. } => Status::with_error_details(
+            Code::ResourceExhausted,
+            msg,
+            ErrorDetails::with_error_info("disk-full", ERROR_DOMAIN, HashMap::new()),
+        ),
         store::Error::Overloaded { .. }
         | store::Error::Closed
         | store::Error::Poisoned(_)

@@ -38,6 +38,7 @@ use lienthong_bus::nats::NatsBus;
 use lienthong_bus::{Bus, Partition, PartitionCount};
 use lienthong_engine::runtime::{Engine, SystemClock};
 use lienthong_engine::runtime::{Options, OwnedPartitions};
+use lienthong_engine::store::SledStore;
 use lienthong_gateway::auth::Authenticator;
 use lienthong_gateway::backend::Remote;
 use lienthong_gateway::server::Services;
@@ -129,6 +130,11 @@ pub struct Args {
     /// every process of a deployment.
     #[arg(long, env = "LIENTHONG_LEASE_TTL", default_value = "15s", value_parser = crate::common::parse_duration)]
     lease_ttl: Duration,
+    /// Free space the event store keeps in reserve on its file system (e.g. `64MiB`, `1GiB`;
+    /// `0` for none): below it, appends are refused with RESOURCE_EXHAUSTED (reason `disk-full`)
+    /// and nothing is written; they resume by themselves once space is freed.
+    #[arg(long, env = "LIENTHONG_DISK_FREE_MIN", default_value = "64MiB", value_parser = crate::common::parse_bytes)]
+    disk_free_min: u64,
     /// Address to serve gRPC on (port 0: any free port, printed on start).
     #[arg(long, default_value = GRPC_ADDR_DEFAULT)]
     grpc: SocketAddr,
@@ -218,6 +224,8 @@ struct ServeSettings {
     replicas: Option<usize>,
     /// `--lease-ttl`, e.g. `"15s"`.
     lease_ttl: Option<String>,
+    /// `--disk-free-min`, e.g. `"64MiB"`.
+    disk_free_min: Option<String>,
     /// `--requests-per-s-max`.
     requests_per_s_max: Option<u32>,
     /// `--request-burst-max`.
@@ -289,6 +297,12 @@ fn apply_file(args: &mut Args, m: Option<&ArgMatches>) -> Result<()> {
         args.lease_ttl = crate::common::parse_duration(v)
             .map_err(|e| anyhow!("{}: lease_ttl: {e}", path.display()))?;
     }
+    if unset("disk_free_min")
+        && let Some(v) = &f.disk_free_min
+    {
+        args.disk_free_min = crate::common::parse_bytes(v)
+            .map_err(|e| anyhow!("{}: disk_free_min: {e}", path.display()))?;
+    }
     fill!(requests_per_s_max);
     fill!(request_burst_max);
     Ok(())
@@ -344,7 +358,7 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
     };
     let catalog = crate::common::load_catalog(&crate::common::workflows_dir(&args.workflows))?;
     let config = grpc_config(&args, &catalog)?;
-    let store = crate::common::open_store(&args.data.data)?;
+    let store = crate::common::open_store_with(&args.data.data, args.disk_free_min)?;
     let feed: Arc<dyn FeedSource> = store.clone();
     let projections_dir = args.data.data.join(PROJECTIONS_DIR);
     let projections =
@@ -356,6 +370,7 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         })?;
     let models = ReadModels::new(Arc::new(projections));
     let store_stats = store.clone();
+    let store_health = store.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -381,6 +396,14 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         let mut bus_tasks = Vec::new();
         let mut keeper = None;
         let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(2);
+        // A store that met a failed write (a full disk with no reserve left, an I/O error)
+        // refuses every append until it is reopened: stop, so that the supervisor's restart
+        // recovers it from what is on disk once the cause is gone.
+        bus_tasks.push(tokio::spawn(watch_poison(
+            store_health,
+            fatal_tx.clone(),
+            stopped(stop_rx.clone()),
+        )));
         if let Some(url) = &args.nats {
             let bus: Arc<dyn Bus> = Arc::new(
                 NatsBus::connect(url, bus_config(&args))
@@ -888,6 +911,31 @@ fn describe(owned: &std::collections::BTreeSet<u32>) -> String {
 }
 
 /// Ctrl-C, or SIGTERM on Unix.
+/// How often the store is asked whether a write failed.
+const POISON_POLL_MS: u64 = 200;
+
+/// Reports a poisoned store on `fatal` (see [`SledStore::poisoned`]); ends at `stop`.
+async fn watch_poison(
+    store: Arc<SledStore>,
+    fatal: tokio::sync::mpsc::Sender<String>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_millis(POISON_POLL_MS)) => {}
+        }
+        if let Some(reason) = store.poisoned() {
+            tracing::error!(%reason, "the event store failed a write; stopping so that a restart recovers it");
+            let _ = fatal
+                .send(format!("the event store failed a write ({reason})"))
+                .await;
+            return;
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

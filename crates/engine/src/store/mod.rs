@@ -337,6 +337,18 @@ pub enum Error {
         /// The queue's capacity.
         queued_max: usize,
     },
+    /// The data directory's file system has less free space than the store keeps in reserve;
+    /// nothing was written. Free space (or grow the volume) and retry: appends resume by
+    /// themselves.
+    #[error(
+        "disk nearly full: {free_bytes} bytes free on the data directory's file system, below the {min_bytes} kept in reserve (--disk-free-min); nothing was written, free space and retry"
+    )]
+    DiskFull {
+        /// Bytes available to the process when the append was refused.
+        free_bytes: u64,
+        /// The reserve the store keeps free.
+        min_bytes: u64,
+    },
     /// The stored data is damaged. Stop and run `lienthong verify`; restore from a backup.
     #[error("store is corrupt: {0}")]
     Corrupt(#[from] Corruption),

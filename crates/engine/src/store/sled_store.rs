@@ -52,7 +52,7 @@ use tokio::sync::oneshot;
 use super::chain::{self, Break, ChainError, StreamCheck, Verifier};
 use super::keys::{self, HeadValue, IdemValue};
 use super::sync::Syncer;
-use super::writer::{Pending, Writer, decode_sealed, printable, read_head};
+use super::writer::{Pending, Space, Writer, decode_sealed, printable, read_head};
 use super::{
     AppendRequest, Appended, Corruption, Error, EventStore, FEED_READ_MAX, Head, IdempotencyRecord,
     Recorded, TIMERS_READ_MAX, Timer, VerifyReport,
@@ -68,6 +68,11 @@ pub const GROUP_COMMIT_MAX_REQUESTS: usize = 256;
 /// Bytes of keys and values in one group commit, about (the request that crosses it is the
 /// group's last), so that one batch's memory and write time stay bounded.
 pub const GROUP_COMMIT_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Free space kept in reserve on the data directory's file system by default: a group is
+/// refused ([`Error::DiskFull`]) rather than written when less is available, so that sled never
+/// meets a full disk mid-write (which would poison the store until a restart). Well above
+/// [`GROUP_COMMIT_BYTES_MAX`], since sled writes a group's pages more than once.
+pub const DISK_FREE_BYTES_MIN_DEFAULT: u64 = 64 * 1024 * 1024;
 
 /// What the writer has done since open. All counts are since open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -174,9 +179,17 @@ impl std::fmt::Debug for SledStore {
 }
 
 impl SledStore {
-    /// Opens the store in `dir`, creating it if missing.
-    #[tracing::instrument(skip_all, fields(dir = %dir.display()))]
+    /// Opens the store in `dir`, creating it if missing, keeping
+    /// [`DISK_FREE_BYTES_MIN_DEFAULT`] free.
     pub fn open(dir: &Path) -> Result<SledStore, Error> {
+        Self::open_with(dir, DISK_FREE_BYTES_MIN_DEFAULT)
+    }
+
+    /// Opens the store in `dir`, creating it if missing. A group of appends is refused with
+    /// [`Error::DiskFull`] while the file system has less than `disk_free_bytes_min` available
+    /// (0: never refused; a full disk then poisons the store until it is reopened).
+    #[tracing::instrument(skip_all, fields(dir = %dir.display()))]
+    pub fn open_with(dir: &Path, disk_free_bytes_min: u64) -> Result<SledStore, Error> {
         std::fs::create_dir_all(dir)?;
         let db = open_sled_db(dir).map_err(backend)?;
         match db.get(keys::META_SCHEMA).map_err(backend)? {
@@ -219,7 +232,11 @@ impl SledStore {
             stats: Counters::default(),
         });
         let (queue, rx) = mpsc::sync_channel(APPEND_QUEUE_CAPACITY);
-        let writer = Writer::new(shared.clone(), syncer, last_position);
+        let space = Space {
+            dir: dir.to_path_buf(),
+            free_bytes_min: disk_free_bytes_min,
+        };
+        let writer = Writer::new(shared.clone(), syncer, last_position, space);
         let handle = std::thread::Builder::new()
             .name("lienthong-store-writer".into())
             .spawn(move || writer.run(rx))?;
@@ -243,6 +260,12 @@ impl SledStore {
             self.shared.db.flush().map_err(backend)?;
         }
         Ok(())
+    }
+
+    /// Why the store refuses every append, if a write failed (see [`Error::Poisoned`]): only a
+    /// reopen recovers, so a server stops on it and lets its supervisor restart it.
+    pub fn poisoned(&self) -> Option<String> {
+        self.shared.poison_reason()
     }
 
     /// What the writer has done since open.

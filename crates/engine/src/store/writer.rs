@@ -19,9 +19,16 @@
 //! 4. If apply, flush or fsync fails, the whole group fails and the store is poisoned: after a
 //!    failed fsync the state of the page cache is unknown (a retry may "succeed" on pages the
 //!    kernel already dropped), so only a reopen, which recovers from what is on disk, is safe.
+//!
+//! Before a group is staged, the free space of the data directory's file system is read
+//! ([`Space`]): below the reserve, every request of the group is refused with
+//! [`Error::DiskFull`] and nothing is written, so a filling disk is met by a clear, retryable
+//! refusal rather than by a write that fails halfway and poisons the store. Appends resume as
+//! soon as space is back.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -122,6 +129,36 @@ pub(crate) struct Writer {
     syncer: Syncer,
     /// Position of the last event written (and durable, since a failed group poisons).
     last_position: u64,
+    /// The free space kept in reserve.
+    space: Space,
+}
+
+/// The free space a store keeps in reserve on its file system.
+pub(crate) struct Space {
+    /// The data directory (its file system is the one measured).
+    pub(crate) dir: PathBuf,
+    /// Fewer bytes available than this refuses the group; 0 never does.
+    pub(crate) free_bytes_min: u64,
+}
+
+impl Space {
+    /// The bytes available when they are fewer than the reserve. A failed measurement lets the
+    /// group through: the write itself then says what is wrong.
+    fn short(&self) -> Option<u64> {
+        if self.free_bytes_min == 0 {
+            return None;
+        }
+        match rustix::fs::statvfs(&self.dir) {
+            Ok(st) => {
+                let free_bytes = st.f_bavail.saturating_mul(st.f_frsize);
+                (free_bytes < self.free_bytes_min).then_some(free_bytes)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %self.dir.display(), "cannot read the free space");
+                None
+            }
+        }
+    }
 }
 
 /// What the requests staged earlier in the same group changed, not yet in sled.
@@ -158,11 +195,17 @@ struct Staged {
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, syncer: Syncer, last_position: u64) -> Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        syncer: Syncer,
+        last_position: u64,
+        space: Space,
+    ) -> Writer {
         Writer {
             shared,
             syncer,
             last_position,
+            space,
         }
     }
 
@@ -199,6 +242,26 @@ impl Writer {
         if let Some(reason) = self.shared.poison_reason() {
             for p in group {
                 p.fail(Error::Poisoned(reason.clone()));
+            }
+            return VecDeque::new();
+        }
+        if let Some(free_bytes) = self.space.short() {
+            let min_bytes = self.space.free_bytes_min;
+            tracing::warn!(
+                free_bytes,
+                min_bytes,
+                requests = group.len(),
+                "disk nearly full: appends refused until space is freed"
+            );
+            self.shared
+                .stats
+                .rejected
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+            for p in group {
+                p.fail(Error::DiskFull {
+                    free_bytes,
+                    min_bytes,
+                });
             }
             return VecDeque::new();
         }
