@@ -46,32 +46,11 @@ fn artefacts() -> PathBuf {
         .join("test-artefacts")
 }
 
-/// One HTTP/1.1 GET: (status, head, body).
 /// The auditor's development credential (examples/auth.toml).
 const AUDITOR: Option<&str> = Some("Bearer dev-auditor");
 
 fn get(addr: &str, path: &str, auth: Option<&str>) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the board");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let auth = auth
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the answer");
-    let text = String::from_utf8(raw).expect("UTF-8 answer");
-    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (status, head.to_string(), body.to_string())
+    lienthong_e2e::http_get(addr, path, auth)
 }
 
 async fn submit(addr: &str, key: &str) -> String {

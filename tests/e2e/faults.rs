@@ -886,3 +886,206 @@ async fn export_len(addr: &str) -> usize {
     }
     n
 }
+
+/// A TCP proxy on a free loopback port in front of `target`, whose link the test cuts and
+/// restores: a partition between a process and the broker. Cut, it closes every connection and
+/// closes each new one at once (as a peer behind a firewall rule that rejects would).
+struct Proxy {
+    port: u16,
+    open: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("address").port();
+        let open = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (o, l) = (open.clone(), links.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !o.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                l.lock().expect("links").push(link.abort_handle());
+            }
+        });
+        Proxy {
+            port,
+            open,
+            links,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// `lienthong_outbox_lag_events` on the board's `/metrics`, read as the auditor.
+fn outbox_lag(http: &str) -> u64 {
+    let (status, _, body) = lienthong_e2e::http_get(http, "/metrics", Some("Bearer dev-auditor"));
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("lienthong_outbox_lag_events "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no outbox lag in /metrics:\n{body}"))
+}
+
+/// Polls `f` every 100 ms until it holds, for at most `secs`.
+async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A partition between an engine and its broker (`serve --role all --nats` behind a [`Proxy`]):
+/// submissions go on over gRPC and are stored, but their tasks cannot reach the bus; the
+/// outbox's lag shows on `/metrics` and in the log while it lasts; once the link is back, the
+/// outbox drains by itself, every dossier is worked by each agency exactly once over NATS, the
+/// bus's feed holds each stored event exactly once, and the store verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_from_the_broker_delays_tasks_and_loses_nothing() {
+    const DOSSIERS: usize = 16;
+    let nats = NatsServer::start();
+    let proxy = Proxy::start(nats.port()).await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let count = PARTITIONS.to_string();
+    let proxied = proxy.url();
+    let mut server = Serving::start_with(
+        data.path(),
+        &[
+            "--role",
+            "all",
+            "--nats",
+            &proxied,
+            "--partition-count",
+            &count,
+            "--lease-ttl",
+            "30s",
+        ],
+    );
+    let http = server.http_addr.clone().expect("the board's address");
+    let mut ids = Vec::new();
+    for i in 0..DOSSIERS / 2 {
+        ids.push(
+            submit(&server.addr, &format!("part-{i}"))
+                .await
+                .expect("submit")
+                .dossier_id,
+        );
+    }
+    eventually(30, "the outbox publishes with the link up", || {
+        outbox_lag(&http) == 0
+    })
+    .await;
+
+    proxy.cut();
+    for i in DOSSIERS / 2..DOSSIERS {
+        let a = submit(&server.addr, &format!("part-{i}"))
+            .await
+            .expect("submissions are stored while the broker is out of reach");
+        ids.push(a.dossier_id);
+    }
+    eventually(10, "the lag shows on /metrics", || outbox_lag(&http) > 0).await;
+    eventually(20, "the lag shows in the log", || {
+        server
+            .log_tail()
+            .contains("the bus's feed is behind the store")
+    })
+    .await;
+    proxy.restore();
+    eventually(60, "the outbox drains after the partition", || {
+        outbox_lag(&http) == 0
+    })
+    .await;
+    eventually(10, "the log says it caught up", || {
+        server.log_tail().contains("the outbox caught up")
+    })
+    .await;
+
+    // The agencies, on the broker directly, get every task once and close every dossier.
+    let url = nats.url();
+    let agents: Vec<_> = ["tu-phap", "cong-an", "bhxh", "ubnd-xa"]
+        .iter()
+        .map(|a| {
+            let child = std::process::Command::new(lienthong_e2e::lienthong_bin())
+                .args(["agent", "--nats", &url, "--agency", a])
+                .args(["--partition-count", &count])
+                .args(["--exit-when-idle", "5s", "--json"])
+                .current_dir(lienthong_e2e::repo_root())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn lienthong agent");
+            (child, *a)
+        })
+        .collect();
+    for (child, agency) in agents {
+        lienthong_e2e::worked_every_dossier(child, agency, DOSSIERS as u64);
+    }
+    let mut c = DossierServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connects");
+    let mut stored = 0u64;
+    for id in &ids {
+        let d = c
+            .get(bearer(
+                "dev-auditor",
+                pb::GetDossierRequest {
+                    dossier: id.clone(),
+                },
+            ))
+            .await
+            .expect("get")
+            .into_inner();
+        assert_eq!(d.status_text, "closed:result-returned", "{}", d.code);
+        stored += d.seq;
+    }
+    let bus = NatsBus::connect(&url, lienthong_bus::Config::default())
+        .await
+        .expect("bus");
+    let (mut on_feed, mut from) = (0u64, 1u64);
+    loop {
+        let batch = bus.read(from, 512).await.expect("feed read");
+        let Some(last) = batch.last() else { break };
+        on_feed += batch.len() as u64;
+        from = last.position + 1;
+    }
+    assert_eq!(on_feed, stored, "the feed holds every stored event once");
+    assert!(server.stop(30_000).success(), "{}", server.log_tail());
+    verified(data.path());
+}

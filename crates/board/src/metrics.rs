@@ -13,11 +13,24 @@ use std::fmt::Write as _;
 use lienthong_engine::store::Stats;
 use lienthong_projections::views::{Board, BoardState};
 
+/// Where the outbox of an engine on the bus stands (see `lienthong_node::outbox::Progress`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxGauges {
+    /// The last store position the bus acknowledged on its feed.
+    pub published_position: u64,
+    /// The store's last position when the outbox last looked.
+    pub store_position: u64,
+    /// Tasks waiting in the spill for a full agency queue.
+    pub spilled_tasks: u64,
+}
+
 /// Everything one scrape reports.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// The engine's store writer since it opened (none in the projections role: no store here).
     pub store: Option<Stats>,
+    /// The outbox to the bus (none without a bus).
+    pub outbox: Option<OutboxGauges>,
     /// The feed position the read models have folded.
     pub checkpoint: u64,
     /// The last durable feed position of the store (or of the mirror the views fold).
@@ -80,6 +93,28 @@ pub fn render(s: &Snapshot) -> String {
         ];
         for (name, help, v) in counters {
             family(&mut out, name, "counter", help, &[(String::new(), v)]);
+        }
+    }
+    if let Some(o) = &s.outbox {
+        let gauges = [
+            (
+                "lienthong_outbox_published_position",
+                "Last store position the bus acknowledged on its feed.",
+                o.published_position,
+            ),
+            (
+                "lienthong_outbox_lag_events",
+                "Events stored but not yet on the bus's feed (agencies wait for their tasks): grows while the broker is unreachable, drains after.",
+                o.store_position.saturating_sub(o.published_position),
+            ),
+            (
+                "lienthong_outbox_spilled_tasks",
+                "Tasks waiting in the spill for a full agency queue.",
+                o.spilled_tasks,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            family(&mut out, name, "gauge", help, &[(String::new(), v)]);
         }
     }
     family(
@@ -262,6 +297,11 @@ mod tests {
                 fsyncs: 3,
                 largest_group: 2,
             }),
+            outbox: Some(OutboxGauges {
+                published_position: 6,
+                store_position: 9,
+                spilled_tasks: 0,
+            }),
             checkpoint: 7,
             head: 9,
             board: Some(board),
@@ -274,6 +314,9 @@ mod tests {
             "lienthong_commands_executed_total 4",
             "lienthong_events_appended_total 12",
             "lienthong_projections_lag_events 2",
+            "lienthong_outbox_published_position 6",
+            "lienthong_outbox_lag_events 3",
+            "lienthong_outbox_spilled_tasks 0",
             "lienthong_open_steps{agency=\"tu-phap\",state=\"overdue\"} 2",
             "lienthong_open_steps{agency=\"tu-phap\",state=\"due-soon\"} 0",
             "lienthong_open_steps{agency=\"bhxh\",state=\"on-track\"} 1",

@@ -90,6 +90,8 @@ pub struct Sources {
     pub models: ReadModels,
     /// This process's store writer counters (none where there is no store: the projections role).
     pub store_stats: Option<Box<dyn Fn() -> Stats + Send + Sync>>,
+    /// Where the outbox to the bus stands (none without a bus).
+    pub outbox: Option<Box<dyn Fn() -> crate::metrics::OutboxGauges + Send + Sync>>,
 }
 
 /// The listener's state, shared by the handlers.
@@ -677,6 +679,7 @@ async fn metrics_text(state: &AppState, headers: &HeaderMap) -> Result<String, F
         .map_err(|s| Failure::from_status(lang, &s))?;
     let snapshot = Snapshot {
         store: state.sources.store_stats.as_ref().map(|f| f()),
+        outbox: state.sources.outbox.as_ref().map(|f| f()),
         checkpoint: lag.checkpoint,
         head: lag.head,
         board: Some(board),

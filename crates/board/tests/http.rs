@@ -57,6 +57,7 @@ fn fixture() -> Fixture {
         shared: Shared::new(engine, auth, Limits::default()),
         models: ReadModels::new(Arc::new(projections)),
         store_stats: Some(Box::new(move || store.stats())),
+        outbox: None,
     };
     Fixture {
         _dir: dir,

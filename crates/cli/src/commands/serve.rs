@@ -395,6 +395,8 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
         // rather than a node that takes commands whose work never reaches the agencies.
         let mut bus_tasks = Vec::new();
         let mut keeper = None;
+        // Where the outbox stands (none without a bus): /metrics and the lag log read it.
+        let mut outbox_progress = None;
         let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(2);
         // A store that met a failed write (a full disk with no reserve left, an I/O error)
         // refuses every append until it is reopened: stop, so that the supervisor's restart
@@ -442,6 +444,11 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
             )?
             .with_spill(outbox::Spill::open(&spill_dir)?)
             .waking_on(engine.appended());
+            outbox_progress = Some(outbox.progress());
+            bus_tasks.push(tokio::spawn(log_outbox_lag(
+                outbox.progress(),
+                stopped(stop_rx.clone()),
+            )));
             let stop = stopped(stop_rx.clone());
             let fatal = fatal_tx.clone();
             bus_tasks.push(tokio::spawn(async move {
@@ -517,6 +524,17 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
                     shared: shared.clone(),
                     models: models.clone(),
                     store_stats: Some(Box::new(move || store_stats.stats())),
+                    outbox: outbox_progress.map(|p| {
+                        Box::new(move || {
+                            let p = p.borrow();
+                            lienthong_board::metrics::OutboxGauges {
+                                published_position: p.published_position,
+                                store_position: p.store_position,
+                                spilled_tasks: p.spilled_tasks,
+                            }
+                        })
+                            as Box<dyn Fn() -> lienthong_board::metrics::OutboxGauges + Send + Sync>
+                    }),
                 },
                 args.insecure,
                 stopped(stop_rx.clone()),
@@ -819,6 +837,7 @@ fn run_remote(args: &Args, services: Services, http: Option<SocketAddr>) -> Resu
                         shared: shared.clone(),
                         models: m.clone(),
                         store_stats: None,
+                        outbox: None,
                     },
                     args.insecure,
                     async move {
@@ -911,6 +930,58 @@ fn describe(owned: &std::collections::BTreeSet<u32>) -> String {
 }
 
 /// Ctrl-C, or SIGTERM on Unix.
+/// How long the bus's feed may stay behind the store before the lag is logged.
+const OUTBOX_BEHIND_LOG_AFTER_MS: u64 = 2_000;
+/// Least time between two "behind" lines while the lag lasts.
+const OUTBOX_BEHIND_LOG_EVERY_MS: u64 = 5_000;
+
+/// Logs while the outbox stays behind the store (the broker unreachable, an agency queue
+/// full): a warning after [`OUTBOX_BEHIND_LOG_AFTER_MS`], repeated every
+/// [`OUTBOX_BEHIND_LOG_EVERY_MS`], and one line when it has caught up. Ends at `stop`.
+async fn log_outbox_lag(
+    mut progress: tokio::sync::watch::Receiver<outbox::Progress>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut behind_since: Option<std::time::Instant> = None;
+    let mut logged: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let p = progress.borrow_and_update().clone();
+        let lag = p.lag();
+        if lag == 0 {
+            if logged.is_some() {
+                // At the level of the warning it ends, so that whoever saw one sees the other.
+                tracing::warn!(
+                    published_position = p.published_position,
+                    "the outbox caught up: the bus's feed holds every stored event"
+                );
+            }
+            behind_since = None;
+            logged = None;
+            continue;
+        }
+        let since = *behind_since.get_or_insert_with(std::time::Instant::now);
+        let due = match logged {
+            None => since.elapsed() >= Duration::from_millis(OUTBOX_BEHIND_LOG_AFTER_MS),
+            Some(t) => t.elapsed() >= Duration::from_millis(OUTBOX_BEHIND_LOG_EVERY_MS),
+        };
+        if due {
+            tracing::warn!(
+                lag_events = lag,
+                published_position = p.published_position,
+                store_position = p.store_position,
+                behind_ms = since.elapsed().as_millis() as u64,
+                "the bus's feed is behind the store: agencies get these tasks once the outbox drains (broker unreachable or an agency queue full)"
+            );
+            logged = Some(std::time::Instant::now());
+        }
+    }
+}
+
 /// How often the store is asked whether a write failed.
 const POISON_POLL_MS: u64 = 200;
 
