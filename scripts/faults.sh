@@ -20,6 +20,6 @@ status=0
     cargo test --locked -p lienthong-engine --test store_crash -- --nocapture &&
         cargo test --locked -p lienthong-e2e --test faults -- --nocapture --test-threads 1
 } >"$log" 2>&1 || status=$?
-grep -E "SIGKILL rounds|^faults: (embedded|distributed)|^test .* \.\.\. |panicked" "$log" || true
+grep -oE "[0-9]+ SIGKILL rounds.*|faults: (embedded|distributed):.*|test [a-z_]+ \.\.\. (ok|FAILED)|panicked.*" "$log" || true
 echo "fault matrix: $kills kills per scenario, $(( $(date +%s) - started )) s, exit $status (log: $log)"
 exit "$status"
