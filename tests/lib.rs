@@ -376,3 +376,17 @@ pub fn http_get(addr: &str, path: &str, auth: Option<&str>) -> (u16, String, Str
         .expect("status code");
     (status, head.to_string(), body.to_string())
 }
+
+/// Events on a bus's feed, and the last one's position (0 for an empty feed).
+pub async fn bus_feed_len(feed: &dyn lienthong_bus::Feed) -> (u64, u64) {
+    let (mut n, mut last, mut from) = (0u64, 0u64, 1u64);
+    loop {
+        let batch = feed.read(from, 512).await.expect("feed read");
+        let Some(end) = batch.last() else {
+            return (n, last);
+        };
+        n += batch.len() as u64;
+        last = end.position;
+        from = last + 1;
+    }
+}

@@ -34,7 +34,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lienthong_bus::Feed;
 use lienthong_bus::nats::NatsBus;
 use lienthong_bus::testing::NatsServer;
 use lienthong_e2e::{Serving, bearer, birth, engine_node, run, stderr, stdout};
@@ -453,23 +452,16 @@ async fn check_histories(addr: &str, ledger: &Ledger) -> usize {
         submits,
         "two submissions answered with one dossier"
     );
-    let mut audit = AuditServiceClient::connect(format!("http://{addr}"))
+    let received = feed(addr)
         .await
-        .expect("connects");
-    let mut feed = audit
-        .export_feed(bearer("dev-auditor", pb::ExportFeedRequest::default()))
-        .await
-        .expect("export the feed")
-        .into_inner();
-    let mut received = 0;
-    while let Some(r) = feed.message().await.expect("feed stream") {
-        if matches!(
-            r.event.and_then(|e| e.body),
-            Some(pb::event::Body::Received(_))
-        ) {
-            received += 1;
-        }
-    }
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                r.event.as_ref().and_then(|e| e.body.as_ref()),
+                Some(pb::event::Body::Received(_))
+            )
+        })
+        .count();
     assert_eq!(
         received, submits,
         "dossiers in the feed against submissions acknowledged"
@@ -639,14 +631,7 @@ async fn engine_node_killed_under_load_loses_no_acknowledged_command() {
     let bus = NatsBus::connect(&url, lienthong_bus::Config::default())
         .await
         .expect("bus");
-    let (mut on_feed, mut end, mut from) = (0u64, 0u64, 1u64);
-    loop {
-        let batch = bus.read(from, 512).await.expect("feed read");
-        let Some(last) = batch.last() else { break };
-        on_feed += batch.len() as u64;
-        end = last.position;
-        from = end + 1;
-    }
+    let (on_feed, end) = lienthong_e2e::bus_feed_len(&bus).await;
     assert_eq!(
         on_feed, events as u64,
         "events on the bus feed against events stored"
@@ -790,7 +775,7 @@ async fn a_full_disk_refuses_appends_clearly_and_loses_nothing() {
         acked.push(a.dossier_id);
     }
     let ballast = fill(fs.path(), 16 << 20);
-    let feed_before = export_len(&server.addr).await;
+    let feed_before = feed(&server.addr).await.len();
     let refused = submit(&server.addr, "disk-full-1")
         .await
         .expect_err("refused below the reserve");
@@ -801,7 +786,7 @@ async fn a_full_disk_refuses_appends_clearly_and_loses_nothing() {
         refused.message()
     );
     assert_eq!(
-        export_len(&server.addr).await,
+        feed(&server.addr).await.len(),
         feed_before,
         "nothing was written"
     );
@@ -870,21 +855,21 @@ async fn a_full_disk_refuses_appends_clearly_and_loses_nothing() {
     verified(&data);
 }
 
-/// Events in the feed, read as the auditor.
-async fn export_len(addr: &str) -> usize {
+/// The whole feed, read as the auditor.
+async fn feed(addr: &str) -> Vec<pb::RecordedEvent> {
     let mut audit = AuditServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connects");
-    let mut feed = audit
+    let mut stream = audit
         .export_feed(bearer("dev-auditor", pb::ExportFeedRequest::default()))
         .await
         .expect("export the feed")
         .into_inner();
-    let mut n = 0;
-    while feed.message().await.expect("feed stream").is_some() {
-        n += 1;
+    let mut events = Vec::new();
+    while let Some(r) = stream.message().await.expect("feed stream") {
+        events.push(r);
     }
-    n
+    events
 }
 
 /// A TCP proxy on a free loopback port in front of `target`, whose link the test cuts and
@@ -1078,13 +1063,7 @@ async fn a_partition_from_the_broker_delays_tasks_and_loses_nothing() {
     let bus = NatsBus::connect(&url, lienthong_bus::Config::default())
         .await
         .expect("bus");
-    let (mut on_feed, mut from) = (0u64, 1u64);
-    loop {
-        let batch = bus.read(from, 512).await.expect("feed read");
-        let Some(last) = batch.last() else { break };
-        on_feed += batch.len() as u64;
-        from = last.position + 1;
-    }
+    let (on_feed, _) = lienthong_e2e::bus_feed_len(&bus).await;
     assert_eq!(on_feed, stored, "the feed holds every stored event once");
     assert!(server.stop(30_000).success(), "{}", server.log_tail());
     verified(data.path());

@@ -33,7 +33,6 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -236,17 +235,7 @@ async fn an_engine_killed_mid_load_loses_nothing_and_does_nothing_twice() {
         }
         total
     };
-    let bus = Arc::new(desk.bus);
-    let mut on_feed = 0u64;
-    let mut from = 1;
-    loop {
-        let batch = bus.read(from, 512).await.expect("feed read");
-        if batch.is_empty() {
-            break;
-        }
-        on_feed += batch.len() as u64;
-        from = batch.last().expect("non-empty").position + 1;
-    }
+    let (on_feed, _) = lienthong_e2e::bus_feed_len(&desk.bus).await;
     assert_eq!(on_feed, stored, "the feed holds every stored event once");
 
     // Every hash chain of the store verifies (the engine is stopped first: it holds the store).
@@ -305,16 +294,7 @@ async fn a_broker_restart_mid_load_loses_nothing() {
         );
         stored += d.seq;
     }
-    let mut on_feed = 0u64;
-    let mut from = 1;
-    loop {
-        let batch = desk.bus.read(from, 512).await.expect("feed read");
-        if batch.is_empty() {
-            break;
-        }
-        on_feed += batch.len() as u64;
-        from = batch.last().expect("non-empty").position + 1;
-    }
+    let (on_feed, _) = lienthong_e2e::bus_feed_len(&desk.bus).await;
     assert_eq!(on_feed, stored, "the feed holds every stored event once");
 }
 
