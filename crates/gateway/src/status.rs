@@ -72,6 +72,9 @@ pub fn exhausted(limit: &str, what: &str, max: u64, actual: u64) -> Status {
     )
 }
 
+/// How long a client is told to wait before retrying an append refused for a full disk.
+pub const DISK_FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// A principal made calls faster than its configured rate: RESOURCE_EXHAUSTED with `ErrorInfo`
 /// `rate-limited` and `RetryInfo` saying when a retry passes.
 pub fn rate_limited(principal: &str, requests_per_s_max: u32, retry_after: Duration) -> Status {
@@ -124,11 +127,13 @@ pub fn from_store(e: store::Error) -> Status {
     match e {
         store::Error::Conflict { .. } | store::Error::DuplicateKey { .. } => Status::aborted(msg),
         store::Error::Limit { .. } => Status::resource_exhausted(msg),
-        store::Error::DiskFull { .. } => Status::with_error_details(
-            Code::ResourceExhausted,
-            msg,
-            ErrorDetails::with_error_info("disk-full", ERROR_DOMAIN, HashMap::new()),
-        ),
+        store::Error::DiskFull { .. } => {
+            // Retryable once an operator frees space: RetryInfo tells clients to back off.
+            let mut details = ErrorDetails::new();
+            details.set_error_info("disk-full", ERROR_DOMAIN, HashMap::new());
+            details.set_retry_info(Some(DISK_FULL_RETRY_AFTER));
+            Status::with_error_details(Code::ResourceExhausted, msg, details)
+        }
         store::Error::Overloaded { .. }
         | store::Error::Closed
         | store::Error::Poisoned(_)
@@ -291,6 +296,19 @@ mod tests {
         assert_eq!(
             from_engine(runtime::Error::BadKey(0)).code(),
             Code::InvalidArgument
+        );
+        let full = from_engine(runtime::Error::Store(store::Error::DiskFull {
+            free_bytes: 1,
+            min_bytes: 2,
+        }));
+        assert_eq!(full.code(), Code::ResourceExhausted);
+        assert_eq!(
+            full.get_details_error_info().map(|i| i.reason),
+            Some("disk-full".to_string())
+        );
+        assert_eq!(
+            full.get_details_retry_info().and_then(|r| r.retry_delay),
+            Some(DISK_FULL_RETRY_AFTER)
         );
     }
 }
