@@ -17,6 +17,9 @@
 //! binary with both streams written to files, makes the calls with a tonic client, runs the agent
 //! twice (a good token, then a wrong one, which must fail), stops the server with SIGTERM and
 //! reads the files.
+//!
+//! And a password written into the `--nats` URL authenticates to a nats-server that demands it,
+//! and is never written either, when connected at trace level or when the connection fails.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -414,5 +417,129 @@ async fn no_secret_reaches_the_logs_at_trace_level() {
         leaks.is_empty(),
         "secrets in the logs:\n  {}",
         leaks.join("\n  ")
+    );
+}
+
+/// A port nobody listens on now (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A password in the `--nats` URL authenticates `lienthong serve` to a nats-server that demands
+/// it, and appears nowhere in what serve wrote at trace level (the NATS client logs its server
+/// addresses at debug level: the credentials are taken out of them first); when the connection
+/// fails, the error names the server with `***` in their place.
+#[test]
+fn a_password_in_the_nats_url_authenticates_and_is_never_logged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let password = token("nats-password");
+
+    // A nats-server that demands a user and password.
+    let nats_port = free_port();
+    let config = d.join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"127.0.0.1:{nats_port}\"\njetstream {{\n  store_dir: {:?}\n  max_file_store: {}\n}}\nauthorization {{\n  user: lienthong\n  password: \"{password}\"\n}}\n",
+            d.join("nats"),
+            lienthong_bus::testing::TEST_MAX_FILE_STORE
+        ),
+    )
+    .expect("nats config");
+    let mut nats = Command::new(lienthong_bus::testing::find_nats_server().expect("nats-server"))
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nats-server");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", nats_port)).is_err() {
+        assert!(started.elapsed() < START_WAIT, "nats-server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let log_path = d.join("serve.log");
+    let mut serve = Command::new(lienthong_bin())
+        .args(["serve", "--grpc", "127.0.0.1:0", "--http", "off", "--nats"])
+        .arg(format!("nats://lienthong:{password}@127.0.0.1:{nats_port}"))
+        .arg("--data")
+        .arg(d.join("data"))
+        .env("RUST_LOG", "trace")
+        .current_dir(repo_root())
+        .stdout(Stdio::from(
+            std::fs::File::create(d.join("serve.out")).expect("file"),
+        ))
+        .stderr(Stdio::from(std::fs::File::create(&log_path).expect("file")))
+        .spawn()
+        .expect("spawn lienthong serve");
+    let started = Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("lienthong: serving gRPC on ") {
+            break log;
+        }
+        if let Some(status) = serve.try_wait().expect("wait") {
+            let _ = nats.kill();
+            panic!("lienthong serve exited ({status}) before serving:\n{log}");
+        }
+        assert!(
+            started.elapsed() < START_WAIT,
+            "lienthong serve printed no address"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = nats.kill();
+    let _ = nats.wait();
+    assert!(
+        log.contains("connected to NATS"),
+        "serve authenticated to NATS"
+    );
+    assert!(log.contains("TRACE"), "the log is at trace level");
+    let out = std::fs::read_to_string(d.join("serve.out")).unwrap_or_default();
+    assert!(
+        !log.contains(&password) && !out.contains(&password),
+        "the NATS password is in serve's output"
+    );
+
+    // No server there: the error names it without the password.
+    let port = free_port();
+    let url = format!("nats://lienthong:{password}@127.0.0.1:{port}");
+    let out = Command::new(lienthong_bin())
+        .args([
+            "serve",
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--nats",
+            &url,
+        ])
+        .arg("--data")
+        .arg(d.join("data-2"))
+        .env("RUST_LOG", "trace")
+        .current_dir(repo_root())
+        .output()
+        .expect("lienthong serve runs");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "no NATS server there");
+    assert!(
+        text.contains(&format!("nats://***@127.0.0.1:{port}")),
+        "the error names the server"
+    );
+    assert!(
+        !text.contains(&password),
+        "the NATS password is in serve's error output"
     );
 }

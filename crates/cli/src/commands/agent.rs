@@ -365,7 +365,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     },
                 )
                     .await
-                    .with_context(|| format!("cannot use NATS at {url}"))?,
+                    .with_context(|| {
+                        format!("cannot use NATS at {}", lienthong_bus::nats::redacted(url))
+                    })?,
             );
             let agent = agent(Transport::Bus(BusCommands::new(
                 bus.clone(),

@@ -385,7 +385,12 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
             let bus: Arc<dyn Bus> = Arc::new(
                 NatsBus::connect(url, bus_config(&args))
                     .await
-                    .with_context(|| format!("cannot join the bus at {url}"))?,
+                    .with_context(|| {
+                        format!(
+                            "cannot join the bus at {}",
+                            lienthong_bus::nats::redacted(url)
+                        )
+                    })?,
             );
             // Exclusive ownership: the lease of every owned partition before serving any, kept
             // while serving; a lost lease stops the node like any other bus fault.
@@ -443,7 +448,8 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
                 }
             }));
             eprintln!(
-                "lienthong: engine node on NATS {url}: partitions {} of {}, data in {}",
+                "lienthong: engine node on NATS {}: partitions {} of {}, data in {}",
+                lienthong_bus::nats::redacted(url),
                 describe(&owned),
                 count.get(),
                 args.data.data.display()
@@ -702,7 +708,12 @@ fn run_remote(args: &Args, services: Services, http: Option<SocketAddr>) -> Resu
         let bus: Arc<dyn Bus> = Arc::new(
             NatsBus::connect(&url, bus_config(args))
                 .await
-                .with_context(|| format!("cannot join the bus at {url}"))?,
+                .with_context(|| {
+                    format!(
+                        "cannot join the bus at {}",
+                        lienthong_bus::nats::redacted(&url)
+                    )
+                })?,
         );
         let follower_config = lienthong_node::projections::Config::default();
         let follower = match &models {
@@ -733,7 +744,8 @@ fn run_remote(args: &Args, services: Services, http: Option<SocketAddr>) -> Resu
             .with_context(|| format!("cannot listen on {}", args.grpc))?;
         let addr = listener.local_addr()?;
         eprintln!(
-            "lienthong: {role} on NATS {url}, data in {}",
+            "lienthong: {role} on NATS {}, data in {}",
+            lienthong_bus::nats::redacted(&url),
             args.data.data.display()
         );
         eprintln!(
