@@ -108,8 +108,14 @@ pub struct Args {
     #[arg(long, env = "LIENTHONG_CONFIG")]
     config: Option<PathBuf>,
     /// NATS server of the distributed mode, e.g. `nats://127.0.0.1:4222` (nats-server >= 2.10
-    /// with JetStream). Without it, the embedded mode: no bus.
-    #[arg(long, env = "LIENTHONG_NATS", value_name = "URL")]
+    /// with JetStream); a user and password (or token) in it authenticate, and `--help` does not
+    /// show the environment's value. Without it, the embedded mode: no bus.
+    #[arg(
+        long,
+        env = "LIENTHONG_NATS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     nats: Option<String>,
     /// This process's part of the deployment (with --nats; the embedded mode is `all`).
     #[arg(long, env = "LIENTHONG_ROLE", value_enum, default_value = "all")]
