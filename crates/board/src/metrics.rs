@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub board: Option<Board>,
     /// gRPC calls received, by method path.
     pub grpc_requests: BTreeMap<String, u64>,
+    /// gRPC streaming calls open now (task streams, histories, exports).
+    pub grpc_streams_open: u64,
     /// The board's HTTP requests, by (route, status code).
     pub http_requests: BTreeMap<(String, u16), u64>,
     /// Live streams (server-sent events) open now.
@@ -204,6 +206,13 @@ pub fn render(s: &Snapshot) -> String {
         "gRPC calls received by method (refused ones included), since start.",
         &samples,
     );
+    family(
+        &mut out,
+        "lienthong_grpc_streams_open",
+        "gauge",
+        "gRPC streaming calls open now (task streams, histories, exports); at most streams_max.",
+        &[(String::new(), s.grpc_streams_open)],
+    );
     let samples: Vec<(String, u64)> = s
         .http_requests
         .iter()
@@ -306,6 +315,7 @@ mod tests {
             head: 9,
             board: Some(board),
             grpc_requests: grpc,
+            grpc_streams_open: 2,
             http_requests: http,
             live_streams: 1,
         });
@@ -322,6 +332,7 @@ mod tests {
             "lienthong_open_steps{agency=\"bhxh\",state=\"on-track\"} 1",
             "lienthong_overdue_dossiers{agency=\"tu-phap\"} 1",
             "lienthong_grpc_requests_total{method=\"/lienthong.v1.DossierService/Submit\"} 3",
+            "lienthong_grpc_streams_open 2",
             "lienthong_http_requests_total{route=\"/board\",code=\"200\"} 5",
             "lienthong_board_live_streams 1",
         ] {

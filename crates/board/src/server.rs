@@ -684,6 +684,7 @@ async fn metrics_text(state: &AppState, headers: &HeaderMap) -> Result<String, F
         head: lag.head,
         board: Some(board),
         grpc_requests: state.sources.shared.requests.snapshot(),
+        grpc_streams_open: state.sources.shared.streams_open() as u64,
         http_requests: state.http.lock().clone(),
         live_streams: state.live.load(Ordering::Relaxed),
     };

@@ -127,36 +127,139 @@ pub fn check_server_version(version: &str) -> Result<(), Error> {
     }
 }
 
+/// The user and password (or token: a user without a password) written into a NATS URL.
+#[derive(Clone, PartialEq, Eq)]
+struct Credentials {
+    /// The user, or the token.
+    user: String,
+    /// The password, if the URL has one.
+    password: Option<String>,
+}
+
+/// A NATS server address (`nats://user:pass@host:port`) without its credentials, and them
+/// (percent-decoded).
+fn without_credentials(address: &str) -> (String, Option<Credentials>) {
+    let (scheme, rest) = match address.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, address),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (address.to_string(), None);
+    };
+    let userinfo = &rest[..at];
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(percent_decoded(p))),
+        None => (userinfo, None),
+    };
+    let host = &rest[at + 1..];
+    let stripped = match scheme {
+        Some(s) => format!("{s}://{host}"),
+        None => host.to_string(),
+    };
+    let credentials = Credentials {
+        user: percent_decoded(user),
+        password,
+    };
+    (stripped, Some(credentials))
+}
+
+/// `text` with its `%XX` escapes decoded (an escape that is not one stays as it is).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `url` (one NATS server address, or several separated by commas) with any user and password
+/// replaced by `***`, for messages and logs: a password in the URL must not reach them.
+pub fn redacted(url: &str) -> String {
+    url.split(',')
+        .map(|u| {
+            let (scheme, rest) = match u.split_once("://") {
+                Some((s, r)) => (Some(s), r),
+                None => (None, u),
+            };
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let shown = match rest[..authority_end].rfind('@') {
+                Some(at) => format!("***@{}", &rest[at + 1..]),
+                None => rest.to_string(),
+            };
+            match scheme {
+                Some(s) => format!("{s}://{shown}"),
+                None => shown,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl NatsBus {
     /// Connects to `url` (e.g. `nats://127.0.0.1:4222`, or several servers of a cluster
     /// separated by commas), checks the server, and creates or updates the streams.
     pub async fn connect(url: &str, config: Config) -> Result<Self, Error> {
         config.validate()?;
-        let servers = url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(|u| {
-                u.parse::<async_nats::ServerAddr>()
-                    .map_err(|e| Error::Connect {
-                        url: u.to_owned(),
-                        reason: format!("not a NATS server address: {e}"),
-                    })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        let client = async_nats::ConnectOptions::new()
-            .name("lienthong")
-            .connect(servers)
-            .await
-            .map_err(|e| Error::Connect {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
-        Self::with_client(client, url, config).await
+        // Credentials leave the addresses before the client sees them: the client logs its
+        // server addresses (password included) at debug level, and ignores their credentials.
+        let mut servers = Vec::new();
+        let mut credentials: Option<Credentials> = None;
+        for u in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let (address, found) = without_credentials(u);
+            if let Some(c) = found {
+                if credentials.as_ref().is_some_and(|known| known != &c) {
+                    return Err(Error::Connect {
+                        url: redacted(url),
+                        reason: "the servers carry different credentials: give every server of the list the same user and password (or token)".into(),
+                    });
+                }
+                credentials = Some(c);
+            }
+            servers.push(address.parse::<async_nats::ServerAddr>().map_err(|e| {
+                Error::Connect {
+                    url: redacted(u),
+                    reason: format!("not a NATS server address: {e}"),
+                }
+            })?);
+        }
+        let shown = redacted(url);
+        let options = async_nats::ConnectOptions::new().name("lienthong");
+        let options = match credentials {
+            Some(Credentials {
+                user,
+                password: Some(password),
+            }) => options.user_and_password(user, password),
+            Some(Credentials {
+                user: token,
+                password: None,
+            }) => options.token(token),
+            None => options,
+        };
+        let client = options.connect(servers).await.map_err(|e| Error::Connect {
+            url: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::with_client(client, &shown, config).await
     }
 
     /// Like [`NatsBus::connect`] on a connection made elsewhere (credentials, TLS ...); `url` is
-    /// only used in messages.
+    /// only used in messages and logs (pass it through [`redacted`] if it may hold a password).
     pub async fn with_client(
         client: async_nats::Client,
         url: &str,
@@ -1040,6 +1143,32 @@ impl Leases for NatsBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redacted("nats://user:s3cret@10.0.0.1:4222,tls://tok@nats.example:4222/x"),
+            "nats://***@10.0.0.1:4222,tls://***@nats.example:4222/x"
+        );
+        assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redacted("u:p@host:4222"), "***@host:4222");
+    }
+
+    #[test]
+    fn credentials_leave_the_address() {
+        let (address, c) = without_credentials("nats://ops:p%40ss@10.0.0.1:4222");
+        assert_eq!(address, "nats://10.0.0.1:4222");
+        let c = c.expect("credentials");
+        assert_eq!(
+            (c.user.as_str(), c.password.as_deref()),
+            ("ops", Some("p@ss"))
+        );
+        let (address, c) = without_credentials("tok123@host");
+        assert_eq!(address, "host");
+        let c = c.expect("token");
+        assert_eq!((c.user.as_str(), c.password), ("tok123", None));
+        assert!(without_credentials("nats://127.0.0.1:4222").1.is_none());
+    }
 
     #[test]
     fn versions_are_parsed() {

@@ -175,13 +175,7 @@ impl ToCommand for pb::ReturnResultRequest {
     const ACT: Act = Act::AsDesk;
     common!();
     fn command(&self, limits: &Limits) -> Result<Command, Status> {
-        let channel = pb::Channel::try_from(self.channel).unwrap_or(pb::Channel::Unspecified);
-        if channel == pb::Channel::Unspecified {
-            return Err(invalid(
-                "channel",
-                "is required: how the result was handed back (CHANNEL_IN_PERSON, CHANNEL_ONLINE, CHANNEL_POST)",
-            ));
-        }
+        let channel = convert::channel(self.channel, "how the result was handed back")?;
         Ok(Command::ReturnResult(ReturnResult {
             results: convert::documents("results", &self.results, limits)?,
             channel,

@@ -25,6 +25,25 @@ pub fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     }
 }
 
+/// The request's `channel` (`what`: what it says in this request). protobuf hands an enum value
+/// the contract does not define to the server as its number: that, like an unset channel, is
+/// INVALID_ARGUMENT naming the field and the number.
+pub fn channel(value: i32, what: &str) -> Result<pb::Channel, Status> {
+    match pb::Channel::try_from(value) {
+        Ok(pb::Channel::Unspecified) => Err(invalid(
+            "channel",
+            format!("is required: {what} (CHANNEL_IN_PERSON, CHANNEL_ONLINE or CHANNEL_POST)"),
+        )),
+        Ok(c) => Ok(c),
+        Err(_) => Err(invalid(
+            "channel",
+            format!(
+                "{value} is not a value of lienthong.v1.Channel: {what} is CHANNEL_IN_PERSON, CHANNEL_ONLINE or CHANNEL_POST"
+            ),
+        )),
+    }
+}
+
 /// An optional step id (empty = none).
 pub fn opt_step(value: &str) -> Option<StepId> {
     (!value.is_empty()).then(|| StepId(value.to_string()))
@@ -77,13 +96,7 @@ pub fn submit(req: &pb::SubmitRequest, limits: &Limits) -> Result<Command, Statu
             req.attributes.len() as u64,
         ));
     }
-    let channel = pb::Channel::try_from(req.channel).unwrap_or(pb::Channel::Unspecified);
-    if channel == pb::Channel::Unspecified {
-        return Err(invalid(
-            "channel",
-            "is required: CHANNEL_IN_PERSON, CHANNEL_ONLINE or CHANNEL_POST",
-        ));
-    }
+    let channel = channel(req.channel, "how the dossier was handed in")?;
     let mut attributes = BTreeMap::new();
     let mut problems = Vec::new();
     for (name, value) in &req.attributes {

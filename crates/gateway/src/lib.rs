@@ -8,8 +8,9 @@
 //!   [`server::serve`] is that for the embedded engine and every service.
 //! - [`auth`]: who is calling (bearer tokens stored as SHA-256 hashes, or mutual TLS with the
 //!   agency code in the client certificate) and the roles (agency, desk, auditor, admin).
-//! - [`status`]: the one place where errors become `tonic::Status` codes ([`oversize`] brings
-//!   tonic's own over-size refusal in line: RESOURCE_EXHAUSTED).
+//! - [`status`]: the one place where errors become `tonic::Status` codes ([`decoding`] brings
+//!   tonic's own refusals in line: RESOURCE_EXHAUSTED for an over-size request, INVALID_ARGUMENT
+//!   for one that does not decode).
 //! - [`commands`]: each mutating request as one engine command (shared with the bus's engine
 //!   node); [`convert`]: wire messages to engine values and back, with the input checks.
 //! - The services: [`dossier_svc`] (submit, get, history ...), [`agency_svc`] (the task stream
@@ -25,8 +26,8 @@ pub mod backend;
 pub mod commands;
 pub mod config;
 pub mod convert;
+pub mod decoding;
 pub mod dossier_svc;
-pub mod oversize;
 pub mod ratelimit;
 pub mod report_svc;
 pub mod requests;

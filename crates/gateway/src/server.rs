@@ -201,7 +201,7 @@ pub async fn serve_shared(
                 req
             },
         ))
-        .layer(crate::oversize::layer(bytes_max))
+        .layer(crate::decoding::layer(bytes_max))
         .add_service(health_service)
         .add_service(reflection)
         .add_optional_service(dossiers)

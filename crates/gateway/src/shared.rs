@@ -121,6 +121,14 @@ impl Shared {
         }
     }
 
+    /// Streaming calls open now (permits held): what a client that opens and abandons streams
+    /// would leak if a stream outlived its client; `/metrics` shows it.
+    pub fn streams_open(&self) -> usize {
+        self.limits
+            .streams_max
+            .saturating_sub(self.streams.available_permits())
+    }
+
     /// A permit for one more streaming call, or RESOURCE_EXHAUSTED.
     pub fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
         self.streams.clone().try_acquire_owned().map_err(|_| {

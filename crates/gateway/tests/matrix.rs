@@ -15,6 +15,13 @@
 //! (see [`State`]), and its own idempotency keys, so no cell sees another's effects. The cells run
 //! one after the other; every mismatch is collected, and the test fails listing all of them with
 //! the whole grid of what the server answered.
+//!
+//! The same table runs three ways ([`Transport`]): plaintext with bearer tokens, server TLS with
+//! bearer tokens, and mutual TLS where every principal (desk, agencies, auditor and admin: the
+//! auth file lets any role accept a certificate naming its agency) calls over its own connection
+//! with its client certificate and no token, so a cell can pass only if the certificate
+//! authenticated it. `none` and `bad` stay a connection without a certificate (with no token, or
+//! an unknown one). The set-up and the "nothing left behind" checks use tokens in every run.
 
 mod common;
 
@@ -22,7 +29,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use common::pki::Pki;
-use common::{Clients, TestServer, birth, doc, req};
+use common::{Clients, TestServer, birth, doc, feed_end, req};
 use lienthong_gateway::auth::ACT_AS_HEADER;
 use lienthong_proto::v1 as pb;
 use tonic::{Code, Status};
@@ -382,9 +389,38 @@ struct Fixture {
     id: String,
 }
 
-/// A request from `caller`, with the act-as header if `act_as` names an agency.
-fn request<T>(caller: Caller, act_as: Option<&str>, msg: T) -> tonic::Request<T> {
+/// How the callers of a run reach the server.
+enum Transport {
+    /// Every caller over the one channel, with its bearer token.
+    Tokens,
+    /// Each principal (by id) over its own mutual-TLS channel with its agency's client
+    /// certificate and no token; `none` and `bad` over the one channel, without a certificate.
+    Certificates(Vec<(&'static str, Clients)>),
+}
+
+impl Transport {
+    /// The clients `caller` calls with, and whether it is authenticated by certificate.
+    fn clients(&self, caller: Caller, shared: &Clients) -> (Clients, bool) {
+        match self {
+            Transport::Tokens => (shared.clone(), false),
+            Transport::Certificates(by_id) => by_id
+                .iter()
+                .find(|(id, _)| *id == caller.principal())
+                .map_or((shared.clone(), false), |(_, c)| (c.clone(), true)),
+        }
+    }
+}
+
+/// A request from `caller` (with its token unless it calls `by_certificate`), with the act-as
+/// header if `act_as` names an agency.
+fn request<T>(
+    caller: Caller,
+    act_as: Option<&str>,
+    by_certificate: bool,
+    msg: T,
+) -> tonic::Request<T> {
     let mut r = match caller {
+        _ if by_certificate => tonic::Request::new(msg),
         Caller::NoToken => tonic::Request::new(msg),
         Caller::BadToken => {
             let mut r = tonic::Request::new(msg);
@@ -500,11 +536,12 @@ async fn first<T>(
     call?.into_inner().message().await.map(|_| ())
 }
 
-/// Makes the cell's call.
+/// Makes the cell's call (by certificate: without a token).
 async fn call(
     c: &mut Clients,
     rpc: Rpc,
     caller: Caller,
+    by_certificate: bool,
     fx: &Fixture,
     key: &str,
 ) -> Result<(), Status> {
@@ -518,7 +555,12 @@ async fn call(
     match rpc {
         Rpc::Submit => c
             .dossiers
-            .submit(request(caller, act_as, birth_with_card(&key)))
+            .submit(request(
+                caller,
+                act_as,
+                by_certificate,
+                birth_with_card(&key),
+            ))
             .await
             .map(drop),
         Rpc::Get => c
@@ -526,6 +568,7 @@ async fn call(
             .get(request(
                 caller,
                 act_as,
+                by_certificate,
                 pb::GetDossierRequest { dossier: id },
             ))
             .await
@@ -535,7 +578,12 @@ async fn call(
                 dossier: id,
                 after_seq: 0,
             };
-            first(c.dossiers.history(request(caller, act_as, msg)).await).await
+            first(
+                c.dossiers
+                    .history(request(caller, act_as, by_certificate, msg))
+                    .await,
+            )
+            .await
         }
         Rpc::ProvideSupplementCitizen | Rpc::ProvideSupplementAgency => {
             let msg = pb::ProvideSupplementRequest {
@@ -546,7 +594,7 @@ async fn call(
                 officer: "can-bo".into(),
             };
             c.dossiers
-                .provide_supplement(request(caller, act_as, msg))
+                .provide_supplement(request(caller, act_as, by_certificate, msg))
                 .await
                 .map(drop)
         }
@@ -559,7 +607,7 @@ async fn call(
                 officer: "can-bo".into(),
             };
             c.dossiers
-                .return_result(request(caller, act_as, msg))
+                .return_result(request(caller, act_as, by_certificate, msg))
                 .await
                 .map(drop)
         }
@@ -571,7 +619,7 @@ async fn call(
                 officer: "can-bo".into(),
             };
             c.dossiers
-                .withdraw(request(caller, act_as, msg))
+                .withdraw(request(caller, act_as, by_certificate, msg))
                 .await
                 .map(drop)
         }
@@ -585,20 +633,31 @@ async fn call(
                 },
                 backlog_only: true,
             };
-            first(c.agencies.stream_tasks(request(caller, act_as, msg)).await).await
+            first(
+                c.agencies
+                    .stream_tasks(request(caller, act_as, by_certificate, msg))
+                    .await,
+            )
+            .await
         }
         Rpc::CompleteStep | Rpc::CompleteStepActAsUnknown => c
             .agencies
             .complete_step(request(
                 caller,
                 act_as,
+                by_certificate,
                 complete(&key, &id, "register-residence"),
             ))
             .await
             .map(drop),
         Rpc::CompleteStepMalformed => c
             .agencies
-            .complete_step(request(caller, act_as, complete(&key, &id, "")))
+            .complete_step(request(
+                caller,
+                act_as,
+                by_certificate,
+                complete(&key, &id, ""),
+            ))
             .await
             .map(drop),
         Rpc::RejectStep => {
@@ -610,7 +669,7 @@ async fn call(
                 officer: "can-bo".into(),
             };
             c.agencies
-                .reject_step(request(caller, act_as, msg))
+                .reject_step(request(caller, act_as, by_certificate, msg))
                 .await
                 .map(drop)
         }
@@ -621,7 +680,12 @@ async fn call(
                 ""
             };
             c.agencies
-                .request_supplement(request(caller, act_as, ask_supplement(&key, &id, step, "")))
+                .request_supplement(request(
+                    caller,
+                    act_as,
+                    by_certificate,
+                    ask_supplement(&key, &id, step, ""),
+                ))
                 .await
                 .map(drop)
         }
@@ -638,7 +702,7 @@ async fn call(
                 officer: "can-bo".into(),
             };
             c.agencies
-                .refuse(request(caller, act_as, msg))
+                .refuse(request(caller, act_as, by_certificate, msg))
                 .await
                 .map(drop)
         }
@@ -650,7 +714,7 @@ async fn call(
                 officer: "can-bo".into(),
             };
             c.agencies
-                .stop(request(caller, act_as, msg))
+                .stop(request(caller, act_as, by_certificate, msg))
                 .await
                 .map(drop)
         }
@@ -668,7 +732,7 @@ async fn call(
                 officer: "can-bo".into(),
             };
             c.agencies
-                .issue_apology(request(caller, act_as, msg))
+                .issue_apology(request(caller, act_as, by_certificate, msg))
                 .await
                 .map(drop)
         }
@@ -677,18 +741,29 @@ async fn call(
                 dossier: id,
                 as_of: None,
             };
-            c.audit.replay(request(caller, act_as, msg)).await.map(drop)
+            c.audit
+                .replay(request(caller, act_as, by_certificate, msg))
+                .await
+                .map(drop)
         }
         Rpc::VerifyDossier | Rpc::VerifyStore => {
             let msg = pb::VerifyRequest { dossier: id };
-            c.audit.verify(request(caller, act_as, msg)).await.map(drop)
+            c.audit
+                .verify(request(caller, act_as, by_certificate, msg))
+                .await
+                .map(drop)
         }
         Rpc::ExportFeed => {
             let msg = pb::ExportFeedRequest {
                 after_position: 0,
                 limit: 1,
             };
-            first(c.audit.export_feed(request(caller, act_as, msg)).await).await
+            first(
+                c.audit
+                    .export_feed(request(caller, act_as, by_certificate, msg))
+                    .await,
+            )
+            .await
         }
         Rpc::BoardAll | Rpc::BoardNamed => {
             let msg = pb::BoardRequest {
@@ -696,7 +771,7 @@ async fn call(
                 ..Default::default()
             };
             c.reports
-                .board(request(caller, act_as, msg))
+                .board(request(caller, act_as, by_certificate, msg))
                 .await
                 .map(drop)
         }
@@ -706,7 +781,7 @@ async fn call(
                 ..Default::default()
             };
             c.reports
-                .breaches(request(caller, act_as, msg))
+                .breaches(request(caller, act_as, by_certificate, msg))
                 .await
                 .map(drop)
         }
@@ -716,7 +791,7 @@ async fn call(
                 ..Default::default()
             };
             c.reports
-                .indicators(request(caller, act_as, msg))
+                .indicators(request(caller, act_as, by_certificate, msg))
                 .await
                 .map(drop)
         }
@@ -744,23 +819,6 @@ async fn history_len(c: &mut Clients, id: &str) -> Result<usize, Status> {
         n += 1;
     }
     Ok(n)
-}
-
-/// The last position of the global feed, reading only what lies after `known` (a position
-/// already read, so that each look costs only the new events).
-async fn feed_end(c: &mut Clients, known: u64) -> Result<u64, Status> {
-    let msg = pb::ExportFeedRequest {
-        after_position: known,
-        limit: 0,
-    };
-    let mut s = c.audit.export_feed(req("auditor", msg)).await?.into_inner();
-    let mut end = known;
-    while let Some(e) = s.message().await? {
-        if let Some(env) = e.event.and_then(|e| e.envelope) {
-            end = end.max(env.global_position);
-        }
-    }
-    Ok(end)
 }
 
 /// The length of the dossier `id`'s history (0 without a dossier) and the feed's last position
@@ -847,7 +905,7 @@ async fn check_the_premise(c: &mut Clients) {
 async fn every_rpc_for_every_caller_answers_as_the_table_says() {
     let server = TestServer::start().await;
     let c = server.clients().await;
-    run_the_table(server, c).await;
+    run_the_table(server, c, Transport::Tokens).await;
 }
 
 /// The same table over server TLS (certificates made here with rcgen), as deployed: bearer tokens
@@ -857,11 +915,28 @@ async fn over_tls_every_rpc_for_every_caller_answers_as_the_table_says() {
     let pki = Pki::new();
     let server = TestServer::start_with(Some(pki.server.clone()), &[]).await;
     let c = Clients::over(pki.channel(&server, None).await);
-    run_the_table(server, c).await;
+    run_the_table(server, c, Transport::Tokens).await;
 }
 
-/// Runs every cell of [`TABLE`] through `c` against `server`, then stops the server.
-async fn run_the_table(server: TestServer, mut c: Clients) {
+/// The same table over mutual TLS: every principal calls with its client certificate and no
+/// token (every principal of the auth file accepts a certificate naming its agency).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mutual_tls_every_rpc_for_every_certificate_caller_answers_as_the_table_says() {
+    let pki = Pki::new();
+    let agencies: Vec<&str> = common::PRINCIPALS.iter().map(|p| p.1).collect();
+    let server = TestServer::start_with(Some(pki.server.clone()), &agencies).await;
+    let c = Clients::over(pki.channel(&server, None).await);
+    let mut by_id = Vec::new();
+    for (id, agency, _, _) in common::PRINCIPALS {
+        let ch = pki.channel(&server, Some(pki.client(agency))).await;
+        by_id.push((*id, Clients::over(ch)));
+    }
+    run_the_table(server, c, Transport::Certificates(by_id)).await;
+}
+
+/// Runs every cell of [`TABLE`] against `server`, each caller reaching it as `transport` says
+/// (set-up and checks through `c`, with tokens), then stops the server.
+async fn run_the_table(server: TestServer, mut c: Clients, transport: Transport) {
     check_the_premise(&mut c).await;
 
     let mut problems: Vec<String> = Vec::new();
@@ -901,7 +976,19 @@ async fn run_the_table(server: TestServer, mut c: Clients) {
             } else {
                 None
             };
-            let outcome = timed("call", call(&mut c, row.rpc, caller, &fx, &key)).await;
+            let (mut caller_clients, by_certificate) = transport.clients(caller, &c);
+            let outcome = timed(
+                "call",
+                call(
+                    &mut caller_clients,
+                    row.rpc,
+                    caller,
+                    by_certificate,
+                    &fx,
+                    &key,
+                ),
+            )
+            .await;
             let got = mark(&outcome);
             let ok = matches(expect, &outcome);
             if !ok {

@@ -65,7 +65,12 @@ pub struct Args {
     grpc: Option<String>,
     /// Work over NATS instead: pull the agency's tasks from its durable consumer and send acts
     /// to the engine by request/reply (docs/nats.md), e.g. `nats://127.0.0.1:4222`.
-    #[arg(long, value_name = "URL", env = "LIENTHONG_NATS")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "LIENTHONG_NATS",
+        hide_env_values = true
+    )]
     nats: Option<String>,
     /// Partitions the dossier space is split into: must be the engine nodes' (`serve
     /// --partition-count`).
@@ -365,7 +370,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     },
                 )
                     .await
-                    .with_context(|| format!("cannot use NATS at {url}"))?,
+                    .with_context(|| {
+                        format!("cannot use NATS at {}", lienthong_bus::nats::redacted(url))
+                    })?,
             );
             let agent = agent(Transport::Bus(BusCommands::new(
                 bus.clone(),

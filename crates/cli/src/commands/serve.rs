@@ -109,8 +109,14 @@ pub struct Args {
     #[arg(long, env = "LIENTHONG_CONFIG")]
     config: Option<PathBuf>,
     /// NATS server of the distributed mode, e.g. `nats://127.0.0.1:4222` (nats-server >= 2.10
-    /// with JetStream). Without it, the embedded mode: no bus.
-    #[arg(long, env = "LIENTHONG_NATS", value_name = "URL")]
+    /// with JetStream); a user and password (or token) in it authenticate, and `--help` does not
+    /// show the environment's value. Without it, the embedded mode: no bus.
+    #[arg(
+        long,
+        env = "LIENTHONG_NATS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     nats: Option<String>,
     /// This process's part of the deployment (with --nats; the embedded mode is `all`).
     #[arg(long, env = "LIENTHONG_ROLE", value_enum, default_value = "all")]
@@ -410,7 +416,12 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
             let bus: Arc<dyn Bus> = Arc::new(
                 NatsBus::connect(url, bus_config(&args))
                     .await
-                    .with_context(|| format!("cannot join the bus at {url}"))?,
+                    .with_context(|| {
+                        format!(
+                            "cannot join the bus at {}",
+                            lienthong_bus::nats::redacted(url)
+                        )
+                    })?,
             );
             // Exclusive ownership: the lease of every owned partition before serving any, kept
             // while serving; a lost lease stops the node like any other bus fault.
@@ -473,7 +484,8 @@ pub fn run(mut args: Args, matches: Option<&ArgMatches>) -> Result<ExitCode> {
                 }
             }));
             eprintln!(
-                "lienthong: engine node on NATS {url}: partitions {} of {}, data in {}",
+                "lienthong: engine node on NATS {}: partitions {} of {}, data in {}",
+                lienthong_bus::nats::redacted(url),
                 describe(&owned),
                 count.get(),
                 args.data.data.display()
@@ -743,7 +755,12 @@ fn run_remote(args: &Args, services: Services, http: Option<SocketAddr>) -> Resu
         let bus: Arc<dyn Bus> = Arc::new(
             NatsBus::connect(&url, bus_config(args))
                 .await
-                .with_context(|| format!("cannot join the bus at {url}"))?,
+                .with_context(|| {
+                    format!(
+                        "cannot join the bus at {}",
+                        lienthong_bus::nats::redacted(&url)
+                    )
+                })?,
         );
         let follower_config = lienthong_node::projections::Config::default();
         let follower = match &models {
@@ -774,7 +791,8 @@ fn run_remote(args: &Args, services: Services, http: Option<SocketAddr>) -> Resu
             .with_context(|| format!("cannot listen on {}", args.grpc))?;
         let addr = listener.local_addr()?;
         eprintln!(
-            "lienthong: {role} on NATS {url}, data in {}",
+            "lienthong: {role} on NATS {}, data in {}",
+            lienthong_bus::nats::redacted(&url),
             args.data.data.display()
         );
         eprintln!(

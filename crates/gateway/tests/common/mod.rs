@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use lienthong_engine::runtime::{Engine, ManualClock};
 use lienthong_engine::store::SledStore;
 use lienthong_gateway::auth::{Authenticator, token_hash_hex};
+use lienthong_gateway::server::{Services, serve_shared};
+use lienthong_gateway::shared::Shared;
 use lienthong_gateway::{Config, Limits, ReadModels, Tls};
 use lienthong_projections::{FeedSource, Projections};
 use lienthong_proto::v1 as pb;
@@ -62,6 +64,8 @@ pub struct TestServer {
     pub clock: ManualClock,
     /// The read models the report service answers from (a clone of the server's handle).
     pub models: ReadModels,
+    /// The server's shared state (to observe its open streams).
+    pub shared: Arc<Shared>,
     /// Keeps the store's directory alive.
     _dir: tempfile::TempDir,
     /// Fires the shutdown.
@@ -87,7 +91,11 @@ impl TestServer {
     }
 
     /// TLS material, certificate agencies and limits.
-    async fn start_full(tls: Option<Tls>, cert_agencies: &[&str], limits: Limits) -> TestServer {
+    pub async fn start_full(
+        tls: Option<Tls>,
+        cert_agencies: &[&str],
+        limits: Limits,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let workflows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows");
         let catalog = Arc::new(
@@ -108,15 +116,24 @@ impl TestServer {
             limits,
             ..Config::default()
         };
+        let shared = Shared::new(engine, config.auth.clone(), config.limits);
+        let server_shared = shared.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            lienthong_gateway::serve(listener, engine, server_models, config, async {
-                let _ = stopped.await;
-            })
+            serve_shared(
+                listener,
+                server_shared,
+                Some(server_models),
+                Services::All,
+                config,
+                async {
+                    let _ = stopped.await;
+                },
+            )
             .await
             .expect("server runs");
         });
@@ -124,6 +141,7 @@ impl TestServer {
             addr,
             clock,
             models,
+            shared,
             _dir: dir,
             stop: Some(stop),
             task: Some(task),
@@ -277,4 +295,21 @@ pub async fn tasks_until_caught_up(
             _ => return out,
         }
     }
+}
+
+/// The last position of the global feed (read by the auditor), reading only what lies after
+/// `known` (a position already read, so that each look costs only the new events).
+pub async fn feed_end(c: &mut Clients, known: u64) -> Result<u64, tonic::Status> {
+    let msg = pb::ExportFeedRequest {
+        after_position: known,
+        limit: 0,
+    };
+    let mut s = c.audit.export_feed(req("auditor", msg)).await?.into_inner();
+    let mut end = known;
+    while let Some(e) = s.message().await? {
+        if let Some(env) = e.event.and_then(|e| e.envelope) {
+            end = end.max(env.global_position);
+        }
+    }
+    Ok(end)
 }

@@ -819,7 +819,9 @@ async fn nats(a: &E2eArgs, work: &Path, workflows: &Path) -> Result<Figures> {
     let bus: Arc<dyn Bus> = Arc::new(
         lienthong_bus::nats::NatsBus::connect(&url, lienthong_bus::Config::default())
             .await
-            .with_context(|| format!("cannot use NATS at {url}"))?,
+            .with_context(|| {
+                format!("cannot use NATS at {}", lienthong_bus::nats::redacted(&url))
+            })?,
     );
     let count = PartitionCount::new(lienthong_bus::contract::PARTITION_COUNT_DEFAULT)
         .ok_or_else(|| anyhow!("the default partition count is out of range"))?;
