@@ -12,3 +12,5 @@ scripts/nats-server.sh >/dev/null
 # (tests/e2e/board.rs).
 scripts/chromium.sh
 cargo test --workspace --locked --no-fail-fast "$@"
+# A short fuzz run of every target over its committed corpus (docs/fuzzing.md): 20 s each.
+scripts/fuzz.sh 20
