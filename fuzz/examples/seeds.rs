@@ -199,34 +199,34 @@ fn proto_seeds(out: &Path) -> std::io::Result<()> {
             .filter(|(_, v)| *v == StepView::Open)
             .filter_map(|(id, _)| wf.step(&id).map(|s| (id, s.agency.0.clone())))
             .collect();
-        if i == 1 {
-            if let Some((step, agency)) = open.first() {
-                let r = pb::RequestSupplementRequest {
-                    idempotency_key: key,
-                    dossier: dossier_id.into(),
-                    step_id: step.clone(),
-                    items: vec!["Giấy chứng sinh (birth certificate)".into()],
-                    reason: "thiếu giấy chứng sinh".into(),
-                    addressed_to: String::new(),
-                    officer: "Phạm Thu".into(),
-                };
-                requests.push((
-                    pb::bus_command::Command::RequestSupplement(r),
-                    actor(agency),
-                ));
-                let p = pb::ProvideSupplementRequest {
-                    idempotency_key: format!("seed-{}-p", i + 1),
-                    dossier: dossier_id.into(),
-                    documents: vec![doc("giay-chung-sinh")],
-                    note: "đã bổ sung".into(),
-                    officer: String::new(),
-                };
-                requests.push((
-                    pb::bus_command::Command::ProvideSupplement(p),
-                    actor("citizen"),
-                ));
-                continue;
-            }
+        if i == 1
+            && let Some((step, agency)) = open.first()
+        {
+            let r = pb::RequestSupplementRequest {
+                idempotency_key: key,
+                dossier: dossier_id.into(),
+                step_id: step.clone(),
+                items: vec!["Giấy chứng sinh (birth certificate)".into()],
+                reason: "thiếu giấy chứng sinh".into(),
+                addressed_to: String::new(),
+                officer: "Phạm Thu".into(),
+            };
+            requests.push((
+                pb::bus_command::Command::RequestSupplement(r),
+                actor(agency),
+            ));
+            let p = pb::ProvideSupplementRequest {
+                idempotency_key: format!("seed-{}-p", i + 1),
+                dossier: dossier_id.into(),
+                documents: vec![doc("giay-chung-sinh")],
+                note: "đã bổ sung".into(),
+                officer: String::new(),
+            };
+            requests.push((
+                pb::bus_command::Command::ProvideSupplement(p),
+                actor("citizen"),
+            ));
+            continue;
         }
         if let Some((step, agency)) = open.first() {
             let r = pb::CompleteStepRequest {
