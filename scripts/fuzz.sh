@@ -6,6 +6,7 @@
 #   scripts/fuzz.sh 1800             a long run: 30 min per target
 #   scripts/fuzz.sh 600 condition    only the named targets
 #   scripts/fuzz.sh 600 --grow       add the new inputs to fuzz/corpus/ (then minimise and commit)
+#   scripts/fuzz.sh 600 -- -len_control=0   extra libFuzzer flags after `--`
 #
 # Toolchain: cargo-fuzz needs nightly-only rustc flags (-Zsanitizer, sanitizer coverage). A fresh
 # machine has only stable Rust, so the build runs on stable with RUSTC_BOOTSTRAP=1, which unlocks
@@ -29,8 +30,12 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds=20
 grow=false
 targets=()
-for arg in "$@"; do
+libfuzzer_args=()
+while [[ $# -gt 0 ]]; do
+    arg="$1"
+    shift
     case "$arg" in
+        --) libfuzzer_args=("$@"); break ;;
         --grow) grow=true ;;
         ''|*[!0-9]*) targets+=("$arg") ;;
         *) seconds="$arg" ;;
@@ -75,7 +80,7 @@ for t in "${targets[@]}"; do
     status=0
     "$cargo_fuzz" run "$t" "${dirs[@]}" -- \
         -max_total_time="$seconds" -timeout="$INPUT_TIMEOUT_S" -rss_limit_mb="$RSS_LIMIT_MB" \
-        -print_final_stats=1 >"$log" 2>&1 || status=$?
+        -print_final_stats=1 ${libfuzzer_args[@]+"${libfuzzer_args[@]}"} >"$log" 2>&1 || status=$?
     stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -1; }
     done_line=$(grep -E '^#[0-9]+[[:space:]]+(DONE|INITED)' "$log" | tail -1 || true)
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$done_line")
