@@ -45,7 +45,7 @@ pub const CONDITION_BYTES_MAX: usize = 2_000;
 /// Deepest nesting of brackets (`(`, `[`, `{`) accepted in a condition, counted over the whole
 /// text (inside string literals too, so that no quoting trick can hide one). The CEL parser, our
 /// checker and the interpreter all recurse once per level, with large frames in the generated
-/// parser: the fuzz target `condition` overflowed the stack with 45 levels in 64 bytes
+/// parser: the fuzz target `condition` overflowed the stack with 56 levels in 64 bytes
 /// (`[[[[...((((...[[[a)`). Real conditions nest two or three levels.
 pub const CONDITION_NESTING_MAX: usize = 10;
 
@@ -1104,7 +1104,7 @@ mod tests {
     }
 
     /// The fuzz target `condition` overflowed the stack in the CEL parser on this input
-    /// (fuzz/artifacts/condition/crash-43b37325856a2b7ff265623eb6c3289a5502872e, 45 nested
+    /// (fuzz/artifacts/condition/crash-43b37325856a2b7ff265623eb6c3289a5502872e, 56 nested
     /// brackets in 64 bytes). It must be a syntax issue, found before the parser runs.
     #[test]
     fn deep_nesting_is_an_issue_not_a_stack_overflow() {
