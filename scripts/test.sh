@@ -12,3 +12,6 @@ scripts/nats-server.sh >/dev/null
 # (tests/e2e/board.rs).
 scripts/chromium.sh
 cargo test --workspace --locked --no-fail-fast "$@"
+# A short fuzz run of every target over its committed corpus (docs/fuzzing.md): 20 s each, on an
+# unoptimised build, which halves the build that is most of this step's cost.
+scripts/fuzz.sh 20 --dev

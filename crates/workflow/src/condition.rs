@@ -42,6 +42,13 @@ static STDLIB: std::sync::LazyLock<std::sync::Arc<cel::Env>> =
 /// Longest condition accepted, in bytes: a condition is a routing rule, not a program.
 pub const CONDITION_BYTES_MAX: usize = 2_000;
 
+/// Deepest nesting of brackets (`(`, `[`, `{`) accepted in a condition, counted over the whole
+/// text (inside string literals too, so that no quoting trick can hide one). The CEL parser, our
+/// checker and the interpreter all recurse once per level, with large frames in the generated
+/// parser: the fuzz target `condition` overflowed the stack with 56 levels in 64 bytes
+/// (`[[[[...((((...[[[a)`). Real conditions nest two or three levels.
+pub const CONDITION_NESTING_MAX: usize = 10;
+
 /// Why a condition could not be evaluated against a dossier's attributes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -120,6 +127,19 @@ impl Condition {
                 span: 0..source.chars().count(),
                 message: format!("condition is longer than {CONDITION_BYTES_MAX} bytes"),
                 hint: Some("split the rule over several steps or attributes".into()),
+            }]);
+        }
+        if let Some(at) = too_deep(source) {
+            return Err(vec![Issue {
+                code: "condition-syntax",
+                span: at..at + 1,
+                message: format!(
+                    "condition nests brackets more than {CONDITION_NESTING_MAX} levels deep"
+                ),
+                hint: Some(
+                    "write the rule flatter, e.g. `a && b && c` instead of `(a && (b && (c)))`"
+                        .into(),
+                ),
             }]);
         }
         let (expr, info) = match cel::parser::Parser::default().parse_with_source_info(source) {
@@ -219,6 +239,25 @@ impl Condition {
             }),
         }
     }
+}
+
+/// The character offset of the first bracket that opens a level deeper than
+/// [`CONDITION_NESTING_MAX`], if any.
+fn too_deep(source: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in source.chars().enumerate() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > CONDITION_NESTING_MAX {
+                    return Some(i);
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The name of an attribute type as written in workflow files.
@@ -1062,6 +1101,30 @@ mod tests {
             Ok(_) => panic!("`{src}` should not compile"),
             Err(mut issues) => issues.remove(0),
         }
+    }
+
+    /// The fuzz target `condition` overflowed the stack in the CEL parser on this input
+    /// (fuzz/artifacts/condition/crash-43b37325856a2b7ff265623eb6c3289a5502872e, 56 nested
+    /// brackets in 64 bytes). It must be a syntax issue, found before the parser runs.
+    #[test]
+    fn deep_nesting_is_an_issue_not_a_stack_overflow() {
+        let fuzzed = include_str!(
+            "../../../fuzz/artifacts/condition/crash-43b37325856a2b7ff265623eb6c3289a5502872e"
+        );
+        let issue = first_issue(fuzzed);
+        assert_eq!(issue.code, "condition-syntax");
+        assert!(issue.message.contains("nests brackets"), "{issue:?}");
+        assert_eq!(issue.span, 10..11, "the eleventh opening bracket");
+        // Far deeper, and inside a string literal too: the same issue, quickly.
+        let deep = format!("child.name == '{}'", "(".repeat(1_000));
+        assert_eq!(first_issue(&deep).code, "condition-syntax");
+        // The limit itself is fine.
+        let at_limit = format!(
+            "{}child.age_months < 72{}",
+            "(".repeat(CONDITION_NESTING_MAX),
+            ")".repeat(CONDITION_NESTING_MAX)
+        );
+        assert!(compile(&at_limit).is_ok(), "{:?}", compile(&at_limit).err());
     }
 
     #[test]
