@@ -390,3 +390,30 @@ pub async fn bus_feed_len(feed: &dyn lienthong_bus::Feed) -> (u64, u64) {
         from = last + 1;
     }
 }
+
+/// Reads each dossier of `ids` over gRPC at `addr` with the development token `token`, checks
+/// that it closed with its result returned, and returns how many events they hold in all.
+pub async fn all_returned(addr: &str, token: &str, ids: &[String]) -> u64 {
+    use lienthong_proto::v1 as pb;
+    let mut c = lienthong_proto::v1::dossier_service_client::DossierServiceClient::connect(
+        format!("http://{addr}"),
+    )
+    .await
+    .expect("connects");
+    let mut events = 0;
+    for id in ids {
+        let d = c
+            .get(bearer(
+                token,
+                pb::GetDossierRequest {
+                    dossier: id.clone(),
+                },
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("get {id}: {e}"))
+            .into_inner();
+        assert_eq!(d.status_text, "closed:result-returned", "{}", d.code);
+        events += d.seq;
+    }
+    events
+}

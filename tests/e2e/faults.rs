@@ -1042,24 +1042,7 @@ async fn a_partition_from_the_broker_delays_tasks_and_loses_nothing() {
     for (child, agency) in agents {
         lienthong_e2e::worked_every_dossier(child, agency, DOSSIERS as u64);
     }
-    let mut c = DossierServiceClient::connect(format!("http://{}", server.addr))
-        .await
-        .expect("connects");
-    let mut stored = 0u64;
-    for id in &ids {
-        let d = c
-            .get(bearer(
-                "dev-auditor",
-                pb::GetDossierRequest {
-                    dossier: id.clone(),
-                },
-            ))
-            .await
-            .expect("get")
-            .into_inner();
-        assert_eq!(d.status_text, "closed:result-returned", "{}", d.code);
-        stored += d.seq;
-    }
+    let stored = lienthong_e2e::all_returned(&server.addr, "dev-auditor", &ids).await;
     let bus = NatsBus::connect(&url, lienthong_bus::Config::default())
         .await
         .expect("bus");

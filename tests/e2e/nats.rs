@@ -701,19 +701,7 @@ async fn engine_gateway_and_projections_run_as_separate_processes() {
     for (child, a) in agents.into_iter().zip(AGENCIES) {
         worked_every_dossier(child, a, DOSSIERS as u64);
     }
-    for id in &ids {
-        let d = dossiers
-            .get(bearer(
-                "dev-desk",
-                pb::GetDossierRequest {
-                    dossier: id.clone(),
-                },
-            ))
-            .await
-            .expect("get")
-            .into_inner();
-        assert_eq!(d.status_text, "closed:result-returned", "{}", d.code);
-    }
+    lienthong_e2e::all_returned(&gateway.addr, "dev-desk", &ids).await;
 
     // An auditor verifies the gateway's copy of every history.
     let mut audit = AuditServiceClient::connect(gw).await.expect("connects");

@@ -100,6 +100,17 @@ async fn timed<T>(f: impl Future<Output = T>) -> T {
         .expect("the call answered in time")
 }
 
+/// After a refused call (`what`, for the failure message): nothing was written since the feed
+/// position `end`, and the server still answers a normal call.
+async fn unharmed(c: &mut Clients, end: u64, known: &str, what: &str) {
+    assert_eq!(
+        feed_end(c, end).await.expect("feed"),
+        end,
+        "{what}: nothing written"
+    );
+    healthy(c, known).await;
+}
+
 /// The server answers a normal call: the desk reads the dossier `known`.
 async fn healthy(c: &mut Clients, known: &str) {
     let d = timed(c.dossiers.get(req(
@@ -183,12 +194,7 @@ async fn messages_over_the_size_limit_are_refused_by_name_and_the_limit_is_exact
         info.metadata.get("limit").map(String::as_str),
         Some("message_bytes_max")
     );
-    assert_eq!(
-        feed_end(&mut c, end).await.expect("feed"),
-        end,
-        "nothing written"
-    );
-    healthy(&mut c, &known).await;
+    unharmed(&mut c, end, &known, "").await;
 
     // Exactly at the limit: the decoder lets it through, and the next limit judges it (an event
     // is at most 32 KiB in the store): still RESOURCE_EXHAUSTED, not the message limit, nothing
@@ -204,12 +210,7 @@ async fn messages_over_the_size_limit_are_refused_by_name_and_the_limit_is_exact
         "the decoder accepted it: {}",
         s.message()
     );
-    assert_eq!(
-        feed_end(&mut c, end).await.expect("feed"),
-        end,
-        "nothing written"
-    );
-    healthy(&mut c, &known).await;
+    unharmed(&mut c, end, &known, "").await;
     server.stop().await;
 }
 
@@ -291,12 +292,7 @@ async fn huge_attribute_maps_are_refused_with_a_bounded_answer() {
         s.message().len()
     );
 
-    assert_eq!(
-        feed_end(&mut c, end).await.expect("feed"),
-        end,
-        "nothing written"
-    );
-    healthy(&mut c, &known).await;
+    unharmed(&mut c, end, &known, "").await;
     server.stop().await;
 }
 
@@ -345,12 +341,7 @@ async fn strings_that_are_not_utf8_are_invalid_argument_naming_the_field() {
         let named = bad_field(&s);
         assert!(named.starts_with(field), "{what}: names `{named}`: {s:?}");
         assert!(s.message().contains("UTF-8"), "{what}: {}", s.message());
-        assert_eq!(
-            feed_end(&mut c, end).await.expect("feed"),
-            end,
-            "{what}: nothing written"
-        );
-        healthy(&mut c, &known).await;
+        unharmed(&mut c, end, &known, what).await;
     }
 
     // The same bytes with the string made valid are accepted: the test's encoding is right.
@@ -388,12 +379,7 @@ async fn protobuf_nested_thousands_deep_is_refused_without_harm() {
         Code::InvalidArgument,
     );
     assert!(s.message().contains("recursion limit"), "{}", s.message());
-    assert_eq!(
-        feed_end(&mut c, end).await.expect("feed"),
-        end,
-        "nothing written"
-    );
-    healthy(&mut c, &known).await;
+    unharmed(&mut c, end, &known, "").await;
     server.stop().await;
 }
 
@@ -439,12 +425,7 @@ async fn enum_values_the_contract_does_not_define_are_invalid_argument_naming_th
     assert_eq!(bad_field(&s), "channel");
     assert!(s.message().contains("42"), "{}", s.message());
 
-    assert_eq!(
-        feed_end(&mut c, end).await.expect("feed"),
-        end,
-        "nothing written"
-    );
-    healthy(&mut c, &known).await;
+    unharmed(&mut c, end, &known, "").await;
     server.stop().await;
 }
 
@@ -525,12 +506,7 @@ async fn a_replayed_key_returns_the_first_answer_and_a_changed_payload_is_alread
         s.get_details_error_info().expect("ErrorInfo").reason,
         "idempotency-key-reused"
     );
-    assert_eq!(
-        feed_end(&mut c, end).await.expect("feed"),
-        end,
-        "nothing written"
-    );
-    healthy(&mut c, &known).await;
+    unharmed(&mut c, end, &known, "").await;
     server.stop().await;
 }
 
