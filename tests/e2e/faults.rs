@@ -52,7 +52,8 @@ const KILLS: u64 = 3;
 const WORKERS: usize = 8;
 /// Longest the engine runs under load before a kill, in milliseconds.
 const KILL_AFTER_MS_MAX: u64 = 1_500;
-/// One round in this many kills the engine within [`EARLY_KILL_MS_MAX`] of its start.
+/// One round in this many (the second, sixth, ...) kills the engine within
+/// [`EARLY_KILL_MS_MAX`] of its restart, while it recovers.
 const EARLY_KILL_EVERY: u64 = 4;
 /// Latest kill of an early round, in milliseconds after the engine said it serves.
 const EARLY_KILL_MS_MAX: u64 = 60;
@@ -92,6 +93,8 @@ struct Ack {
     dossier: String,
     /// (seq, SHA-256) of each event it appended.
     events: Vec<(u64, Vec<u8>)>,
+    /// Whether it was a submission (it created `dossier`).
+    submit: bool,
 }
 
 /// What the workers share with the test.
@@ -244,6 +247,7 @@ impl Client {
                         ledger.replayed.fetch_add(1, Ordering::Relaxed);
                     }
                     let ack = Ack {
+                        submit: matches!(cmd, Cmd::Submit(_)),
                         dossier: a.dossier_id.clone(),
                         events: a
                             .events
@@ -350,22 +354,23 @@ async fn under_fire(
         .map(|w| tokio::spawn(worker(w, addr.clone(), ledger.clone(), stop.clone())))
         .collect();
     for round in 0..kills {
-        // Kill only under load: wait until the restarted engine has answered new commands (a
-        // distributed gateway answers the commands that were in flight at the kill only after
-        // its reply timeout). No progress at all is a failure.
-        let before = ledger.acks.lock().expect("ledger").len();
-        let deadline = Instant::now() + Duration::from_secs(PROGRESS_SECS_MAX);
-        while ledger.acks.lock().expect("ledger").len() < before + WORKERS {
-            assert!(
-                Instant::now() < deadline,
-                "no progress within {PROGRESS_SECS_MAX} s of restart {round}: {:?}",
-                ledger.problems.lock().expect("ledger")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let ms = if round % EARLY_KILL_EVERY == EARLY_KILL_EVERY - 1 {
+        // One round in EARLY_KILL_EVERY kills the engine right after the previous restart,
+        // while it recovers; every other round kills it only under load: once the restarted
+        // engine has answered new commands (a distributed gateway answers the commands in flight
+        // at a kill only after its reply timeout). No progress at all is a failure.
+        let ms = if round % EARLY_KILL_EVERY == 1 {
             rng.below(EARLY_KILL_MS_MAX)
         } else {
+            let before = ledger.acks.lock().expect("ledger").len();
+            let deadline = Instant::now() + Duration::from_secs(PROGRESS_SECS_MAX);
+            while ledger.acks.lock().expect("ledger").len() < before + WORKERS {
+                assert!(
+                    Instant::now() < deadline,
+                    "no progress within {PROGRESS_SECS_MAX} s of restart {round}: {:?}",
+                    ledger.problems.lock().expect("ledger")
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             200 + rng.below(KILL_AFTER_MS_MAX - 200)
         };
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -442,11 +447,11 @@ async fn check_histories(addr: &str, ledger: &Ledger) -> usize {
     // Every submission made one dossier, and the feed holds no other (a submission retried after
     // a lost answer did not file a second dossier).
     let submitted: BTreeSet<&String> = acks
-        .iter()
-        .filter(|(k, _)| k.matches('-').count() == 1)
-        .map(|(_, a)| &a.dossier)
+        .values()
+        .filter(|a| a.submit)
+        .map(|a| &a.dossier)
         .collect();
-    let submits = acks.keys().filter(|k| k.matches('-').count() == 1).count();
+    let submits = acks.values().filter(|a| a.submit).count();
     assert_eq!(
         submitted.len(),
         submits,
