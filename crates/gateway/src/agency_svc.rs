@@ -57,7 +57,7 @@ async fn tail(
     let mut backlog_done = false;
     loop {
         feed.borrow_and_update();
-        let batch = match shared.backend.read_feed(cursor, FEED_BATCH_RECORDS) {
+        let batch = match shared.backend.read_feed_shared(cursor, FEED_BATCH_RECORDS) {
             Ok(b) => b,
             Err(e) => {
                 let _ = tx.send(Err(status::from_store(e))).await;

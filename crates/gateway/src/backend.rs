@@ -101,6 +101,23 @@ impl Backend {
         }
     }
 
+    /// [`Backend::read_feed`], shared rather than copied where the store holds the events.
+    pub fn read_feed_shared(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Recorded>>, store::Error> {
+        match self {
+            Backend::Local(e) => e.store().read_feed_shared(after, limit),
+            Backend::Remote(r) => Ok(r
+                .mirror
+                .read_feed(after, limit)?
+                .into_iter()
+                .map(Arc::new)
+                .collect()),
+        }
+    }
+
     /// One dossier's verified stream (empty: unknown here).
     pub fn read_stream(&self, id: &DossierId) -> Result<Vec<Recorded>, store::Error> {
         match self {

@@ -28,9 +28,12 @@
 pub mod chain;
 pub mod conformance;
 pub mod keys;
+mod recent;
 pub mod sled_store;
 mod sync;
 mod writer;
+
+use std::sync::Arc;
 
 use lienthong_proto::v1::{Event, SealedEvent};
 use tokio::sync::oneshot;
@@ -41,6 +44,7 @@ use crate::ids::{DossierCode, DossierId};
 
 pub use crate::dossier::{Timer, TimerKind, TimerOp};
 pub use chain::{ChainError, Link};
+pub use recent::RECENT_FEED_EVENTS;
 pub use sled_store::{SledStore, Stats};
 
 /// Events accepted in one append (one command rarely produces more than a handful).
@@ -80,6 +84,19 @@ pub trait EventStore: Send + Sync + 'static {
     fn head(&self, dossier: &DossierId) -> Result<Option<Head>, Error>;
     /// Up to `limit` (at most [`FEED_READ_MAX`]) events after `after_position`, in global order.
     fn read_feed(&self, after_position: u64, limit: usize) -> Result<Vec<Recorded>, Error>;
+    /// [`EventStore::read_feed`] for readers that only look at the events (task streams): they
+    /// are shared, not copied, where the store holds them in memory.
+    fn read_feed_shared(
+        &self,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Recorded>>, Error> {
+        Ok(self
+            .read_feed(after_position, limit)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
+    }
     /// The position of the last durable event (0 when empty).
     fn last_position(&self) -> Result<u64, Error>;
     /// Every dossier with its code, in id order.

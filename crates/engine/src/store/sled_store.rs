@@ -26,9 +26,12 @@
 //! # Damage
 //! sled 0.34 has open reports of corruption after crashes (#1533, #1527, #1509). Nothing read
 //! from sled is trusted: `read_stream` re-checks the chain and the head, `read_feed` re-hashes
-//! each event, and [`EventStore::verify`] recomputes everything and names what is broken
-//! (dossier and seq, feed position, or key). A broken invariant is an
-//! [`Error::Corrupt`], never a panic.
+//! each event it reads from sled, and [`EventStore::verify`] recomputes everything and names what
+//! is broken (dossier and seq, feed position, or key). A broken invariant is an
+//! [`Error::Corrupt`], never a panic. The feed's last
+//! [`RECENT_FEED_EVENTS`](super::RECENT_FEED_EVENTS) positions written since open are answered
+//! from the writer's memory instead (see `store/recent.rs`): those are the events it checked
+//! with `chain::check` before writing them, not bytes read back.
 //!
 //! # Open and close
 //! `open` checks the schema version (a directory of another version is [`Error::Schema`]),
@@ -44,13 +47,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use lienthong_proto::v1::Event;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::chain::{self, Break, ChainError, StreamCheck, Verifier};
 use super::keys::{self, HeadValue, IdemValue};
+use super::recent::Recent;
 use super::sync::Syncer;
 use super::writer::{Pending, Space, Writer, decode_sealed, printable, read_head};
 use super::{
@@ -112,6 +116,9 @@ pub(crate) struct Shared {
     poison: Mutex<Option<String>>,
     /// Writer statistics.
     pub(crate) stats: Counters,
+    /// The feed's most recent durable events, put there by the writer before it advances
+    /// `durable` (see [`super::recent`]).
+    pub(crate) recent: RwLock<Recent>,
 }
 
 impl Shared {
@@ -230,6 +237,7 @@ impl SledStore {
             durable: AtomicU64::new(last_position),
             poison: Mutex::new(None),
             stats: Counters::default(),
+            recent: RwLock::new(Recent::default()),
         });
         let (queue, rx) = mpsc::sync_channel(APPEND_QUEUE_CAPACITY);
         let space = Space {
@@ -512,6 +520,9 @@ impl EventStore for SledStore {
             return Ok(Vec::new());
         }
         let end = durable.min(after_position.saturating_add(limit));
+        if let Some(held) = self.shared.recent.read().range(after_position, end) {
+            return Ok(held.iter().map(|r| Recorded::clone(r)).collect());
+        }
         let mut out = Vec::with_capacity((end - after_position) as usize);
         let range = keys::feed_key(after_position + 1)..=keys::feed_key(end);
         for entry in self.db().range(range) {
@@ -539,6 +550,23 @@ impl EventStore for SledStore {
             .into());
         }
         Ok(out)
+    }
+
+    fn read_feed_shared(
+        &self,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Recorded>>, Error> {
+        let durable = self.durable();
+        let end = durable.min(after_position.saturating_add(limit.min(FEED_READ_MAX) as u64));
+        if let Some(held) = self.shared.recent.read().range(after_position, end) {
+            return Ok(held);
+        }
+        Ok(self
+            .read_feed(after_position, limit)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     fn last_position(&self) -> Result<u64, Error> {

@@ -347,6 +347,16 @@ impl Writer {
                 return VecDeque::new();
             }
             self.last_position = position;
+            {
+                let mut recent = self.shared.recent.write();
+                for answer in &answers {
+                    if let Answer::Append(_, Ok(appended)) = answer {
+                        for r in &appended.events {
+                            recent.push(Arc::new(r.clone()));
+                        }
+                    }
+                }
+            }
             // Readers see the group from here on, and only from here on.
             self.shared.durable.store(position, Ordering::Release);
             let stats = &self.shared.stats;
