@@ -363,6 +363,46 @@ impl Calendar {
         }
     }
 
+    /// The earliest instant `t <= to` with at most `amount` (>= 0) of working time in `[t, to]`:
+    /// `amount` of working time back from `to`, then back across any non-working time before it
+    /// (where the working time left does not grow). The inverse of [`Calendar::add_working`]:
+    /// one walk back over the office segments, where a search with
+    /// [`Calendar::working_time_between`] would walk the same days once per probe. Needs every
+    /// day walked over to be covered.
+    pub fn working_start_before(
+        &self,
+        to: DateTime<Utc>,
+        amount: TimeDelta,
+    ) -> Result<DateTime<Utc>, Error> {
+        let mut remaining = amount.max(TimeDelta::zero());
+        // The walk reached the start of a segment with nothing left: the answer is the end of the
+        // working time before it.
+        let mut exhausted = false;
+        let mut day = self.local_date(to);
+        loop {
+            self.check_covered(day)?;
+            if self.is_working_day(day) {
+                for &(s, e) in self.segments_on(day).iter().rev() {
+                    if s >= to {
+                        continue;
+                    }
+                    let end = e.min(to);
+                    if exhausted {
+                        return Ok(end);
+                    }
+                    let available = end - s;
+                    if remaining < available {
+                        return Ok(end - remaining);
+                    }
+                    remaining -= available;
+                    exhausted = remaining.is_zero();
+                }
+            }
+            // Terminates: `check_covered` fails once `day` passes the coverage.
+            day = day.pred_opt().ok_or_else(|| self.out_of_range("date"))?;
+        }
+    }
+
     /// Working time between two instants: office time of working days inside `[a, b]`, negative
     /// when `b < a`. Needs every day from `a` to `b` to be covered.
     pub fn working_time_between(

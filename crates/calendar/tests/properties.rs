@@ -122,6 +122,24 @@ proptest! {
         prop_assert!(sign_ok, "{ab} from {a} to {b}");
     }
 
+    /// `working_start_before` is exact: `amount` of working time is left from its answer, and any
+    /// earlier instant leaves more (so it went back across non-working time, never into work).
+    #[test]
+    fn working_start_before_leaves_exactly_the_amount(
+        c in 0usize..3, m in any::<i64>(), sub_ns in 0i64..60_000_000_000, amount_s in 0i64..(40 * 3600),
+    ) {
+        let cal = calendar(c);
+        let to = instant(&cal, m) + TimeDelta::nanoseconds(sub_ns);
+        let amount = TimeDelta::seconds(amount_s);
+        let start = cal.working_start_before(to, amount);
+        prop_assume!(start.is_ok(), "walked back out of the coverage");
+        let start = start.unwrap();
+        prop_assert!(start <= to);
+        prop_assert_eq!(cal.working_time_between(start, to).unwrap(), amount);
+        let before = start - TimeDelta::nanoseconds(1);
+        prop_assert!(cal.working_time_between(before, to).unwrap() > amount, "{start} is not the earliest");
+    }
+
     #[test]
     fn the_clock_starts_at_the_next_working_instant(c in 0usize..3, m in any::<i64>(), cutoff_min in 0u32..(24 * 60), with_cutoff in any::<bool>()) {
         let cal = calendar(c);

@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 use super::state::{DossierState, StepView};
 use crate::ids::DossierId;
 
-/// How far back the search for a warning instant may reach, in seconds (400 days: far beyond
-/// any lead, and bounded by the calendar's coverage anyway).
+/// How far back from its due instant a warning may lie, in seconds (400 days: far beyond any
+/// lead, and bounded by the calendar's coverage anyway).
 pub const WARNING_SEARCH_SECONDS_MAX: i64 = 400 * 24 * 3600;
 
 /// What a timer announces when it fires.
@@ -276,9 +276,8 @@ fn ceil_second(t: DateTime<Utc>) -> DateTime<Utc> {
 /// 10:00 is Monday 10:00); for `d`, the same local time `n` days earlier; for `h`, wall-clock
 /// hours. `None` when the calendar cannot tell (outside its coverage).
 ///
-/// The calendar has no subtraction, so for working units this searches with
-/// [`Calendar::working_time_between`], which never decreases as the start moves back: doubling
-/// back until more than `lead` is left, then bisecting to the second.
+/// For working units this is [`Calendar::working_start_before`] (one walk back over the office
+/// segments), in whole seconds back from `due`.
 pub fn warning_instant(
     calendar: &Calendar,
     due: DateTime<Utc>,
@@ -298,30 +297,11 @@ pub fn warning_instant(
         }
         Duration::Hours(n) => return due.checked_sub_signed(TimeDelta::hours(i64::from(n))),
     };
-    let left = |back_s: i64| -> Option<TimeDelta> {
-        let from = due.checked_sub_signed(TimeDelta::seconds(back_s))?;
-        calendar.working_time_between(from, due).ok()
-    };
-    // `ok_s` leaves at most `amount`; `bad_s` leaves more.
-    let mut ok_s: i64 = 0;
-    let mut bad_s: i64 = amount.num_seconds().max(1);
-    loop {
-        if left(bad_s)? > amount {
-            break;
-        }
-        ok_s = bad_s;
-        bad_s = bad_s.checked_mul(2)?;
-        if bad_s > WARNING_SEARCH_SECONDS_MAX {
-            return None;
-        }
+    // The earliest instant with at most `amount` left, in whole seconds back from `due`.
+    let start = calendar.working_start_before(due, amount).ok()?;
+    let back_s = (due - start).num_seconds();
+    if back_s > WARNING_SEARCH_SECONDS_MAX {
+        return None;
     }
-    while bad_s - ok_s > 1 {
-        let mid = ok_s + (bad_s - ok_s) / 2;
-        if left(mid)? > amount {
-            bad_s = mid;
-        } else {
-            ok_s = mid;
-        }
-    }
-    due.checked_sub_signed(TimeDelta::seconds(ok_s))
+    due.checked_sub_signed(TimeDelta::seconds(back_s))
 }
