@@ -282,11 +282,13 @@ impl Engine {
             return Err(Error::BadKey(key_len));
         }
         let fingerprint = fingerprint(&req);
-        if let Some(outcome) = self.replay_if_known(&req, &fingerprint).await? {
-            return Ok(outcome);
-        }
         let result = match req.dossier {
-            None => self.submit(&req, fingerprint).await,
+            None => match self.replay_if_known(&req, &fingerprint).await? {
+                Some(outcome) => return Ok(outcome),
+                None => self.submit(&req, fingerprint).await,
+            },
+            // `act` looks the key up under the dossier's lock (where a retry overlapping its
+            // first attempt must look), so once is enough.
             Some(id) => self.act(id, &req, fingerprint, None).await,
         };
         match result {
