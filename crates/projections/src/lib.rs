@@ -34,7 +34,9 @@ pub mod report;
 pub mod views;
 
 pub use error::Error;
-pub use projector::{BATCH_EVENTS_MAX, FeedSource, Lag, Progress, Projections};
+pub use projector::{
+    BATCH_EVENTS_MAX, FOLD_CACHE_EVENTS_MAX, FeedSource, Lag, Progress, Projections,
+};
 pub use report::Format;
 pub use views::{
     Board, BoardQuery, BoardState, Breach, BreachQuery, Breaches, IndicatorQuery, IndicatorRow,

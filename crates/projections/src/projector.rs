@@ -6,9 +6,28 @@
 //! batch names, so the record never runs ahead of the checkpoint), replaces the dossier's index
 //! entries and indicator contributions, and writes all of it together with the new checkpoint as
 //! ONE `sled::Batch` (`apply_batch` is atomic, also after a crash): the views never disagree with
-//! the checkpoint. Nothing is held in memory between batches: the state of a dossier lives in its
-//! `d/` record, and its fold is re-run from its stream when one of its events arrives (streams are
-//! short; the feed batch bounds the work).
+//! the checkpoint.
+//!
+//! # How a dossier's stream is found
+//!
+//! The state of a dossier lives in its `d/` record, and its fold is re-run over its whole stream
+//! 1..seq when one of its events arrives. The stream is taken, in this order of preference:
+//!
+//! - from the batch alone, when the dossier's first event in it is seq 1;
+//! - from the fold cache, a bounded in-memory map of recently folded dossiers (their events
+//!   1..n, the hash of event n and the record they gave, least recently used evicted first
+//!   beyond [`FOLD_CACHE_EVENTS_MAX`] events), when the batch's events continue the cached
+//!   prefix; the cached record is then also the old record, not decoded again;
+//! - else from the store's `read_stream` (which re-checks the whole chain and the head).
+//!
+//! The first two rely on the feed read's check of each event (its hash is SHA-256 of its
+//! bytes) and on the chain link: every event taken from the batch must have the next seq, point
+//! back (`prev_hash`) at the hash of the event before it (the genesis hash for seq 1) and carry
+//! the first event's dossier code. An event that does not sends the dossier to `read_stream`,
+//! which reports the damage as before. `verify` does not use this path. The cache holds what the
+//! database holds at its checkpoint: it is filled only after a batch is written, cleared by
+//! `rebuild` and whenever the checkpoint read at the start of a batch is not the one it was
+//! filled at.
 //!
 //! No fsync: projections are a cache of the store, rebuildable at any time with
 //! [`Projections::rebuild`]. A crash may lose the last batches (the checkpoint goes back with
@@ -17,11 +36,12 @@
 //! On open, a database of another schema version, or one holding views without a checkpoint (a
 //! rebuild interrupted half-way), is wiped and folded again from position 0.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use lienthong_engine::DossierId;
+use lienthong_engine::store::chain::GENESIS_HASH;
 use lienthong_engine::store::{self, EVENTS_PER_APPEND_MAX, EventStore, FEED_READ_MAX, Recorded};
 use lienthong_proto::v1::{Event, event::Body};
 use lienthong_workflow::{Catalog, Workflow};
@@ -33,6 +53,11 @@ use crate::record::{Counters, DossierRecord, command_of};
 
 /// Feed events folded per batch (one atomic write each) by [`Projections::catch_up`].
 pub const BATCH_EVENTS_MAX: usize = 1_000;
+
+/// Events of recently folded dossiers kept in memory between batches by default, so that a
+/// batch continuing them does not read their streams again (see
+/// [`Projections::set_fold_cache_events_max`]).
+pub const FOLD_CACHE_EVENTS_MAX: usize = 20_000;
 
 /// What the projections read: the feed, the streams, the head. Every [`EventStore`] is one;
 /// tests may feed hand-written events through a small in-memory implementation.
@@ -95,9 +120,9 @@ pub struct Lag {
     pub lag: u64,
 }
 
-/// The projections of one store. Cheap to share behind an `Arc`; one folder at a time (the
-/// `catch_up` of two handles on the same database would only repeat work, never corrupt it,
-/// because each batch rewrites whole records from the streams).
+/// The projections of one store. Cheap to share behind an `Arc`; its folds run one at a time
+/// (each holds the fold cache's lock). sled lets only one handle open a database, and the fold
+/// cache relies on that: it holds what this handle wrote (see the module docs).
 pub struct Projections {
     /// The projections' own database (one tree, see [`keys`]).
     db: sled::Db,
@@ -107,6 +132,8 @@ pub struct Projections {
     catalog: Arc<Catalog>,
     /// Pinned workflow definitions already parsed, by definition hash (`None`: not available).
     definitions: Mutex<BTreeMap<String, Option<Arc<Workflow>>>>,
+    /// Recently folded dossiers (events, last hash, record); locked for the whole of a batch.
+    fold_cache: Mutex<FoldCache>,
 }
 
 impl std::fmt::Debug for Projections {
@@ -152,7 +179,20 @@ impl Projections {
             store,
             catalog,
             definitions: Mutex::new(BTreeMap::new()),
+            fold_cache: Mutex::new(FoldCache::new(FOLD_CACHE_EVENTS_MAX)),
         })
+    }
+
+    /// Sets how many events of recently folded dossiers the fold keeps in memory (0: none, every
+    /// touched stream is read from the store), evicting the least recently used beyond it.
+    pub fn set_fold_cache_events_max(&self, events_max: usize) -> Result<(), Error> {
+        let mut cache = self
+            .fold_cache
+            .lock()
+            .map_err(|_| Error::Db("fold cache poisoned".into()))?;
+        cache.events_max = events_max;
+        cache.evict();
+        Ok(())
     }
 
     /// The loaded workflows.
@@ -226,6 +266,12 @@ impl Projections {
     /// an incremental fold gives (see the crate docs for why).
     #[tracing::instrument(skip_all)]
     pub fn rebuild(&self) -> Result<Progress, Error> {
+        let mut cache = self
+            .fold_cache
+            .lock()
+            .map_err(|_| Error::Db("fold cache poisoned".into()))?;
+        cache.clear();
+        cache.checkpoint = 0;
         // Checkpoint first: from here until the first batch, `open` sees views without a
         // checkpoint and wipes them, so an interrupted rebuild is never mistaken for a fold.
         self.db.remove(keys::META_CHECKPOINT)?;
@@ -234,6 +280,7 @@ impl Projections {
         self.db
             .insert(keys::META_SCHEMA, &keys::SCHEMA_VERSION.to_be_bytes())?;
         self.db.flush()?;
+        drop(cache);
         let progress = self.catch_up()?;
         self.db.flush()?;
         Ok(progress)
@@ -265,30 +312,29 @@ impl Projections {
     /// Folds the next batch of at most `events_max` feed events; returns how many (0: caught up).
     #[tracing::instrument(skip_all, fields(checkpoint))]
     pub fn apply_next(&self, events_max: usize) -> Result<u64, Error> {
+        let mut cache = self
+            .fold_cache
+            .lock()
+            .map_err(|_| Error::Db("fold cache poisoned".into()))?;
         let checkpoint = self.checkpoint()?;
         tracing::Span::current().record("checkpoint", checkpoint);
         let head = self.store.last_position()?;
         if checkpoint > head {
             return Err(Error::AheadOfStore { checkpoint, head });
         }
-        let mut feed = self
-            .store
-            .read_feed(checkpoint, events_max.clamp(1, FEED_READ_MAX))?;
-        // A batch never splits one append: extend it while the next event comes from the same
-        // command (bounded by the events one append may hold).
-        for _ in 0..EVENTS_PER_APPEND_MAX {
-            let Some(last) = feed.last() else {
-                return Ok(0);
-            };
-            let next = self.store.read_feed(last.position(), 1)?;
-            match next.into_iter().next() {
-                Some(n) if same_append(last, &n) => feed.push(n),
-                _ => break,
-            }
+        if cache.checkpoint != checkpoint {
+            // The database moved without this handle's folds (or a fold failed half-way): what
+            // the cache holds may not be what is stored.
+            cache.clear();
         }
+        let feed = self.read_batch(checkpoint, events_max)?;
+        if feed.is_empty() {
+            return Ok(0);
+        }
+        let count = feed.len() as u64;
         let mut last = checkpoint;
-        let mut touched: BTreeMap<Uuid, u64> = BTreeMap::new();
-        for r in &feed {
+        let mut touched: BTreeMap<Uuid, Vec<Recorded>> = BTreeMap::new();
+        for r in feed {
             let position = r.position();
             if position <= last {
                 return Err(Error::Feed {
@@ -306,35 +352,24 @@ impl Projections {
                     position,
                     reason: "event without a valid dossier id".into(),
                 })?;
-            let seq = touched.entry(id.0).or_default();
-            *seq = (*seq).max(r.seq());
+            touched.entry(id.0).or_default().push(r);
         }
         let mut overlay = Overlay::new(&self.db);
-        for (id, seq) in touched {
-            let events: Vec<Event> = self
-                .store
-                .read_stream(&DossierId(id))?
-                .into_iter()
-                .take_while(|r| r.seq() <= seq)
-                .map(|r| r.event)
-                .collect();
-            let folded = events
-                .last()
-                .and_then(|e| e.envelope.as_ref())
-                .map_or(0, |e| e.seq);
-            if folded != seq || events.len() as u64 != seq {
-                return Err(Error::Feed {
-                    position: last,
-                    reason: format!(
-                        "dossier {id}: the feed names seq {seq} but its stream has {folded}"
-                    ),
-                });
-            }
+        let mut folded = Vec::with_capacity(touched.len());
+        for (id, batch) in touched {
+            let seq = batch.iter().map(Recorded::seq).max().unwrap_or(0);
+            let cached = cache.take(&id);
+            let (events, last_hash, old) = match continue_stream(batch, cached) {
+                Some(known) => known,
+                None => self.stream_until(id, seq, last)?,
+            };
             let workflow = self.pinned_workflow(&events)?;
             let new = DossierRecord::build_with(id, &events, &self.catalog, workflow.as_deref());
             let key = keys::dossier_key(&id);
-            let old: Option<DossierRecord> =
-                overlay.get(&key)?.map(|v| decode(&key, &v)).transpose()?;
+            let old: Option<DossierRecord> = match old {
+                Some(old) => Some(old),
+                None => overlay.get(&key)?.map(|v| decode(&key, &v)).transpose()?,
+            };
             if let Some(old) = &old
                 && old.seq > new.seq
             {
@@ -348,10 +383,71 @@ impl Projections {
             }
             self.replace(&mut overlay, old.as_ref(), &new)?;
             overlay.put(key, encode(&new)?);
+            folded.push((
+                id,
+                Folded {
+                    events,
+                    last_hash,
+                    record: new,
+                },
+            ));
         }
         overlay.put(keys::META_CHECKPOINT.to_vec(), last.to_be_bytes().to_vec());
         overlay.commit()?;
-        Ok(feed.len() as u64)
+        cache.checkpoint = last;
+        for (id, f) in folded {
+            cache.put(id, f);
+        }
+        Ok(count)
+    }
+
+    /// The next batch after `checkpoint`: `events_max` events (at least 1, at most
+    /// [`FEED_READ_MAX`]), extended while the next event comes from the same append, so that a
+    /// batch never splits one append (bounded by the events one append may hold).
+    fn read_batch(&self, checkpoint: u64, events_max: usize) -> Result<Vec<Recorded>, Error> {
+        let mut feed = self
+            .store
+            .read_feed(checkpoint, events_max.clamp(1, FEED_READ_MAX))?;
+        for _ in 0..EVENTS_PER_APPEND_MAX {
+            let Some(last) = feed.last() else {
+                break;
+            };
+            let next = self.store.read_feed(last.position(), 1)?;
+            match next.into_iter().next() {
+                Some(n) if same_append(last, &n) => feed.push(n),
+                _ => break,
+            }
+        }
+        Ok(feed)
+    }
+
+    /// `id`'s stream read from the store, cut at `seq` (the last the batch names), with the last
+    /// event's hash; the old record is not known (`None`).
+    fn stream_until(&self, id: Uuid, seq: u64, position: u64) -> Result<KnownStream, Error> {
+        let mut last_hash = Vec::new();
+        let events: Vec<Event> = self
+            .store
+            .read_stream(&DossierId(id))?
+            .into_iter()
+            .take_while(|r| r.seq() <= seq)
+            .map(|r| {
+                last_hash = r.sealed.hash;
+                r.event
+            })
+            .collect();
+        let folded = events
+            .last()
+            .and_then(|e| e.envelope.as_ref())
+            .map_or(0, |e| e.seq);
+        if folded != seq || events.len() as u64 != seq {
+            return Err(Error::Feed {
+                position,
+                reason: format!(
+                    "dossier {id}: the feed names seq {seq} but its stream has {folded}"
+                ),
+            });
+        }
+        Ok((events, last_hash, None))
     }
 
     /// The workflow a dossier is pinned to, as the engine's runtime finds it: the store's
@@ -511,5 +607,126 @@ impl<'a> Overlay<'a> {
         }
         self.db.apply_batch(batch)?;
         Ok(())
+    }
+}
+
+/// A dossier's stream as far as the batch goes, the last event's hash, and the dossier's
+/// record as stored before the batch when it is known without reading it (`None`: read it).
+type KnownStream = (Vec<Event>, Vec<u8>, Option<DossierRecord>);
+
+/// The stream of a dossier up to the batch's last event, without reading it from the store: the
+/// batch's own events when they start at seq 1, else the cached prefix they continue. Each event
+/// must have the next seq, point back at its predecessor's hash (`prev_hash`: the genesis hash
+/// for seq 1, else the hash the feed read checked against the predecessor's bytes) and carry the
+/// first event's dossier code, as `read_stream` would check. `None` when any of that does not
+/// hold or the cache has not got the prefix: the caller then reads the stream from the store.
+fn continue_stream(batch: Vec<Recorded>, cached: Option<Folded>) -> Option<KnownStream> {
+    let first = batch.first()?.seq();
+    let (mut events, mut hash, old) = if first == 1 {
+        (Vec::with_capacity(batch.len()), GENESIS_HASH.to_vec(), None)
+    } else {
+        let c = cached.filter(|c| c.events.len() as u64 + 1 == first)?;
+        let old = (c.record.seq == c.events.len() as u64).then_some(c.record);
+        (c.events, c.last_hash, old)
+    };
+    {
+        let code = &events
+            .first()
+            .unwrap_or(&batch[0].event)
+            .envelope
+            .as_ref()?
+            .dossier_code;
+        let mut prev: &[u8] = &hash;
+        for (expected, r) in (events.len() as u64 + 1..).zip(&batch) {
+            let env = r.event.envelope.as_ref()?;
+            if env.seq != expected || env.prev_hash != prev || env.dossier_code != *code {
+                return None;
+            }
+            prev = &r.sealed.hash;
+        }
+    }
+    events.reserve(batch.len());
+    for r in batch {
+        hash = r.sealed.hash;
+        events.push(r.event);
+    }
+    Some((events, hash, old))
+}
+
+/// A folded dossier kept between batches: its events 1..=n, the hash of event n, and the record
+/// they gave (exactly what its `d/` record holds, as of the cache's checkpoint).
+struct Folded {
+    events: Vec<Event>,
+    last_hash: Vec<u8>,
+    record: DossierRecord,
+}
+
+/// The recently folded dossiers, least recently used evicted first once they hold more than
+/// `events_max` events.
+struct FoldCache {
+    /// The checkpoint the entries agree with: they are what the database holds at it.
+    checkpoint: u64,
+    /// Entries by dossier, with their last use.
+    entries: HashMap<Uuid, (Folded, u64)>,
+    /// Dossiers by last use, oldest first.
+    by_use: BTreeMap<u64, Uuid>,
+    /// Uses so far (the clock of `by_use`).
+    uses: u64,
+    /// Events held by the entries.
+    events: usize,
+    /// Events held at most.
+    events_max: usize,
+}
+
+impl FoldCache {
+    fn new(events_max: usize) -> Self {
+        FoldCache {
+            checkpoint: 0,
+            entries: HashMap::new(),
+            by_use: BTreeMap::new(),
+            uses: 0,
+            events: 0,
+            events_max,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.by_use.clear();
+        self.events = 0;
+    }
+
+    /// Removes and returns `id`'s entry.
+    fn take(&mut self, id: &Uuid) -> Option<Folded> {
+        let (f, used) = self.entries.remove(id)?;
+        self.by_use.remove(&used);
+        self.events -= f.events.len();
+        Some(f)
+    }
+
+    /// Keeps `f` as `id`'s entry (the most recently used), evicting the least recently used
+    /// entries beyond `events_max`.
+    fn put(&mut self, id: Uuid, f: Folded) {
+        self.take(&id);
+        if f.events.len() > self.events_max {
+            return;
+        }
+        self.uses += 1;
+        self.events += f.events.len();
+        self.by_use.insert(self.uses, id);
+        self.entries.insert(id, (f, self.uses));
+        self.evict();
+    }
+
+    /// Drops the least recently used entries until at most `events_max` events are held.
+    fn evict(&mut self) {
+        while self.events > self.events_max {
+            let Some((_, id)) = self.by_use.pop_first() else {
+                break;
+            };
+            if let Some((f, _)) = self.entries.remove(&id) {
+                self.events -= f.events.len();
+            }
+        }
     }
 }

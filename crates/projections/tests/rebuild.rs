@@ -13,6 +13,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use lienthong_engine::DossierId;
@@ -23,7 +24,9 @@ use lienthong_engine::dossier::{
 use lienthong_engine::runtime::{Clock, Engine, Request};
 use lienthong_engine::store::SledStore;
 use lienthong_projections::report::{self, Format};
-use lienthong_projections::{BoardQuery, BreachQuery, FeedSource, IndicatorQuery, Projections};
+use lienthong_projections::{
+    BoardQuery, BreachQuery, FOLD_CACHE_EVENTS_MAX, FeedSource, IndicatorQuery, Projections,
+};
 use lienthong_proto::v1::{Actor, Channel};
 use lienthong_workflow::{AttrValue, StepId};
 use parking_lot::Mutex;
@@ -470,4 +473,107 @@ async fn reopened_projections_catch_up_to_what_a_rebuild_gives() {
     rebuilt.rebuild().expect("rebuild");
     assert_eq!(p.dump().expect("dump"), rebuilt.dump().expect("dump"));
     assert_eq!(reports(&p), reports(&rebuilt));
+}
+
+/// The store's feed, counting the streams read; with `unlinked`, the feed's events come without
+/// their hashes, so that no event links to the one before it and the fold must read every
+/// stream it continues from the store.
+struct CountingFeed {
+    store: Arc<SledStore>,
+    unlinked: bool,
+    streams_read: AtomicU64,
+}
+
+impl FeedSource for CountingFeed {
+    fn read_feed(
+        &self,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<lienthong_engine::store::Recorded>, lienthong_engine::store::Error> {
+        let mut feed = FeedSource::read_feed(&*self.store, after_position, limit)?;
+        if self.unlinked {
+            for r in &mut feed {
+                r.sealed.hash.clear();
+            }
+        }
+        Ok(feed)
+    }
+
+    fn read_stream(
+        &self,
+        dossier: &DossierId,
+    ) -> Result<Vec<lienthong_engine::store::Recorded>, lienthong_engine::store::Error> {
+        self.streams_read.fetch_add(1, Ordering::Relaxed);
+        FeedSource::read_stream(&*self.store, dossier)
+    }
+
+    fn last_position(&self) -> Result<u64, lienthong_engine::store::Error> {
+        FeedSource::last_position(&*self.store)
+    }
+
+    fn definition(&self, hash: &str) -> Result<Option<String>, lienthong_engine::store::Error> {
+        FeedSource::definition(&*self.store, hash)
+    }
+}
+
+#[tokio::test]
+async fn folds_from_the_cache_equal_folds_from_the_streams() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SledStore::open(data.path()).expect("store"));
+    fill(store.clone(), None, 1).await;
+    let feed: Arc<dyn FeedSource> = store.clone();
+    let rebuilt = Projections::open(&data.path().join("rebuilt"), feed, catalog()).expect("open");
+    rebuilt.rebuild().expect("rebuild");
+    let expected = rebuilt.dump().expect("dump");
+    let longest = rebuilt
+        .dump()
+        .expect("dump")
+        .iter()
+        .filter(|(k, _)| k.starts_with(b"d/"))
+        .map(|(k, v)| {
+            let seq = serde_json::from_slice::<serde_json::Value>(v).expect("json")["seq"]
+                .as_u64()
+                .expect("seq");
+            (seq, k.clone())
+        })
+        .max()
+        .expect("records");
+
+    let mut n = 0;
+    // Cache sizes: none, smaller than any stream, smaller than the longest stream (some
+    // dossiers kept, the longest never, others evicted), and the default. Batches end
+    // anywhere, so most dossiers are split across many of them.
+    for cache in [0, 1, 12, longest.0 as usize - 1, FOLD_CACHE_EVENTS_MAX] {
+        for batch in [1, 3, 7] {
+            for unlinked in [false, true] {
+                n += 1;
+                let counting = Arc::new(CountingFeed {
+                    store: store.clone(),
+                    unlinked,
+                    streams_read: AtomicU64::new(0),
+                });
+                let p = Projections::open(
+                    &data.path().join(format!("fold-{n}")),
+                    counting.clone(),
+                    catalog(),
+                )
+                .expect("open");
+                p.set_fold_cache_events_max(cache).expect("cache size");
+                let progress = p.catch_up_in(batch).expect("catch up");
+                assert!(progress.batches > 1);
+                let streams_read = counting.streams_read.load(Ordering::Relaxed);
+                let what = format!("cache {cache}, batch {batch}, unlinked {unlinked}");
+                assert_eq!(p.dump().expect("dump"), expected, "{what}");
+                if unlinked || cache < 12 {
+                    assert!(streams_read > 0, "{what}: the streams were read");
+                } else if cache == FOLD_CACHE_EVENTS_MAX {
+                    // Every dossier was folded from its events in the feed and the cache.
+                    assert_eq!(streams_read, 0, "{what}");
+                }
+                // And a rebuild over the same handle (cache warm) gives the same again.
+                p.rebuild().expect("rebuild");
+                assert_eq!(p.dump().expect("dump"), expected, "{what}, rebuilt");
+            }
+        }
+    }
 }
