@@ -29,6 +29,9 @@
 //! `rebuild` and whenever the checkpoint read at the start of a batch is not the one it was
 //! filled at.
 //!
+//! The event read after a batch to see where its last append ends is kept and starts the next
+//! batch, so no feed event is read twice.
+//!
 //! No fsync: projections are a cache of the store, rebuildable at any time with
 //! [`Projections::rebuild`]. A crash may lose the last batches (the checkpoint goes back with
 //! them, so they are simply applied again); it cannot leave views and checkpoint apart.
@@ -132,7 +135,8 @@ pub struct Projections {
     catalog: Arc<Catalog>,
     /// Pinned workflow definitions already parsed, by definition hash (`None`: not available).
     definitions: Mutex<BTreeMap<String, Option<Arc<Workflow>>>>,
-    /// Recently folded dossiers (events, last hash, record); locked for the whole of a batch.
+    /// Recently folded dossiers (events, last hash, record) and the feed's look-ahead event;
+    /// locked for the whole of a batch.
     fold_cache: Mutex<FoldCache>,
 }
 
@@ -327,7 +331,7 @@ impl Projections {
             // the cache holds may not be what is stored.
             cache.clear();
         }
-        let feed = self.read_batch(checkpoint, events_max)?;
+        let feed = self.read_batch(&mut cache, checkpoint, events_max)?;
         if feed.is_empty() {
             return Ok(0);
         }
@@ -403,19 +407,44 @@ impl Projections {
 
     /// The next batch after `checkpoint`: `events_max` events (at least 1, at most
     /// [`FEED_READ_MAX`]), extended while the next event comes from the same append, so that a
-    /// batch never splits one append (bounded by the events one append may hold).
-    fn read_batch(&self, checkpoint: u64, events_max: usize) -> Result<Vec<Recorded>, Error> {
-        let mut feed = self
-            .store
-            .read_feed(checkpoint, events_max.clamp(1, FEED_READ_MAX))?;
+    /// batch never splits one append (bounded by the events one append may hold). The event
+    /// read after the batch to see where its append ends is kept in `cache` and starts the next
+    /// batch, instead of being read again.
+    fn read_batch(
+        &self,
+        cache: &mut FoldCache,
+        checkpoint: u64,
+        events_max: usize,
+    ) -> Result<Vec<Recorded>, Error> {
+        let events_max = events_max.clamp(1, FEED_READ_MAX);
+        let mut feed = match cache.lookahead.take() {
+            Some((after, r)) if after == checkpoint => vec![r],
+            _ => Vec::new(),
+        };
+        let after = feed.last().map_or(checkpoint, Recorded::position);
+        // One more than the batch, when the store allows it: the look-ahead.
+        let want = (events_max + 1 - feed.len()).min(FEED_READ_MAX);
+        feed.extend(self.store.read_feed(after, want)?);
+        let mut rest = if feed.len() > events_max {
+            feed.split_off(events_max).into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
         for _ in 0..EVENTS_PER_APPEND_MAX {
             let Some(last) = feed.last() else {
                 break;
             };
-            let next = self.store.read_feed(last.position(), 1)?;
-            match next.into_iter().next() {
+            let next = match rest.next() {
+                Some(n) => Some(n),
+                None => self.store.read_feed(last.position(), 1)?.into_iter().next(),
+            };
+            match next {
                 Some(n) if same_append(last, &n) => feed.push(n),
-                _ => break,
+                Some(n) => {
+                    cache.lookahead = Some((last.position(), n));
+                    break;
+                }
+                None => break,
             }
         }
         Ok(feed)
@@ -662,7 +691,7 @@ struct Folded {
 }
 
 /// The recently folded dossiers, least recently used evicted first once they hold more than
-/// `events_max` events.
+/// `events_max` events; and the feed event read after the last batch.
 struct FoldCache {
     /// The checkpoint the entries agree with: they are what the database holds at it.
     checkpoint: u64,
@@ -676,6 +705,8 @@ struct FoldCache {
     events: usize,
     /// Events held at most.
     events_max: usize,
+    /// The first event after a position, read past the end of the last batch.
+    lookahead: Option<(u64, Recorded)>,
 }
 
 impl FoldCache {
@@ -687,6 +718,7 @@ impl FoldCache {
             uses: 0,
             events: 0,
             events_max,
+            lookahead: None,
         }
     }
 
@@ -694,6 +726,7 @@ impl FoldCache {
         self.entries.clear();
         self.by_use.clear();
         self.events = 0;
+        self.lookahead = None;
     }
 
     /// Removes and returns `id`'s entry.

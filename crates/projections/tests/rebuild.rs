@@ -482,6 +482,7 @@ struct CountingFeed {
     store: Arc<SledStore>,
     unlinked: bool,
     streams_read: AtomicU64,
+    feed_events_read: AtomicU64,
 }
 
 impl FeedSource for CountingFeed {
@@ -491,6 +492,8 @@ impl FeedSource for CountingFeed {
         limit: usize,
     ) -> Result<Vec<lienthong_engine::store::Recorded>, lienthong_engine::store::Error> {
         let mut feed = FeedSource::read_feed(&*self.store, after_position, limit)?;
+        self.feed_events_read
+            .fetch_add(feed.len() as u64, Ordering::Relaxed);
         if self.unlinked {
             for r in &mut feed {
                 r.sealed.hash.clear();
@@ -551,6 +554,7 @@ async fn folds_from_the_cache_equal_folds_from_the_streams() {
                     store: store.clone(),
                     unlinked,
                     streams_read: AtomicU64::new(0),
+                    feed_events_read: AtomicU64::new(0),
                 });
                 let p = Projections::open(
                     &data.path().join(format!("fold-{n}")),
@@ -563,6 +567,12 @@ async fn folds_from_the_cache_equal_folds_from_the_streams() {
                 assert!(progress.batches > 1);
                 let streams_read = counting.streams_read.load(Ordering::Relaxed);
                 let what = format!("cache {cache}, batch {batch}, unlinked {unlinked}");
+                // The event read to see where a batch's last append ends starts the next batch.
+                assert_eq!(
+                    counting.feed_events_read.load(Ordering::Relaxed),
+                    progress.events,
+                    "{what}: no feed event read twice"
+                );
                 assert_eq!(p.dump().expect("dump"), expected, "{what}");
                 if unlinked || cache < 12 {
                     assert!(streams_read > 0, "{what}: the streams were read");
