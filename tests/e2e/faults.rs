@@ -909,7 +909,14 @@ impl Proxy {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
-                l.lock().expect("links").push(link.abort_handle());
+                // Under the lock, and looked at again: a link accepted just as `cut` drained
+                // the list would otherwise outlive the cut and keep the partition from being one.
+                let mut links = l.lock().expect("links");
+                if o.load(Ordering::SeqCst) {
+                    links.push(link.abort_handle());
+                } else {
+                    link.abort();
+                }
             }
         });
         Proxy {
@@ -926,6 +933,7 @@ impl Proxy {
 
     fn cut(&self) {
         self.open.store(false, Ordering::SeqCst);
+        // (After `open` is false: see the accept loop.)
         for link in self.links.lock().expect("links").drain(..) {
             link.abort();
         }
@@ -1010,7 +1018,18 @@ async fn a_partition_from_the_broker_delays_tasks_and_loses_nothing() {
             .expect("submissions are stored while the broker is out of reach");
         ids.push(a.dossier_id);
     }
-    eventually(10, "the lag shows on /metrics", || outbox_lag(&http) > 0).await;
+    let shown = Instant::now() + Duration::from_secs(10);
+    while outbox_lag(&http) == 0 {
+        if Instant::now() >= shown {
+            let (_, _, metrics) =
+                lienthong_e2e::http_get(&http, "/metrics", Some("Bearer dev-auditor"));
+            panic!(
+                "not within 10 s: the lag shows on /metrics\n{metrics}\n-- server log:\n{}",
+                server.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     eventually(20, "the lag shows in the log", || {
         server
             .log_tail()

@@ -525,9 +525,9 @@ impl Calendar {
 
     /// Office segments of day `d` in UTC, whether or not `d` is a working day; empty segments
     /// (possible only across a daylight-saving change) are dropped. For a covered day they come
-    /// from a table computed once per calendar: deadline arithmetic (a warning's instant is a
-    /// search over working time) asks for the same days thousands of times a second, and each
-    /// computation converts local times through the time zone.
+    /// from a table computed once per calendar: deadline arithmetic asks for the same days
+    /// thousands of times a second, and each computation converts local times through the time
+    /// zone.
     fn segments_on(&self, d: NaiveDate) -> Cow<'_, [Segment]> {
         let f = &self.family;
         let table = self.segments.0.get_or_init(|| {
