@@ -248,8 +248,8 @@ impl Engine {
     }
 
     /// Tells the watchers of [`Engine::appended`] about `events`.
-    fn announce(&self, events: &[Recorded]) {
-        if let Some(last) = events.iter().map(Recorded::position).max() {
+    fn announce(&self, events: &[Arc<Recorded>]) {
+        if let Some(last) = events.iter().map(|r| r.position()).max() {
             advance(&self.inner.appended, last);
         }
     }
@@ -445,7 +445,8 @@ impl Engine {
         Ok(Outcome {
             dossier: id,
             code: appended.code,
-            events: appended.events,
+            // The caller's own copy, made here rather than on the store's writer thread.
+            events: appended.events.iter().map(|r| Recorded::clone(r)).collect(),
             state,
             replayed: false,
         })
@@ -544,7 +545,8 @@ impl Engine {
                     return Ok(Outcome {
                         dossier: id,
                         code: appended.code,
-                        events: appended.events,
+                        // The caller's own copy, made here rather than on the store's writer thread.
+                        events: appended.events.iter().map(|r| Recorded::clone(r)).collect(),
                         state,
                         replayed: false,
                     });

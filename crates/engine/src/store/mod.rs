@@ -199,8 +199,9 @@ pub struct Appended {
     pub first_seq: u64,
     /// Seq of the last event appended (the new head).
     pub last_seq: u64,
-    /// The events as stored.
-    pub events: Vec<Recorded>,
+    /// The events as stored, shared with the store's in-memory feed tail (the writer makes
+    /// one copy of each, not two; see `store::recent`).
+    pub events: Vec<Arc<Recorded>>,
 }
 
 /// An event as stored: the sealed bytes, and the event decoded from them.

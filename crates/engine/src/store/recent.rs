@@ -5,7 +5,7 @@
 //! decoded once per reader. The writer already holds each event it commits, decoded and sealed,
 //! checked by [`chain::check`](super::chain::check) before it was written. So after a group is
 //! durable and before readers may see it, the writer puts the group's events here, shared
-//! (`Arc`), and a feed read that falls inside the window is answered from memory. A read that
+//! (the same `Arc` each appender receives in its `Appended`), and a feed read that falls inside the window is answered from memory. A read that
 //! reaches further back goes to sled, with every check of the read path.
 //!
 //! The window holds the last [`RECENT_FEED_EVENTS`] positions, always one contiguous run: a gap

@@ -352,7 +352,7 @@ impl Writer {
                 for answer in &answers {
                     if let Answer::Append(_, Ok(appended)) = answer {
                         for r in &appended.events {
-                            recent.push(Arc::new(r.clone()));
+                            recent.push(Arc::clone(r));
                         }
                     }
                 }
@@ -603,10 +603,10 @@ impl Writer {
                 keys::feed_key(global_position),
                 keys::feed_value(&req.dossier, seq),
             ));
-            events.push(Recorded {
+            events.push(Arc::new(Recorded {
                 event: decoded,
                 sealed,
-            });
+            }));
         }
         let last = prev.ok_or_else(|| Error::Invalid("no events".into()))?;
         let new_head = HeadValue {
