@@ -20,8 +20,9 @@
 //!   prefix; the cached record is then also the old record, not decoded again;
 //! - else from the store's `read_stream` (which re-checks the whole chain and the head).
 //!
-//! The first two rely on the feed read's check of each event (its hash is SHA-256 of its
-//! bytes) and on the chain link: every event taken from the batch must have the next seq, point
+//! The first two rely on the hash each feed event carries being SHA-256 of its bytes (the feed
+//! read recomputes it from disk; an event of the store's in-memory tail carries the hash its
+//! writer computed and chain-checked before writing it) and on the chain link: every event taken from the batch must have the next seq, point
 //! back (`prev_hash`) at the hash of the event before it (the genesis hash for seq 1) and carry
 //! the first event's dossier code. An event that does not sends the dossier to `read_stream`,
 //! which reports the damage as before. `verify` does not use this path. The cache holds what the

@@ -43,6 +43,12 @@ use crate::store::{
 
 pub use clock::{Clock, ManualClock, SystemClock};
 
+/// The caller's own copy of appended events, made on the caller's task rather than on the
+/// store's writer thread; no copy at all for an event the feed's in-memory tail no longer shares.
+fn owned(events: Vec<Arc<Recorded>>) -> Vec<Recorded> {
+    events.into_iter().map(Arc::unwrap_or_clone).collect()
+}
+
 /// Moves a watch of a feed position forward to `position`, waking its receivers, unless it is
 /// there or beyond already (positions only grow; a late, lower one must not move it back).
 pub fn advance(watch: &tokio::sync::watch::Sender<u64>, position: u64) {
@@ -445,8 +451,7 @@ impl Engine {
         Ok(Outcome {
             dossier: id,
             code: appended.code,
-            // The caller's own copy, made here rather than on the store's writer thread.
-            events: appended.events.iter().map(|r| Recorded::clone(r)).collect(),
+            events: owned(appended.events),
             state,
             replayed: false,
         })
@@ -545,8 +550,7 @@ impl Engine {
                     return Ok(Outcome {
                         dossier: id,
                         code: appended.code,
-                        // The caller's own copy, made here rather than on the store's writer thread.
-                        events: appended.events.iter().map(|r| Recorded::clone(r)).collect(),
+                        events: owned(appended.events),
                         state,
                         replayed: false,
                     });

@@ -5,8 +5,10 @@
 //! decoded once per reader. The writer already holds each event it commits, decoded and sealed,
 //! checked by [`chain::check`](super::chain::check) before it was written. So after a group is
 //! durable and before readers may see it, the writer puts the group's events here, shared
-//! (the same `Arc` each appender receives in its `Appended`), and a feed read that falls inside the window is answered from memory. A read that
-//! reaches further back goes to sled, with every check of the read path.
+//! (the same `Arc` each appender receives in its `Appended`), and a feed read that falls inside
+//! the window is answered from memory: `read_feed_shared` hands out the `Arc`s themselves,
+//! `read_feed` a copy. A read that reaches further back goes to sled, with every check of the
+//! read path.
 //!
 //! The window holds the last [`RECENT_FEED_EVENTS`] positions, always one contiguous run: a gap
 //! (which the single writer never makes) empties it rather than answering around the hole. It
