@@ -962,10 +962,14 @@ fn outbox_lag(http: &str) -> u64 {
 }
 
 /// Polls `f` every 100 ms until it holds, for at most `secs`.
-async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool, seen: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "not within {secs} s: {what}\n{}",
+            seen()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -1006,9 +1010,21 @@ async fn a_partition_from_the_broker_delays_tasks_and_loses_nothing() {
                 .dossier_id,
         );
     }
-    eventually(30, "the outbox publishes with the link up", || {
-        outbox_lag(&http) == 0
-    })
+    // What the server showed, for a check that fails: its metrics and its log.
+    let seen = || {
+        let (_, _, metrics) =
+            lienthong_e2e::http_get(&http, "/metrics", Some("Bearer dev-auditor"));
+        format!(
+            "-- /metrics:\n{metrics}\n-- server log:\n{}",
+            server.log_tail()
+        )
+    };
+    eventually(
+        30,
+        "the outbox publishes with the link up",
+        || outbox_lag(&http) == 0,
+        seen,
+    )
     .await;
 
     proxy.cut();
@@ -1018,32 +1034,38 @@ async fn a_partition_from_the_broker_delays_tasks_and_loses_nothing() {
             .expect("submissions are stored while the broker is out of reach");
         ids.push(a.dossier_id);
     }
-    let shown = Instant::now() + Duration::from_secs(10);
-    while outbox_lag(&http) == 0 {
-        if Instant::now() >= shown {
-            let (_, _, metrics) =
-                lienthong_e2e::http_get(&http, "/metrics", Some("Bearer dev-auditor"));
-            panic!(
-                "not within 10 s: the lag shows on /metrics\n{metrics}\n-- server log:\n{}",
-                server.log_tail()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eventually(20, "the lag shows in the log", || {
-        server
-            .log_tail()
-            .contains("the bus's feed is behind the store")
-    })
+    eventually(
+        10,
+        "the lag shows on /metrics",
+        || outbox_lag(&http) > 0,
+        seen,
+    )
+    .await;
+    eventually(
+        20,
+        "the lag shows in the log",
+        || {
+            server
+                .log_tail()
+                .contains("the bus's feed is behind the store")
+        },
+        seen,
+    )
     .await;
     proxy.restore();
-    eventually(60, "the outbox drains after the partition", || {
-        outbox_lag(&http) == 0
-    })
+    eventually(
+        60,
+        "the outbox drains after the partition",
+        || outbox_lag(&http) == 0,
+        seen,
+    )
     .await;
-    eventually(10, "the log says it caught up", || {
-        server.log_tail().contains("the outbox caught up")
-    })
+    eventually(
+        10,
+        "the log says it caught up",
+        || server.log_tail().contains("the outbox caught up"),
+        seen,
+    )
     .await;
 
     // The agencies, on the broker directly, get every task once and close every dossier.
