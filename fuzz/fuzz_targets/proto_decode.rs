@@ -127,7 +127,7 @@ fn store_keys(payload: &[u8]) {
     let _ = keys::parse_timer(k, v);
     let _ = keys::parse_stream_key(payload);
     let _ = keys::parse_feed_key(payload);
-    let _ = keys::parse_feed_value(payload);
+    let _ = keys::parse_feed_group(payload);
     let _ = keys::parse_head_key(payload);
     let _ = keys::i64_from_sortable(payload);
 }

@@ -4,7 +4,8 @@
 //! lists it; `replay` shows a timeline; `export` writes JSON Lines that `verify --export` accepts
 //! with nothing but the file; a single flipped byte in an exported event makes `verify` fail and
 //! name the dossier and seq; `check` accepts the shipped workflows and rejects a broken one with
-//! file:line:column; the `bench` scenarios (store, e2e, rebuild, scale) run and report.
+//! file:line:column; the `bench` scenarios (store, e2e, rebuild, scale) run and report; `migrate`
+//! upgrades a store written by the schema-1 release.
 
 use base64::Engine as _;
 use lienthong_e2e::{run, stderr, stdout};
@@ -406,4 +407,65 @@ fn bench_scale_reports_a_row_per_store_size() {
         0,
         "scratch removed"
     );
+}
+
+/// A data directory written by the last schema-1 release (`tests/fixtures/store-schema-1`: the
+/// demo's 12 dossiers) is refused with the command that upgrades it; `migrate` upgrades it in
+/// place, and every event then reads back with the position and hash it had.
+#[test]
+fn migrate_upgrades_a_schema_1_store_and_keeps_every_event() {
+    let fixtures = lienthong_e2e::repo_root().join("tests/fixtures/store-schema-1");
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(fixtures.join("data.tgz"))
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+
+    let out = run(&["dossiers", "--data", data]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("lienthong migrate --data"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["migrate", "--data", data]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("schema 1 -> 2") && stdout(&out).contains("167 events verified"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&["migrate", "--data", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("nothing to do"), "{}", stdout(&out));
+
+    let out = run(&["verify", "--data", data]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = run(&["export", "--data", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {} {} {}",
+                v["dossier_id"].as_str().unwrap(),
+                v["seq"],
+                v["global_position"],
+                v["hash"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let expected = std::fs::read_to_string(fixtures.join("events.txt")).unwrap();
+    assert_eq!(events, expected.lines().collect::<Vec<_>>());
+    let out = run(&["dossiers", "--data", data, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 12);
 }

@@ -14,6 +14,7 @@ mod demo;
 mod dossiers;
 mod export;
 mod graph;
+mod migrate;
 mod projections;
 mod replay;
 mod report;
@@ -47,6 +48,8 @@ pub enum Command {
     Export(export::Args),
     /// Recompute every hash chain (of a data directory or an export file).
     Verify(verify::Args),
+    /// Upgrade a store written by an older release to this release's schema, in place.
+    Migrate(migrate::Args),
     /// Working-day arithmetic with a calendar file.
     Calendar(calendar::Args),
     /// Read models: deadline board, SLA breaches, indicators (catches up first).
@@ -71,6 +74,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Command::Replay(a) => replay::run(a),
         Command::Export(a) => export::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Migrate(a) => migrate::run(a),
         Command::Calendar(a) => calendar::run(a),
         Command::Report(a) => report::run(a),
         Command::Projections(a) => projections::run(a),

@@ -6,8 +6,8 @@
 //!
 //! | key                                   | value                                                  |
 //! |---------------------------------------|--------------------------------------------------------|
-//! | `s/` dossier (16) seq (u64)           | `SealedEvent` protobuf (`raw`, `hash`)                 |
-//! | `f/` position (u64)                   | dossier (16) seq (u64)                                 |
+//! | `s/` dossier (16) first seq (u64)     | a run: the `SealedEvent`s of one append, each length-delimited |
+//! | `f/` first position (u64)             | a feed group: [`FeedRef`]s of one group commit, in order |
 //! | `h/` dossier (16)                     | [`HeadValue`]: seq, last and first position, hash, code|
 //! | `i/` actor `\0` key                   | [`IdemValue`]: fingerprint, dossier, seqs, position    |
 //! | `c/` code (UTF-8)                     | dossier (16)                                           |
@@ -15,6 +15,13 @@
 //! | `d/` hash (lower-case hex)            | definition text (UTF-8)                                |
 //! | `t/` at dossier kind due step         | [`TimerValue`]: position of the append that set it, lead |
 //! | `m/schema`                            | schema version (u32)                                   |
+//!
+//! Schema 2 (this layout) keeps one `s/` key per *append* and one `f/` key per *group commit*,
+//! where schema 1 kept one of each per event: a group of 256 one-event appends is 513 keys
+//! instead of 768, and the feed is read with one range scan of a few large keys. A run's key is
+//! its first event's seq, so a stream's runs sort in seq order and the event at a seq is in the
+//! last run whose key is at or before it. A feed group's key is its first position; its refs
+//! cover the next positions without gaps, each ref naming a run (dossier, first seq, count).
 //!
 //! A timer key sorts by firing time first, so the due timers are a prefix scan: `t/`, the firing
 //! second (i64, sign bit flipped, big-endian: 8), the dossier (16), the kind (`w` or `m`: 1), the
@@ -64,7 +71,7 @@ pub fn stream_prefix(dossier: &DossierId) -> Vec<u8> {
     key(STREAM, &[dossier.as_bytes()])
 }
 
-/// `s/<dossier><seq>`: one event.
+/// `s/<dossier><first seq>`: one run (the events of one append, from `seq` on).
 pub fn stream_key(dossier: &DossierId, seq: u64) -> Vec<u8> {
     key(STREAM, &[dossier.as_bytes(), &seq.to_be_bytes()])
 }
@@ -79,7 +86,7 @@ pub fn parse_stream_key(k: &[u8]) -> Option<(DossierId, u64)> {
     Some((dossier_from(d)?, u64_from(s)?))
 }
 
-/// `f/<position>`: one feed entry.
+/// `f/<first position>`: one feed group.
 pub fn feed_key(position: u64) -> Vec<u8> {
     key(FEED, &[&position.to_be_bytes()])
 }
@@ -89,18 +96,58 @@ pub fn parse_feed_key(k: &[u8]) -> Option<u64> {
     u64_from(k.strip_prefix(FEED)?)
 }
 
-/// The value of an `f/` key: which event sits at that position.
-pub fn feed_value(dossier: &DossierId, seq: u64) -> Vec<u8> {
-    key(b"", &[dossier.as_bytes(), &seq.to_be_bytes()])
+/// One entry of a feed group: a run of `count` events of `dossier` from `first_seq` on, at the
+/// positions following the previous entry's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedRef {
+    /// The dossier.
+    pub dossier: DossierId,
+    /// The run's first seq (its `s/` key).
+    pub first_seq: u64,
+    /// Events in the run (at least 1).
+    pub count: u32,
 }
 
-/// Decodes an `f/` value.
-pub fn parse_feed_value(v: &[u8]) -> Option<(DossierId, u64)> {
-    if v.len() != 24 {
+/// Bytes of one [`FeedRef`]: dossier (16), first seq (8), count (u32: 4).
+pub const FEED_REF_BYTES: usize = 28;
+
+/// The value of an `f/` key: its refs, each [`FEED_REF_BYTES`] long.
+pub fn feed_group(refs: &[FeedRef]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(refs.len() * FEED_REF_BYTES);
+    for r in refs {
+        v.extend_from_slice(r.dossier.as_bytes());
+        v.extend_from_slice(&r.first_seq.to_be_bytes());
+        v.extend_from_slice(&r.count.to_be_bytes());
+    }
+    v
+}
+
+/// Decodes an `f/` value; `None` unless it is one or more whole refs, each of at least one
+/// event from seq 1 on.
+pub fn parse_feed_group(v: &[u8]) -> Option<Vec<FeedRef>> {
+    if v.is_empty() || !v.len().is_multiple_of(FEED_REF_BYTES) {
         return None;
     }
-    let (d, s) = v.split_at(16);
-    Some((dossier_from(d)?, u64_from(s)?))
+    v.chunks_exact(FEED_REF_BYTES)
+        .map(|c| {
+            let r = FeedRef {
+                dossier: dossier_from(&c[..16])?,
+                first_seq: u64_from(&c[16..24])?,
+                count: u32::from_be_bytes(c[24..].try_into().ok()?),
+            };
+            (r.count > 0 && r.first_seq > 0).then_some(r)
+        })
+        .collect()
+}
+
+/// Events a feed group covers, or `None` when its value does not decode.
+pub fn feed_group_len(v: &[u8]) -> Option<u64> {
+    Some(
+        parse_feed_group(v)?
+            .iter()
+            .map(|r| u64::from(r.count))
+            .sum(),
+    )
 }
 
 /// `h/<dossier>`: a stream head.
@@ -338,7 +385,22 @@ mod tests {
         assert!(stream_key(&d, 255) < stream_key(&d, 256));
         assert!(feed_key(255) < feed_key(256));
         assert_eq!(parse_feed_key(&feed_key(42)), Some(42));
-        assert_eq!(parse_feed_value(&feed_value(&d, 3)), Some((d, 3)));
+        let refs = [
+            FeedRef {
+                dossier: d,
+                first_seq: 3,
+                count: 2,
+            },
+            FeedRef {
+                dossier: DossierId::new(),
+                first_seq: 1,
+                count: 1,
+            },
+        ];
+        assert_eq!(parse_feed_group(&feed_group(&refs)), Some(refs.to_vec()));
+        assert_eq!(feed_group_len(&feed_group(&refs)), Some(3));
+        assert_eq!(parse_feed_group(&[]), None);
+        assert_eq!(parse_feed_group(&feed_group(&refs)[..27]), None);
         assert_eq!(parse_head_key(&head_key(&d)), Some(d));
     }
 

@@ -28,6 +28,7 @@
 pub mod chain;
 pub mod conformance;
 pub mod keys;
+pub mod migrate;
 mod recent;
 pub mod sled_store;
 mod sync;
@@ -372,7 +373,7 @@ pub enum Error {
     Corrupt(#[from] Corruption),
     /// The directory holds a store of another schema version.
     #[error(
-        "store schema version {found} is not the supported version {supported}; use a matching lienthong release or migrate the store"
+        "store schema version {found} is not the supported version {supported}; use a matching lienthong release, or upgrade an older store with `lienthong migrate --data DIR`"
     )]
     Schema {
         /// The version on disk (0: unreadable).

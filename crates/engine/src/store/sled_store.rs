@@ -53,10 +53,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::chain::{self, Break, ChainError, StreamCheck, Verifier};
-use super::keys::{self, HeadValue, IdemValue};
+use super::keys::{self, FeedRef, HeadValue, IdemValue};
 use super::recent::Recent;
 use super::sync::Syncer;
-use super::writer::{Pending, Space, Writer, decode_sealed, printable, read_head};
+use super::writer::{Pending, Space, Writer, decode_run, printable, read_head};
 use super::{
     AppendRequest, Appended, Corruption, Error, EventStore, FEED_READ_MAX, Head, IdempotencyRecord,
     Recorded, TIMERS_READ_MAX, Timer, VerifyReport,
@@ -64,7 +64,7 @@ use super::{
 use crate::ids::{DossierCode, DossierId};
 
 /// The on-disk schema this build reads and writes (the key layout of [`keys`]).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// Appends queued for the writer before [`Error::Overloaded`].
 pub const APPEND_QUEUE_CAPACITY: usize = 4096;
 /// Requests written and fsynced together at most, so that one group's latency stays bounded.
@@ -225,11 +225,13 @@ impl SledStore {
         let last_position = match db.scan_prefix(keys::FEED).next_back() {
             None => 0,
             Some(entry) => {
-                let (k, _) = entry.map_err(backend)?;
-                keys::parse_feed_key(&k).ok_or_else(|| Corruption::Record {
+                let (k, v) = entry.map_err(backend)?;
+                let damaged = || Corruption::Record {
                     key: printable(&k),
-                    reason: "not a feed key".into(),
-                })?
+                    reason: "not a feed group".into(),
+                };
+                let first = keys::parse_feed_key(&k).ok_or_else(damaged)?;
+                first + keys::feed_group_len(&v).ok_or_else(damaged)? - 1
             }
         };
         let shared = Arc::new(Shared {
@@ -319,7 +321,7 @@ impl SledStore {
         let mut check = StreamCheck::new(*dossier);
         let mut out = Vec::new();
         let mut last_position = 0;
-        for entry in self.db().scan_prefix(keys::stream_prefix(dossier)) {
+        'runs: for entry in self.db().scan_prefix(keys::stream_prefix(dossier)) {
             let (k, v) = entry.map_err(backend)?;
             let expected = check.next_seq();
             let broken = |what: Break| {
@@ -339,25 +341,27 @@ impl SledStore {
             if seq != expected {
                 return Err(broken(Break::SeqGap { found: seq }));
             }
-            let sealed = decode_sealed(&v).map_err(|e| {
+            let run = decode_run(&v).map_err(|e| {
                 broken(Break::Undecodable {
                     reason: e.to_string(),
                 })
             })?;
-            let Some(event) = check.next(&sealed) else {
-                return Err(match check.broken {
-                    Some(e) => Corruption::Chain(e).into(),
-                    None => broken(Break::Undecodable {
-                        reason: "unchecked".into(),
-                    }),
-                });
-            };
-            let position = event.envelope.as_ref().map_or(0, |e| e.global_position);
-            if position > durable {
-                break;
+            for sealed in run {
+                let Some(event) = check.next(&sealed) else {
+                    return Err(match check.broken {
+                        Some(e) => Corruption::Chain(e).into(),
+                        None => broken(Break::Undecodable {
+                            reason: "unchecked".into(),
+                        }),
+                    });
+                };
+                let position = event.envelope.as_ref().map_or(0, |e| e.global_position);
+                if position > durable {
+                    break 'runs;
+                }
+                last_position = position;
+                out.push(Recorded { event, sealed });
             }
-            last_position = position;
-            out.push(Recorded { event, sealed });
         }
         let last = out.last().map(|r| (r.seq(), chain::hash_of(&r.sealed.raw)));
         let head_problem = |seq: u64, reason: String| -> Error {
@@ -409,21 +413,35 @@ impl SledStore {
         Ok(out)
     }
 
-    /// Reads the event at `(dossier, seq)` named by a feed entry at `position`, checking its
-    /// hash and identity (its predecessor is not read: `verify` checks whole chains).
-    fn feed_event(&self, position: u64, dossier: &DossierId, seq: u64) -> Result<Recorded, Error> {
-        let feed_problem =
-            |reason: String| -> Error { Corruption::Feed { position, reason }.into() };
+    /// Reads the run a feed group's `entry` names, which sits at positions `position..`, and
+    /// appends to `out` its events at positions in `after + 1..=end`. Each event is re-hashed
+    /// and must be the one the entry names (dossier, seq, position); its predecessor is not read
+    /// (`verify` checks whole chains).
+    fn feed_run(
+        &self,
+        entry: &FeedRef,
+        position: u64,
+        (after, end): (u64, u64),
+        out: &mut Vec<Recorded>,
+    ) -> Result<(), Error> {
+        let dossier = &entry.dossier;
+        let feed_problem = |position: u64, reason: String| -> Error {
+            Corruption::Feed { position, reason }.into()
+        };
         let Some(v) = self
             .db()
-            .get(keys::stream_key(dossier, seq))
+            .get(keys::stream_key(dossier, entry.first_seq))
             .map_err(backend)?
         else {
-            return Err(feed_problem(format!(
-                "points at dossier {dossier} seq {seq}, which is missing"
-            )));
+            return Err(feed_problem(
+                position,
+                format!(
+                    "points at dossier {dossier} seq {}, which is missing",
+                    entry.first_seq
+                ),
+            ));
         };
-        let broken = |what: Break| -> Error {
+        let broken = |seq: u64, what: Break| -> Error {
             Corruption::Chain(ChainError {
                 dossier: *dossier,
                 seq,
@@ -431,38 +449,94 @@ impl SledStore {
             })
             .into()
         };
-        let sealed = decode_sealed(&v).map_err(|e| {
-            broken(Break::Undecodable {
-                reason: e.to_string(),
-            })
+        let run = decode_run(&v).map_err(|e| {
+            broken(
+                entry.first_seq,
+                Break::Undecodable {
+                    reason: e.to_string(),
+                },
+            )
         })?;
-        let computed = chain::hash_of(&sealed.raw);
-        if computed.as_slice() != sealed.hash.as_slice() {
-            return Err(broken(Break::HashMismatch {
-                stored: hex::encode(&sealed.hash),
-                computed: hex::encode(computed),
-            }));
+        if run.len() != entry.count as usize {
+            return Err(feed_problem(
+                position,
+                format!(
+                    "names {} events of dossier {dossier} from seq {}, the stream holds {} there",
+                    entry.count,
+                    entry.first_seq,
+                    run.len()
+                ),
+            ));
         }
-        let event = Event::decode(sealed.raw.as_slice()).map_err(|e| {
-            broken(Break::Undecodable {
-                reason: e.to_string(),
-            })
-        })?;
-        let Some(envelope) = event.envelope.as_ref() else {
-            return Err(broken(Break::Undecodable {
-                reason: "event has no envelope".into(),
-            }));
+        for (i, sealed) in run.into_iter().enumerate() {
+            let (seq, at) = (entry.first_seq + i as u64, position + i as u64);
+            if at <= after {
+                continue;
+            }
+            if at > end {
+                break;
+            }
+            let computed = chain::hash_of(&sealed.raw);
+            if computed.as_slice() != sealed.hash.as_slice() {
+                return Err(broken(
+                    seq,
+                    Break::HashMismatch {
+                        stored: hex::encode(&sealed.hash),
+                        computed: hex::encode(computed),
+                    },
+                ));
+            }
+            let event = Event::decode(sealed.raw.as_slice()).map_err(|e| {
+                broken(
+                    seq,
+                    Break::Undecodable {
+                        reason: e.to_string(),
+                    },
+                )
+            })?;
+            let Some(envelope) = event.envelope.as_ref() else {
+                return Err(broken(
+                    seq,
+                    Break::Undecodable {
+                        reason: "event has no envelope".into(),
+                    },
+                ));
+            };
+            if envelope.dossier_id != dossier.to_string()
+                || envelope.seq != seq
+                || envelope.global_position != at
+            {
+                return Err(feed_problem(
+                    at,
+                    format!(
+                        "points at dossier {dossier} seq {seq}, which says dossier {} seq {} position {}",
+                        envelope.dossier_id, envelope.seq, envelope.global_position
+                    ),
+                ));
+            }
+            out.push(Recorded { event, sealed });
+        }
+        Ok(())
+    }
+
+    /// The stored event of `dossier` at `seq`, undecoded beyond its run; `None` when no run
+    /// holds it (or the run does not decode).
+    fn sealed_at(
+        &self,
+        dossier: &DossierId,
+        seq: u64,
+    ) -> Result<Option<lienthong_proto::v1::SealedEvent>, Error> {
+        let runs = keys::stream_key(dossier, 0)..=keys::stream_key(dossier, seq);
+        let Some(entry) = self.db().range(runs).next_back() else {
+            return Ok(None);
         };
-        if envelope.dossier_id != dossier.to_string()
-            || envelope.seq != seq
-            || envelope.global_position != position
-        {
-            return Err(feed_problem(format!(
-                "points at dossier {dossier} seq {seq}, which says dossier {} seq {} position {}",
-                envelope.dossier_id, envelope.seq, envelope.global_position
-            )));
-        }
-        Ok(Recorded { event, sealed })
+        let (k, v) = entry.map_err(backend)?;
+        let Some((_, first_seq)) = keys::parse_stream_key(&k) else {
+            return Ok(None);
+        };
+        Ok(decode_run(&v)
+            .ok()
+            .and_then(|run| run.into_iter().nth((seq - first_seq) as usize)))
     }
 }
 
@@ -524,30 +598,47 @@ impl EventStore for SledStore {
             return Ok(held.iter().map(|r| Recorded::clone(r)).collect());
         }
         let mut out = Vec::with_capacity((end - after_position) as usize);
-        let range = keys::feed_key(after_position + 1)..=keys::feed_key(end);
-        for entry in self.db().range(range) {
-            let (k, v) = entry.map_err(backend)?;
-            let expected = after_position + 1 + out.len() as u64;
-            let position = keys::parse_feed_key(&k).unwrap_or(0);
-            if position != expected {
-                return Err(Corruption::Feed {
-                    position: expected,
-                    reason: "missing from the feed".into(),
-                }
-                .into());
-            }
-            let (dossier, seq) = keys::parse_feed_value(&v).ok_or_else(|| Corruption::Feed {
+        let missing = |position: u64| -> Error {
+            Corruption::Feed {
                 position,
-                reason: "entry does not decode".into(),
-            })?;
-            out.push(self.feed_event(position, &dossier, seq)?);
-        }
-        if (out.len() as u64) < end - after_position {
-            return Err(Corruption::Feed {
-                position: after_position + 1 + out.len() as u64,
                 reason: "missing from the feed".into(),
             }
-            .into());
+            .into()
+        };
+        // The group holding the first position wanted is the last one starting at or before it.
+        let first = after_position + 1;
+        let start = match self
+            .db()
+            .range(keys::FEED.to_vec()..=keys::feed_key(first))
+            .next_back()
+        {
+            Some(entry) => entry.map_err(backend)?.0,
+            None => return Err(missing(first)),
+        };
+        let mut next: Option<u64> = None;
+        for entry in self.db().range(start.to_vec()..=keys::feed_key(end)) {
+            let (k, v) = entry.map_err(backend)?;
+            let damaged = || Corruption::Record {
+                key: printable(&k),
+                reason: "not a feed group".into(),
+            };
+            let mut position = keys::parse_feed_key(&k).ok_or_else(damaged)?;
+            if next.is_some_and(|n| n != position) {
+                return Err(missing(next.unwrap_or(position)));
+            }
+            for r in keys::parse_feed_group(&v).ok_or_else(damaged)? {
+                if position + u64::from(r.count) > after_position {
+                    self.feed_run(&r, position, (after_position, end), &mut out)?;
+                }
+                position += u64::from(r.count);
+            }
+            next = Some(position);
+            if position > end {
+                break;
+            }
+        }
+        if (out.len() as u64) < end - after_position {
+            return Err(missing(after_position + 1 + out.len() as u64));
         }
         Ok(out)
     }
@@ -706,6 +797,8 @@ struct Verification<'a> {
     stream_events: u64,
     /// Streams with a chain break.
     broken_streams: u64,
+    /// The feed group read last (first position, entries), for [`Self::feed_ref_at`].
+    group: Option<(u64, Vec<FeedRef>)>,
 }
 
 /// A stream being walked by [`Verification`].
@@ -726,6 +819,7 @@ impl<'a> Verification<'a> {
             report: VerifyReport::default(),
             stream_events: 0,
             broken_streams: 0,
+            group: None,
         }
     }
 
@@ -750,12 +844,12 @@ impl<'a> Verification<'a> {
         Ok(self.report)
     }
 
-    /// Walks every stream in key order: chains, heads, codes, feed entries of each event.
+    /// Walks every stream in key order: chains, heads, codes, the feed entry of each run.
     fn streams(&mut self) -> Result<(), Error> {
         let mut walk: Option<Walk> = None;
         for entry in self.db().scan_prefix(keys::STREAM) {
             let (k, v) = entry.map_err(backend)?;
-            let Some((dossier, seq)) = keys::parse_stream_key(&k) else {
+            let Some((dossier, first_seq)) = keys::parse_stream_key(&k) else {
                 self.problem(Corruption::Record {
                     key: printable(&k),
                     reason: "not an event key".into(),
@@ -777,20 +871,20 @@ impl<'a> Verification<'a> {
                 continue;
             }
             let expected = w.check.next_seq();
-            if seq != expected {
+            if first_seq != expected {
                 w.check.broken = Some(ChainError {
                     dossier,
                     seq: expected,
-                    what: Break::SeqGap { found: seq },
+                    what: Break::SeqGap { found: first_seq },
                 });
                 continue;
             }
-            let sealed = match decode_sealed(&v) {
-                Ok(s) => s,
+            let run = match decode_run(&v) {
+                Ok(run) => run,
                 Err(e) => {
                     w.check.broken = Some(ChainError {
                         dossier,
-                        seq,
+                        seq: first_seq,
                         what: Break::Undecodable {
                             reason: e.to_string(),
                         },
@@ -798,44 +892,90 @@ impl<'a> Verification<'a> {
                     continue;
                 }
             };
-            let Some(event) = w.check.next(&sealed) else {
-                continue;
-            };
-            let position = event.envelope.as_ref().map_or(0, |e| e.global_position);
-            if position > self.durable {
-                continue;
+            let count = run.len();
+            let mut run_position = None;
+            for (i, sealed) in run.into_iter().enumerate() {
+                let Some(event) = w.check.next(&sealed) else {
+                    break;
+                };
+                let position = event.envelope.as_ref().map_or(0, |e| e.global_position);
+                if position > self.durable {
+                    continue; // still chain-checked, so that the next run follows on
+                }
+                let seq = first_seq + i as u64;
+                if seq == 1 {
+                    w.first_position = position;
+                }
+                if i == 0 {
+                    run_position = Some(position);
+                }
+                w.last = Some((seq, chain::hash_of(&sealed.raw), position));
+                self.stream_events += 1;
             }
-            if seq == 1 {
-                w.first_position = position;
-            }
-            w.last = Some((seq, chain::hash_of(&sealed.raw), position));
-            self.stream_events += 1;
-            // The feed entry of this event must point back at it.
-            let fk = keys::feed_key(position);
-            match self.db().get(&fk).map_err(backend)? {
-                Some(fv) if keys::parse_feed_value(&fv) == Some((dossier, seq)) => {}
-                Some(fv) => {
-                    let found = keys::parse_feed_value(&fv)
-                        .map_or("an undecodable entry".into(), |(d, s)| {
-                            format!("dossier {d} seq {s}")
-                        });
-                    self.problem(Corruption::Feed {
+            // The feed must name this run at its first event's position.
+            if let Some(position) = run_position {
+                let here = FeedRef {
+                    dossier,
+                    first_seq,
+                    count: count as u32,
+                };
+                match self.feed_ref_at(position)? {
+                    Some(found) if found == here => {}
+                    Some(found) => self.problem(Corruption::Feed {
                         position,
                         reason: format!(
-                            "dossier {dossier} seq {seq} sits here but the feed names {found}"
+                            "dossier {dossier} seq {first_seq} ({count} events) sits here but the feed names dossier {} seq {} ({} events)",
+                            found.dossier, found.first_seq, found.count
                         ),
-                    });
+                    }),
+                    None => self.problem(Corruption::Feed {
+                        position,
+                        reason: format!(
+                            "missing, but dossier {dossier} seq {first_seq} ({count} events) sits here"
+                        ),
+                    }),
                 }
-                None => self.problem(Corruption::Feed {
-                    position,
-                    reason: format!("missing, but dossier {dossier} seq {seq} sits here"),
-                }),
             }
         }
         if let Some(done) = walk.take() {
             self.end_stream(done)?;
         }
         Ok(())
+    }
+
+    /// The feed entry whose run starts at `position`, if any. Keeps the last group read, since
+    /// a dossier's runs often share groups with their neighbours in key order.
+    fn feed_ref_at(&mut self, position: u64) -> Result<Option<FeedRef>, Error> {
+        let covers = |(start, refs): &(u64, Vec<FeedRef>)| {
+            let len: u64 = refs.iter().map(|r| u64::from(r.count)).sum();
+            *start <= position && position < start + len
+        };
+        if !self.group.as_ref().is_some_and(covers) {
+            self.group = None;
+            let found = self
+                .db()
+                .range(keys::FEED.to_vec()..=keys::feed_key(position))
+                .next_back()
+                .transpose()
+                .map_err(backend)?;
+            if let Some((k, v)) = found
+                && let (Some(start), Some(refs)) =
+                    (keys::parse_feed_key(&k), keys::parse_feed_group(&v))
+            {
+                self.group = Some((start, refs));
+            }
+        }
+        let Some((start, refs)) = self.group.as_ref() else {
+            return Ok(None);
+        };
+        let mut at = *start;
+        for r in refs {
+            if at == position {
+                return Ok(Some(*r));
+            }
+            at += u64::from(r.count);
+        }
+        Ok(None)
     }
 
     /// Checks a walked stream's head and code.
@@ -943,33 +1083,40 @@ impl<'a> Verification<'a> {
         Ok(())
     }
 
-    /// The feed holds exactly positions 1..=durable (each checked against its event above).
+    /// The feed's groups cover exactly positions 1..=durable (each run checked against its
+    /// entry above).
     fn feed(&mut self) -> Result<(), Error> {
-        let mut expected = 1;
+        let mut expected = Some(1);
         for entry in self.db().scan_prefix(keys::FEED) {
-            let (k, _) = entry.map_err(backend)?;
-            let Some(position) = keys::parse_feed_key(&k) else {
+            let (k, v) = entry.map_err(backend)?;
+            let (Some(position), Some(len)) = (keys::parse_feed_key(&k), keys::feed_group_len(&v))
+            else {
                 self.problem(Corruption::Record {
                     key: printable(&k),
-                    reason: "not a feed key".into(),
+                    reason: "not a feed group".into(),
                 });
+                expected = None; // picked up again at the next group
                 continue;
             };
             if position > self.durable {
                 break;
             }
-            if position != expected {
+            if let Some(e) = expected
+                && position != e
+            {
                 self.problem(Corruption::Feed {
-                    position: expected,
+                    position: e,
                     reason: format!("missing: the feed jumps to {position}"),
                 });
             }
-            expected = position + 1;
-            self.report.feed_entries += 1;
+            expected = Some(position + len);
+            self.report.feed_entries += len;
         }
-        if expected <= self.durable {
+        if let Some(e) = expected
+            && e <= self.durable
+        {
             self.problem(Corruption::Feed {
-                position: expected,
+                position: e,
                 reason: format!(
                     "missing: the feed ends before the last position {}",
                     self.durable
@@ -1053,10 +1200,8 @@ impl<'a> Verification<'a> {
                 continue;
             }
             let at = self
-                .db()
-                .get(keys::stream_key(&r.dossier, r.last_seq))
-                .map_err(backend)?
-                .and_then(|v| decode_sealed(&v).ok())
+                .store
+                .sealed_at(&r.dossier, r.last_seq)?
                 .and_then(|s| Event::decode(s.raw.as_slice()).ok())
                 .and_then(|e| e.envelope)
                 .map(|e| e.global_position);

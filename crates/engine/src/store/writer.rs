@@ -273,6 +273,7 @@ impl Writer {
         let mut staged_events = 0u64;
         let mut staged_clears = 0u64;
         let mut batch_bytes = 0usize;
+        let mut feed = Vec::with_capacity(group.len());
         let mut group: VecDeque<Pending> = group.into();
         while let Some(pending) = group.pop_front() {
             if batch_bytes >= GROUP_COMMIT_BYTES_MAX {
@@ -316,6 +317,11 @@ impl Writer {
                         overlay.counters.insert(prefix, n);
                     }
                     overlay.definitions.extend(staged.definitions);
+                    feed.push(keys::FeedRef {
+                        dossier: req.dossier,
+                        first_seq: staged.appended.first_seq,
+                        count: staged.appended.events.len() as u32,
+                    });
                     staged_requests += 1;
                     staged_events += staged.appended.events.len() as u64;
                     answers.push(Answer::Append(reply, Ok(staged.appended)));
@@ -324,6 +330,13 @@ impl Writer {
             }
         }
         let rejected = answers.iter().filter(|a| !a.is_ok()).count() as u64;
+        if !feed.is_empty() {
+            // One feed key for the whole group, at its first position.
+            batch.insert(
+                keys::feed_key(self.last_position + 1),
+                keys::feed_group(&feed),
+            );
+        }
         if staged_requests > 0 || staged_clears > 0 {
             let started = Instant::now();
             if let Err((kind, reason)) = self.persist(batch) {
@@ -598,17 +611,16 @@ impl Writer {
                 seq,
                 hash: chain::hash_of(&sealed.raw),
             });
-            writes.push((keys::stream_key(&req.dossier, seq), sealed.encode_to_vec()));
-            writes.push((
-                keys::feed_key(global_position),
-                keys::feed_value(&req.dossier, seq),
-            ));
             events.push(Arc::new(Recorded {
                 event: decoded,
                 sealed,
             }));
         }
         let last = prev.ok_or_else(|| Error::Invalid("no events".into()))?;
+        writes.push((
+            keys::stream_key(&req.dossier, actual + 1),
+            encode_run(events.iter().map(|r| &r.sealed)),
+        ));
         let new_head = HeadValue {
             seq: last.seq,
             last_position: position + n as u64,
@@ -726,9 +738,27 @@ pub(crate) fn read_head(db: &sled::Db, dossier: &DossierId) -> Result<Option<Hea
     }
 }
 
-/// Decodes a stored `SealedEvent` value.
-pub(crate) fn decode_sealed(v: &[u8]) -> Result<SealedEvent, prost::DecodeError> {
-    SealedEvent::decode(v)
+/// Decodes a stored run (an `s/` value): its `SealedEvent`s, each length-delimited. An empty
+/// value is not a run.
+pub(crate) fn decode_run(mut v: &[u8]) -> Result<Vec<SealedEvent>, String> {
+    if v.is_empty() {
+        return Err("an empty run".into());
+    }
+    let mut out = Vec::new();
+    while !v.is_empty() {
+        out.push(SealedEvent::decode_length_delimited(&mut v).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// Encodes a run (an `s/` value) of sealed events.
+pub(crate) fn encode_run<'a>(events: impl IntoIterator<Item = &'a SealedEvent>) -> Vec<u8> {
+    let mut v = Vec::new();
+    for sealed in events {
+        // A Vec grows as needed: encoding into it cannot fail.
+        let _ = sealed.encode_length_delimited(&mut v);
+    }
+    v
 }
 
 fn limit(what: &'static str, max: usize, actual: usize) -> Result<(), Error> {
