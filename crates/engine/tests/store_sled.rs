@@ -206,6 +206,36 @@ fn a_missing_feed_entry_is_named() {
     );
 }
 
+/// A feed group that names a run with the wrong number of events (here: a one-event run said to
+/// hold two) is refused by the feed reader and named by `verify`, at the run's position.
+#[test]
+fn a_feed_group_naming_the_wrong_run_is_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    populate(dir.path(), 2, 3);
+    // Appends awaited one by one: each group is one run of one event, so the group at
+    // position 2 names dossier 0's seq 2. Its last 4 bytes are the run's event count.
+    damage(dir.path(), &keys::feed_key(2), |v| {
+        let at = v.len() - 4;
+        v[at..].copy_from_slice(&2u32.to_be_bytes());
+    });
+    let store = SledStore::open(dir.path()).expect("reopen");
+    match store.read_feed(0, 100) {
+        Err(Error::Corrupt(Corruption::Feed { position, reason })) => {
+            assert_eq!(position, 2, "{reason}");
+            assert!(reason.contains("names 2 events"), "{reason}");
+        }
+        other => panic!("a wrong feed group must be Corrupt, got {other:?}"),
+    }
+    let report = store.verify().expect("verify");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| matches!(p, Corruption::Feed { position: 2, .. })),
+        "{report:#?}"
+    );
+}
+
 #[test]
 fn a_lost_last_event_is_named() {
     let dir = tempfile::tempdir().expect("temp dir");

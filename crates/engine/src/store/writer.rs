@@ -13,7 +13,9 @@
 //!    request fails alone; it stages nothing.
 //! 2. The events are stamped (seq, position, `prev_hash`, code), sealed and checked with
 //!    [`chain::check`] before anything is written: the write path asserts the chain it writes.
-//! 3. All staged writes of the group go into ONE `sled::Batch`, applied atomically, then
+//! 3. Each request's events become one run (one `s/` key), and the group's feed one `f/` key at
+//!    its first position naming every run in order (see [`keys`]).
+//!    All staged writes of the group go into ONE `sled::Batch`, applied atomically, then
 //!    `flush()` and the explicit fdatasync ([`Syncer`]). Only then is the durable position
 //!    advanced (making the group visible to readers) and every request answered.
 //! 4. If apply, flush or fsync fails, the whole group fails and the store is poisoned: after a
