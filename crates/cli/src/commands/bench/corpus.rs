@@ -3,8 +3,10 @@
 //! One birth-group dossier is run end to end through the real engine on a scratch store: that
 //! history (11 events: submission, four steps opened and completed, the result returned) is the
 //! template. Each further dossier is the template's events re-addressed to a new dossier id and
-//! appended in one request, many requests in flight, so the store stamps, chains, seals and
-//! group-commits them exactly as it does live events; only the engine's deciding is skipped.
+//! appended as the engine appended them, one request per command (the events that share a
+//! `command_id`), many requests in flight, so the store stamps, chains, seals, group-commits and
+//! keys them exactly as it does live events (one run per command); only the engine's deciding
+//! is skipped.
 //! What a reader folds (projections) or replays (the engine) is a real dossier's history.
 
 use std::collections::VecDeque;
@@ -27,6 +29,8 @@ const IN_FLIGHT: usize = 512;
 pub struct Template {
     /// Its events as decided by the engine (stamps are redone by the store on each copy).
     events: Vec<pb::Event>,
+    /// How many events each of its commands appended, in order.
+    commands: Vec<usize>,
     /// The workflow definitions it is pinned to: `(hash, text)`.
     definitions: Vec<(String, String)>,
 }
@@ -64,8 +68,21 @@ pub fn template(dir: &Path, catalog: Arc<Catalog>) -> Result<Template> {
         .ok_or_else(|| anyhow!("the template's definition is not stored"))?;
     drop(engine);
     store.close()?;
+    let mut commands: Vec<(String, usize)> = Vec::new();
+    for e in &events {
+        let command = e
+            .envelope
+            .as_ref()
+            .map(|env| env.command_id.clone())
+            .unwrap_or_default();
+        match commands.last_mut() {
+            Some((last, n)) if *last == command && !command.is_empty() => *n += 1,
+            _ => commands.push((command, 1)),
+        }
+    }
     Ok(Template {
         events,
+        commands: commands.into_iter().map(|(_, n)| n).collect(),
         definitions: vec![(hash, text)],
     })
 }
@@ -81,35 +98,38 @@ pub fn grow(store: &SledStore, template: &Template, target: u64) -> Result<u64> 
         while have < target && pending.len() < IN_FLIGHT {
             let id = DossierId::new();
             let text = id.to_string();
-            let events = template
-                .events
-                .iter()
-                .map(|e| {
-                    let mut e = e.clone();
-                    if let Some(env) = e.envelope.as_mut() {
-                        env.dossier_id = text.clone();
-                        env.dossier_code = String::new();
-                    }
-                    e
-                })
-                .collect();
-            pending.push_back(store.append(AppendRequest {
-                dossier: id,
-                expected_seq: 0,
-                events,
-                idempotency: None,
-                new_dossier: Some(NewDossier {
-                    code_prefix: "BENCH-261207".into(),
-                    stripe: None,
-                }),
-                definitions: if first {
-                    template.definitions.clone()
-                } else {
-                    Vec::new()
-                },
-                timers: Vec::new(),
-            }));
-            first = false;
+            let mut events = template.events.iter().map(|e| {
+                let mut e = e.clone();
+                if let Some(env) = e.envelope.as_mut() {
+                    env.dossier_id = text.clone();
+                    env.dossier_code = String::new();
+                }
+                e
+            });
+            // One append per command, queued back to back: the writer takes them in order and
+            // chains each onto the one before, within a group or across groups.
+            let mut seq = 0u64;
+            for &n in &template.commands {
+                let first_command = seq == 0;
+                pending.push_back(store.append(AppendRequest {
+                    dossier: id,
+                    expected_seq: seq,
+                    events: events.by_ref().take(n).collect(),
+                    idempotency: None,
+                    new_dossier: first_command.then(|| NewDossier {
+                        code_prefix: "BENCH-261207".into(),
+                        stripe: None,
+                    }),
+                    definitions: if first {
+                        template.definitions.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    timers: Vec::new(),
+                }));
+                first = false;
+                seq += n as u64;
+            }
             have += template.len() as u64;
         }
         if let Some(p) = pending.pop_front() {
