@@ -155,6 +155,20 @@ async fn a_retried_command_returns_the_first_answer_and_appends_nothing() {
         .unwrap();
     assert!(retry.replayed);
     assert_eq!(retry.events.len(), done.events.len());
+
+    // On an existing dossier too, where the record is consulted only once a decision fails,
+    // decides nothing, or the store refuses the key: the same key with another command is
+    // refused and writes nothing.
+    let before = store.last_position().unwrap();
+    for step in ["register-birth", "return-result", "no-such-step"] {
+        let reused = engine.execute(complete(d, "tu-phap", step, "k-1")).await;
+        match (step, reused) {
+            ("register-birth", Ok(o)) => assert!(o.replayed, "the same command is a retry"),
+            (_, Err(Error::KeyReused { .. })) => {}
+            (step, other) => panic!("{step}: the key is taken, got {other:?}"),
+        }
+    }
+    assert_eq!(store.last_position().unwrap(), before);
 }
 
 #[tokio::test]

@@ -468,31 +468,30 @@ impl Engine {
     ) -> Result<Outcome, Error> {
         let slot = self.slot(id);
         let mut guard = slot.lock().await;
-        // A retry that overlapped its first attempt waited for the lock while the first one
-        // appended: answer with the first result rather than deciding again on the new state.
-        if let Some(outcome) = self.replay_if_known(req, &fingerprint).await? {
-            return Ok(outcome);
-        }
+        // A retry (also one that overlapped its first attempt and waited for the lock while the
+        // first one appended) must be answered with the first result, not decided again on the
+        // new state. The idempotency record is not looked up first, though: that lookup misses
+        // for nearly every command, and it was an eighth of the engine's time. A retry is
+        // caught where it shows instead: a decision that fails (the state moved on), decides
+        // nothing, or appends under a key the store already holds (`DuplicateKey`, which
+        // `execute` answers from the record) is checked against the record first.
         let mut attempts = 0;
         loop {
-            let state = self.loaded(id, &mut guard).await?.clone();
-            let workflow = self.pinned_workflow(&state)?;
-            let calendar = self.calendar_for(&workflow, &state.code)?;
-            // Never before the stream's last event: a wall clock stepped back (NTP, a VM
-            // restored) must not record a later event at an earlier time.
-            let now = self
-                .now()
-                .max(state.last_recorded_at.unwrap_or(DateTime::<Utc>::MIN_UTC));
-            let bodies = dossier::decide(
-                &state,
-                &req.command,
-                &DecideContext {
-                    now,
-                    actor: &req.actor,
-                    workflow: &workflow,
-                    calendar,
-                },
-            )?;
+            let decided = self.decide_on(id, &mut guard, req).await;
+            let (state, workflow, calendar, now, bodies) = match decided {
+                Ok(d) => d,
+                Err(e) => {
+                    return match self.replay_if_known(req, &fingerprint).await? {
+                        Some(outcome) => Ok(outcome),
+                        None => Err(e),
+                    };
+                }
+            };
+            if bodies.is_empty()
+                && let Some(outcome) = self.replay_if_known(req, &fingerprint).await?
+            {
+                return Ok(outcome);
+            }
             if bodies.is_empty() {
                 // Only a stale timer decides nothing: clear it, append nothing. The clear happens
                 // under the dossier's lock, so it cannot delete an identical timer that a
@@ -567,6 +566,35 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Decides `req` on the dossier's current state: the state, its pinned workflow and
+    /// calendar, the instant decided at, and the event bodies (none: nothing to record).
+    async fn decide_on<'w>(
+        &'w self,
+        id: DossierId,
+        guard: &mut Option<DossierState>,
+        req: &Request,
+    ) -> Result<Decided<'w>, Error> {
+        let state = self.loaded(id, guard).await?.clone();
+        let workflow = self.pinned_workflow(&state)?;
+        let calendar = self.calendar_for(&workflow, &state.code)?;
+        // Never before the stream's last event: a wall clock stepped back (NTP, a VM
+        // restored) must not record a later event at an earlier time.
+        let now = self
+            .now()
+            .max(state.last_recorded_at.unwrap_or(DateTime::<Utc>::MIN_UTC));
+        let bodies = dossier::decide(
+            &state,
+            &req.command,
+            &DecideContext {
+                now,
+                actor: &req.actor,
+                workflow: &workflow,
+                calendar,
+            },
+        )?;
+        Ok((state, workflow, calendar, now, bodies))
     }
 
     /// The dossier's state, folding its stream if not cached.
@@ -688,6 +716,16 @@ impl Engine {
 fn envelope_seq(e: &Event) -> u64 {
     e.envelope.as_ref().map_or(0, |env| env.seq)
 }
+
+/// What [`Engine::decide_on`] answers: the state decided on, its pinned workflow and calendar,
+/// the instant decided at, and the event bodies.
+type Decided<'a> = (
+    DossierState,
+    Arc<Workflow>,
+    &'a Calendar,
+    DateTime<Utc>,
+    Vec<lienthong_proto::v1::event::Body>,
+);
 
 /// Wraps decided bodies into events; the store stamps seq, position, hash link (and a new code).
 fn envelopes(
