@@ -487,6 +487,9 @@ impl Engine {
                     };
                 }
             };
+            if bodies.is_empty() {
+                *guard = Some(state.clone());
+            }
             if bodies.is_empty()
                 && let Some(outcome) = self.replay_if_known(req, &fingerprint).await?
             {
@@ -569,32 +572,46 @@ impl Engine {
     }
 
     /// Decides `req` on the dossier's current state: the state, its pinned workflow and
-    /// calendar, the instant decided at, and the event bodies (none: nothing to record).
+    /// calendar, the instant decided at, and the event bodies (none: nothing to record). The
+    /// state is taken out of the cache slot `guard` rather than copied (the caller puts back
+    /// what it ends with); when deciding fails it is put back here.
     async fn decide_on<'w>(
         &'w self,
         id: DossierId,
         guard: &mut Option<DossierState>,
         req: &Request,
     ) -> Result<Decided<'w>, Error> {
-        let state = self.loaded(id, guard).await?.clone();
-        let workflow = self.pinned_workflow(&state)?;
-        let calendar = self.calendar_for(&workflow, &state.code)?;
-        // Never before the stream's last event: a wall clock stepped back (NTP, a VM
-        // restored) must not record a later event at an earlier time.
-        let now = self
-            .now()
-            .max(state.last_recorded_at.unwrap_or(DateTime::<Utc>::MIN_UTC));
-        let bodies = dossier::decide(
-            &state,
-            &req.command,
-            &DecideContext {
-                now,
-                actor: &req.actor,
-                workflow: &workflow,
-                calendar,
-            },
-        )?;
-        Ok((state, workflow, calendar, now, bodies))
+        self.loaded(id, guard).await?;
+        let state = guard
+            .take()
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let decided = (|| {
+            let workflow = self.pinned_workflow(&state)?;
+            let calendar = self.calendar_for(&workflow, &state.code)?;
+            // Never before the stream's last event: a wall clock stepped back (NTP, a VM
+            // restored) must not record a later event at an earlier time.
+            let now = self
+                .now()
+                .max(state.last_recorded_at.unwrap_or(DateTime::<Utc>::MIN_UTC));
+            let bodies = dossier::decide(
+                &state,
+                &req.command,
+                &DecideContext {
+                    now,
+                    actor: &req.actor,
+                    workflow: &workflow,
+                    calendar,
+                },
+            )?;
+            Ok::<_, Error>((workflow, calendar, now, bodies))
+        })();
+        match decided {
+            Ok((workflow, calendar, now, bodies)) => Ok((state, workflow, calendar, now, bodies)),
+            Err(e) => {
+                *guard = Some(state);
+                Err(e)
+            }
+        }
     }
 
     /// The dossier's state, folding its stream if not cached.
