@@ -293,8 +293,8 @@ impl Engine {
                 Some(outcome) => return Ok(outcome),
                 None => self.submit(&req, fingerprint).await,
             },
-            // `act` looks the key up under the dossier's lock (where a retry overlapping its
-            // first attempt must look), so once is enough.
+            // `act` consults the key's record under the dossier's lock, once a retry can show
+            // (see there).
             Some(id) => self.act(id, &req, fingerprint, None).await,
         };
         match result {
