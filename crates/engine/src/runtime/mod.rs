@@ -472,9 +472,9 @@ impl Engine {
         // first one appended) must be answered with the first result, not decided again on the
         // new state. The idempotency record is not looked up first, though: that lookup misses
         // for nearly every command, and it was an eighth of the engine's time. A retry is
-        // caught where it shows instead: a decision that fails (the state moved on), decides
-        // nothing, or appends under a key the store already holds (`DuplicateKey`, which
-        // `execute` answers from the record) is checked against the record first.
+        // caught where it shows instead: a decision that fails (the state moved on) or decides
+        // nothing, or an append the store refuses (a key it already holds, a full queue or
+        // disk), is checked against the record, still under the lock.
         let mut attempts = 0;
         loop {
             let decided = self.decide_on(id, &mut guard, req).await;
@@ -565,7 +565,13 @@ impl Engine {
                 Err(e) => {
                     // The outcome of a failed append is unknown to the cache: re-read next time.
                     *guard = None;
-                    return Err(e.into());
+                    // A retry must get its first answer even when the store refuses the append
+                    // (a duplicate key, or a full queue or disk): the record answers it, if any.
+                    return match self.replay_if_known(req, &fingerprint).await {
+                        Ok(Some(outcome)) => Ok(outcome),
+                        Err(reused @ Error::KeyReused { .. }) => Err(reused),
+                        _ => Err(e.into()),
+                    };
                 }
             }
         }

@@ -8,13 +8,15 @@
 //! under the same keys and copies every other record as it is.
 //!
 //! The upgrade works in place, in sled batches of [`MIGRATE_BATCH_RECORDS`] records. Each batch
-//! rewrites its values *and* records the last key it rewrote (`m/migrating`), atomically, so a
+//! rewrites its values *and* records the last key it visited (`m/migrating`), atomically, so a
 //! crash at any point leaves a prefix of the keys upgraded and says where it ends: running the
-//! migration again carries on from there. Only the last batch sets the schema to 2 (and drops
-//! the progress record), so no release opens a half-upgraded store. The upgraded store is then
-//! flushed, fsynced and verified in full (chains, feed, heads, codes, idempotency, timers) and
-//! its event count compared with the events rewritten. The data directory's other contents
-//! (projections, outbox spill, node id) are left as they are.
+//! migration again carries on from there. The first batch sets the schema record to
+//! [`SCHEMA_UPGRADING`], which no release opens (schema-1 releases included), and only the last
+//! batch sets it to 2, so a half-upgraded store is never opened. The last batch leaves the
+//! progress record empty, meaning "verify pending": the upgraded store is then verified in full
+//! (chains, feed, heads, codes, idempotency, timers), and only a clean verify removes the record,
+//! so a crash before the verify finished is caught up by the next run. The data directory's other
+//! contents (projections, outbox spill, node id) are left as they are.
 
 use std::path::Path;
 
@@ -42,8 +44,13 @@ pub struct Migration {
     pub records: u64,
 }
 
-/// The progress record of an unfinished migration: the last key rewritten.
+/// The progress record of an unfinished migration: the last key visited, or empty once every
+/// record is rewritten and only the verify is pending.
 const MIGRATING: &[u8] = b"m/migrating";
+
+/// The schema record of a store whose upgrade from schema 1 has begun and not ended: no release
+/// opens it, only [`migrate`] carries it on.
+pub const SCHEMA_UPGRADING: u32 = 0x8000_0002;
 
 /// Upgrades the store in `dir` to the current schema (see the module docs). A store already at
 /// the current schema is left alone; a directory that holds no store, or a schema this build
@@ -70,30 +77,38 @@ pub fn migrate(dir: &Path) -> Result<Migration, Error> {
             Some(v) => <[u8; 4]>::try_from(v.as_ref()).map_or(0, u32::from_be_bytes),
             None => return Err(no_store()),
         };
-        if from == SCHEMA_VERSION {
-            return Ok(Migration {
-                from,
-                to: SCHEMA_VERSION,
-                events: 0,
-                records: 0,
-            });
+        let pending = db.get(MIGRATING).map_err(backend)?;
+        match from {
+            SCHEMA_VERSION if pending.is_none() => {
+                return Ok(Migration {
+                    from,
+                    to: SCHEMA_VERSION,
+                    events: 0,
+                    records: 0,
+                });
+            }
+            // Rewritten, but the verify did not finish: do it now.
+            SCHEMA_VERSION => (1, 0, 0),
+            1 | SCHEMA_UPGRADING => {
+                let (events, records, _) = upgrade_v1(&db, MIGRATE_BATCH_RECORDS, None)?;
+                db.flush().map_err(backend)?;
+                drop(db);
+                Syncer::open(dir)?.sync()?;
+                (1, events, records)
+            }
+            found => {
+                return Err(Error::Schema {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
         }
-        if from != 1 {
-            return Err(Error::Schema {
-                found: from,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        let (events, records, _) = upgrade_v1(&db, MIGRATE_BATCH_RECORDS, None)?;
-        db.flush().map_err(backend)?;
-        drop(db);
-        Syncer::open(dir)?.sync()?;
-        (from, events, records)
     };
 
     let store = SledStore::open(dir)?;
     let report = store.verify()?;
     store.close()?;
+    drop(store);
     let total = report.feed_entries;
     if !report.is_clean() {
         let problems = report.chains.breaks.len() + report.problems.len();
@@ -115,6 +130,13 @@ pub fn migrate(dir: &Path) -> Result<Migration, Error> {
             dir.display(),
             dir.display()
         )));
+    }
+    {
+        let db = open_sled_db(dir).map_err(backend)?;
+        db.remove(MIGRATING).map_err(backend)?;
+        db.flush().map_err(backend)?;
+        drop(db);
+        Syncer::open(dir)?.sync()?;
     }
     tracing::info!(
         events,
@@ -141,11 +163,11 @@ fn upgrade_v1(
 ) -> Result<(u64, u64, bool), Error> {
     let resume = db.get(MIGRATING).map_err(backend)?;
     let mut todo = match &resume {
-        Some(last) => db.range::<&[u8], _>((
+        Some(last) if !last.is_empty() => db.range::<&[u8], _>((
             std::ops::Bound::Excluded(last.as_ref()),
             std::ops::Bound::Unbounded,
         )),
-        None => db.iter(),
+        _ => db.iter(),
     };
     let (mut events, mut records) = (0u64, 0u64);
     for _ in 0..batches_max.unwrap_or(usize::MAX) {
@@ -166,13 +188,15 @@ fn upgrade_v1(
             }
         }
         let Some(last) = last else {
-            // Everything is rewritten: the schema moves on, in the same batch as the last rest.
+            // Everything is rewritten: the schema moves on, in the same batch as the last rest,
+            // and the verify is pending.
             batch.insert(keys::META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());
-            batch.remove(MIGRATING);
+            batch.insert(MIGRATING, &[]);
             db.apply_batch(batch).map_err(backend)?;
             return Ok((events, records, true));
         };
         batch.insert(MIGRATING, last);
+        batch.insert(keys::META_SCHEMA, &SCHEMA_UPGRADING.to_be_bytes());
         db.apply_batch(batch).map_err(backend)?;
     }
     Ok((events, records, false))
@@ -297,15 +321,41 @@ mod tests {
             assert!(db.get(MIGRATING).expect("get").is_some());
             db.flush().expect("flush");
         }
+        // Neither this release nor a schema-1 one (which opens only schema 1) opens it.
         assert!(matches!(
             SledStore::open(&dir),
-            Err(Error::Schema { found: 1, .. })
+            Err(Error::Schema {
+                found: SCHEMA_UPGRADING,
+                ..
+            })
         ));
         let done = migrate(&dir).expect("carry on");
         assert_eq!((done.records, done.events), (334 - 100, 167));
         let store = SledStore::open(&dir).expect("open");
         assert_eq!(events_of(&store), expected_events());
         assert!(store.verify().expect("verify").is_clean());
+    }
+
+    /// A migration that stopped after its last batch and before its verify finished is verified
+    /// by the next run, not taken for one that is done.
+    #[test]
+    fn a_migration_stopped_before_its_verify_is_verified_by_the_next_run() {
+        let (_tmp, dir) = schema_1_store();
+        {
+            let db = open_sled_db(&dir).expect("sled");
+            let (_, _, finished) = upgrade_v1(&db, 1_000, None).expect("every batch");
+            assert!(finished);
+            assert_eq!(db.get(MIGRATING).expect("get").as_deref(), Some(&[][..]));
+            db.flush().expect("flush");
+        }
+        let done = migrate(&dir).expect("verify");
+        assert_eq!((done.from, done.records, done.events), (1, 0, 167));
+        {
+            let db = open_sled_db(&dir).expect("sled");
+            assert_eq!(db.get(MIGRATING).expect("get"), None, "verified: done");
+        }
+        let again = migrate(&dir).expect("nothing left");
+        assert_eq!(again.from, SCHEMA_VERSION);
     }
 
     #[test]
