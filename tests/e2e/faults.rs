@@ -951,14 +951,19 @@ impl Drop for Proxy {
     }
 }
 
-/// `lienthong_outbox_lag_events` on the board's `/metrics`, read as the auditor.
-fn outbox_lag(http: &str) -> u64 {
+/// The gauge `name` on the board's `/metrics`, read as the auditor.
+fn gauge(http: &str, name: &str) -> u64 {
     let (status, _, body) = lienthong_e2e::http_get(http, "/metrics", Some("Bearer dev-auditor"));
     assert_eq!(status, 200, "{body}");
     body.lines()
-        .find_map(|l| l.strip_prefix("lienthong_outbox_lag_events "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no outbox lag in /metrics:\n{body}"))
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+}
+
+/// `lienthong_outbox_lag_events`: events stored but not yet on the bus.
+fn outbox_lag(http: &str) -> u64 {
+    gauge(http, "lienthong_outbox_lag_events")
 }
 
 /// Polls `f` every 100 ms until it holds, for at most `secs`.
@@ -1019,10 +1024,12 @@ async fn a_partition_from_the_broker_delays_tasks_and_loses_nothing() {
             server.log_tail()
         )
     };
+    // A lag of 0 alone is also what an outbox shows before it has reached the bus at all: the
+    // link must be seen working (something published) before it is cut.
     eventually(
         30,
         "the outbox publishes with the link up",
-        || outbox_lag(&http) == 0,
+        || gauge(&http, "lienthong_outbox_published_position") > 0 && outbox_lag(&http) == 0,
         seen,
     )
     .await;
