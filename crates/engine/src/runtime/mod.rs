@@ -477,25 +477,16 @@ impl Engine {
         // disk), is checked against the record, still under the lock.
         let mut attempts = 0;
         loop {
-            let decided = self.decide_on(id, &mut guard, req).await;
-            let (state, workflow, calendar, now, bodies) = match decided {
-                Ok(d) => d,
-                Err(e) => {
-                    return match self.replay_if_known(req, &fingerprint).await? {
-                        Some(outcome) => Ok(outcome),
-                        None => Err(e),
-                    };
-                }
-            };
+            let (state, workflow, calendar, now, bodies) =
+                match self.decide_on(id, &mut guard, req).await {
+                    Ok(d) => d,
+                    Err(e) => return self.replay_or(req, &fingerprint, e).await,
+                };
             if bodies.is_empty() {
                 *guard = Some(state.clone());
-            }
-            if bodies.is_empty()
-                && let Some(outcome) = self.replay_if_known(req, &fingerprint).await?
-            {
-                return Ok(outcome);
-            }
-            if bodies.is_empty() {
+                if let Some(outcome) = self.replay_if_known(req, &fingerprint).await? {
+                    return Ok(outcome);
+                }
                 // Only a stale timer decides nothing: clear it, append nothing. The clear happens
                 // under the dossier's lock, so it cannot delete an identical timer that a
                 // concurrent command of this dossier is about to set.
@@ -566,57 +557,60 @@ impl Engine {
                     // The outcome of a failed append is unknown to the cache: re-read next time.
                     *guard = None;
                     // A retry must get its first answer even when the store refuses the append
-                    // (a duplicate key, or a full queue or disk): the record answers it, if any.
-                    return match self.replay_if_known(req, &fingerprint).await {
-                        Ok(Some(outcome)) => Ok(outcome),
-                        Err(reused @ Error::KeyReused { .. }) => Err(reused),
-                        _ => Err(e.into()),
-                    };
+                    // (a duplicate key, or a full queue or disk).
+                    return self.replay_or(req, &fingerprint, e.into()).await;
                 }
             }
         }
     }
 
     /// Decides `req` on the dossier's current state: the state, its pinned workflow and
-    /// calendar, the instant decided at, and the event bodies (none: nothing to record). The
-    /// state is taken out of the cache slot `guard` rather than copied (the caller puts back
-    /// what it ends with); when deciding fails it is put back here.
+    /// calendar, the instant decided at, and the event bodies (none: nothing to record). Once
+    /// decided, the state is taken out of the cache slot `guard` rather than copied (the caller
+    /// puts back what it ends with); a failed decision leaves it there.
     async fn decide_on<'w>(
         &'w self,
         id: DossierId,
         guard: &mut Option<DossierState>,
         req: &Request,
     ) -> Result<Decided<'w>, Error> {
-        self.loaded(id, guard).await?;
+        let state = self.loaded(id, guard).await?;
+        let workflow = self.pinned_workflow(state)?;
+        let calendar = self.calendar_for(&workflow, &state.code)?;
+        // Never before the stream's last event: a wall clock stepped back (NTP, a VM
+        // restored) must not record a later event at an earlier time.
+        let now = self
+            .now()
+            .max(state.last_recorded_at.unwrap_or(DateTime::<Utc>::MIN_UTC));
+        let bodies = dossier::decide(
+            state,
+            &req.command,
+            &DecideContext {
+                now,
+                actor: &req.actor,
+                workflow: &workflow,
+                calendar,
+            },
+        )?;
         let state = guard
             .take()
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let decided = (|| {
-            let workflow = self.pinned_workflow(&state)?;
-            let calendar = self.calendar_for(&workflow, &state.code)?;
-            // Never before the stream's last event: a wall clock stepped back (NTP, a VM
-            // restored) must not record a later event at an earlier time.
-            let now = self
-                .now()
-                .max(state.last_recorded_at.unwrap_or(DateTime::<Utc>::MIN_UTC));
-            let bodies = dossier::decide(
-                &state,
-                &req.command,
-                &DecideContext {
-                    now,
-                    actor: &req.actor,
-                    workflow: &workflow,
-                    calendar,
-                },
-            )?;
-            Ok::<_, Error>((workflow, calendar, now, bodies))
-        })();
-        match decided {
-            Ok((workflow, calendar, now, bodies)) => Ok((state, workflow, calendar, now, bodies)),
-            Err(e) => {
-                *guard = Some(state);
-                Err(e)
-            }
+        Ok((state, workflow, calendar, now, bodies))
+    }
+
+    /// The first answer to `req` if it is a retry; else `err`, what the command met. A key
+    /// taken by another command is [`Error::KeyReused`]; a failed look-up leaves `err` as the
+    /// answer (it is the better account of what happened: the store may be refusing reads too).
+    async fn replay_or(
+        &self,
+        req: &Request,
+        fingerprint: &[u8; 32],
+        err: Error,
+    ) -> Result<Outcome, Error> {
+        match self.replay_if_known(req, fingerprint).await {
+            Ok(Some(outcome)) => Ok(outcome),
+            Err(reused @ Error::KeyReused { .. }) => Err(reused),
+            Ok(None) | Err(_) => Err(err),
         }
     }
 
