@@ -32,10 +32,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     } else {
         println!(
-            "{}: schema {} -> {}, {} records rewritten, {} events verified",
+            "{}: schema {} -> {SCHEMA_VERSION}, {} records rewritten, {} events verified",
             dir.display(),
             done.from,
-            done.to,
             done.records,
             done.events
         );

@@ -140,14 +140,19 @@ pub fn parse_feed_group(v: &[u8]) -> Option<Vec<FeedRef>> {
         .collect()
 }
 
+/// Events the refs of a feed group cover.
+pub fn refs_len(refs: &[FeedRef]) -> u64 {
+    refs.iter().map(|r| u64::from(r.count)).sum()
+}
+
 /// Events a feed group covers, or `None` when its value does not decode.
 pub fn feed_group_len(v: &[u8]) -> Option<u64> {
-    Some(
-        parse_feed_group(v)?
-            .iter()
-            .map(|r| u64::from(r.count))
-            .sum(),
-    )
+    Some(refs_len(&parse_feed_group(v)?))
+}
+
+/// The schema version a `m/schema` value holds (0: not one).
+pub fn schema_of(v: &[u8]) -> u32 {
+    <[u8; 4]>::try_from(v).map_or(0, u32::from_be_bytes)
 }
 
 /// `h/<dossier>`: a stream head.

@@ -34,10 +34,9 @@ const MIGRATE_BATCH_RECORDS: usize = 10_000;
 /// What [`migrate`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Migration {
-    /// The schema found.
+    /// The schema found (the schema now on disk is always
+    /// [`SCHEMA_VERSION`](super::sled_store::SCHEMA_VERSION)).
     pub from: u32,
-    /// The schema now on disk.
-    pub to: u32,
     /// Events in the upgraded store (0 when nothing was to do).
     pub events: u64,
     /// Records rewritten by this run.
@@ -71,10 +70,10 @@ pub fn migrate(dir: &Path) -> Result<Migration, Error> {
     if !dir.join("db").is_file() {
         return Err(no_store()); // not even sled's file: opening would create one
     }
-    let (from, events, records) = {
+    let (from, records) = {
         let db = open_sled_db(dir).map_err(backend)?;
         let from = match db.get(keys::META_SCHEMA).map_err(backend)? {
-            Some(v) => <[u8; 4]>::try_from(v.as_ref()).map_or(0, u32::from_be_bytes),
+            Some(v) => keys::schema_of(&v),
             None => return Err(no_store()),
         };
         let pending = db.get(MIGRATING).map_err(backend)?;
@@ -82,19 +81,16 @@ pub fn migrate(dir: &Path) -> Result<Migration, Error> {
             SCHEMA_VERSION if pending.is_none() => {
                 return Ok(Migration {
                     from,
-                    to: SCHEMA_VERSION,
                     events: 0,
                     records: 0,
                 });
             }
             // Rewritten, but the verify did not finish: do it now.
-            SCHEMA_VERSION => (1, 0, 0),
+            SCHEMA_VERSION => (1, 0),
             1 | SCHEMA_UPGRADING => {
-                let (events, records, _) = upgrade_v1(&db, MIGRATE_BATCH_RECORDS, None)?;
-                db.flush().map_err(backend)?;
-                drop(db);
-                Syncer::open(dir)?.sync()?;
-                (1, events, records)
+                let (records, _) = upgrade_v1(&db, MIGRATE_BATCH_RECORDS, None)?;
+                make_durable(db, dir)?;
+                (1, records)
             }
             found => {
                 return Err(Error::Schema {
@@ -109,7 +105,7 @@ pub fn migrate(dir: &Path) -> Result<Migration, Error> {
     let report = store.verify()?;
     store.close()?;
     drop(store);
-    let total = report.feed_entries;
+    let events = report.feed_entries;
     if !report.is_clean() {
         let problems = report.chains.breaks.len() + report.problems.len();
         let first = report
@@ -131,36 +127,35 @@ pub fn migrate(dir: &Path) -> Result<Migration, Error> {
             dir.display()
         )));
     }
-    {
-        let db = open_sled_db(dir).map_err(backend)?;
-        db.remove(MIGRATING).map_err(backend)?;
-        db.flush().map_err(backend)?;
-        drop(db);
-        Syncer::open(dir)?.sync()?;
-    }
-    tracing::info!(
-        events,
-        records,
-        total,
-        "store migrated to schema {SCHEMA_VERSION}"
-    );
+    let db = open_sled_db(dir).map_err(backend)?;
+    db.remove(MIGRATING).map_err(backend)?;
+    make_durable(db, dir)?;
+    tracing::info!(events, records, "store migrated to schema {SCHEMA_VERSION}");
     Ok(Migration {
         from,
-        to: SCHEMA_VERSION,
-        events: total,
+        events,
         records,
     })
+}
+
+/// Flushes and closes `db`, then fdatasyncs its files (sled's own flush is not enough: see
+/// `store/sync.rs`).
+fn make_durable(db: sled::Db, dir: &Path) -> Result<(), Error> {
+    db.flush().map_err(backend)?;
+    drop(db);
+    Syncer::open(dir)?.sync()?;
+    Ok(())
 }
 
 /// Rewrites the schema-1 records of `db` after the progress record (all of them on a first
 /// run), `per_batch` records at a time, the last batch setting the schema; stops after
 /// `batches_max` batches if given (tests use it to leave a migration half done). Returns the
-/// events and the records rewritten by this run, and whether the schema was set.
+/// records rewritten by this run, and whether the schema was set.
 fn upgrade_v1(
     db: &sled::Db,
     per_batch: usize,
     batches_max: Option<usize>,
-) -> Result<(u64, u64, bool), Error> {
+) -> Result<(u64, bool), Error> {
     let resume = db.get(MIGRATING).map_err(backend)?;
     let mut todo = match &resume {
         Some(last) if !last.is_empty() => db.range::<&[u8], _>((
@@ -169,7 +164,7 @@ fn upgrade_v1(
         )),
         _ => db.iter(),
     };
-    let (mut events, mut records) = (0u64, 0u64);
+    let mut records = 0u64;
     for _ in 0..batches_max.unwrap_or(usize::MAX) {
         let mut batch = sled::Batch::default();
         let mut last = None;
@@ -177,7 +172,6 @@ fn upgrade_v1(
         for entry in todo.by_ref() {
             let (k, v) = entry.map_err(backend)?;
             if let Some(value) = upgraded(&k, &v)? {
-                events += u64::from(k.starts_with(keys::STREAM));
                 batch.insert(k.clone(), value);
                 records += 1;
                 in_batch += 1;
@@ -193,13 +187,13 @@ fn upgrade_v1(
             batch.insert(keys::META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());
             batch.insert(MIGRATING, &[]);
             db.apply_batch(batch).map_err(backend)?;
-            return Ok((events, records, true));
+            return Ok((records, true));
         };
         batch.insert(MIGRATING, last);
         batch.insert(keys::META_SCHEMA, &SCHEMA_UPGRADING.to_be_bytes());
         db.apply_batch(batch).map_err(backend)?;
     }
-    Ok((events, records, false))
+    Ok((records, false))
 }
 
 /// The schema-2 value of a schema-1 record, or `None` when it stays as it is.
@@ -296,7 +290,7 @@ mod tests {
             })
         ));
         let done = migrate(&dir).expect("migrate");
-        assert_eq!((done.from, done.to, done.events), (1, SCHEMA_VERSION, 167));
+        assert_eq!((done.from, done.events), (1, 167));
         let store = SledStore::open(&dir).expect("open the upgraded store");
         assert_eq!(events_of(&store), expected_events());
         assert_eq!(store.dossiers().expect("dossiers").len(), 12);
@@ -316,7 +310,7 @@ mod tests {
         let (_tmp, dir) = schema_1_store();
         {
             let db = open_sled_db(&dir).expect("sled");
-            let (_, records, finished) = upgrade_v1(&db, 50, Some(2)).expect("two batches");
+            let (records, finished) = upgrade_v1(&db, 50, Some(2)).expect("two batches");
             assert_eq!((records, finished), (100, false));
             assert!(db.get(MIGRATING).expect("get").is_some());
             db.flush().expect("flush");
@@ -343,7 +337,7 @@ mod tests {
         let (_tmp, dir) = schema_1_store();
         {
             let db = open_sled_db(&dir).expect("sled");
-            let (_, _, finished) = upgrade_v1(&db, 1_000, None).expect("every batch");
+            let (_, finished) = upgrade_v1(&db, 1_000, None).expect("every batch");
             assert!(finished);
             assert_eq!(db.get(MIGRATING).expect("get").as_deref(), Some(&[][..]));
             db.flush().expect("flush");

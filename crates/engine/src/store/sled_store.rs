@@ -166,6 +166,15 @@ pub fn open_sled_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     }
 }
 
+/// The feed group holding `position`, if the feed has one there: the last group key at or
+/// before it, with its value (whether the group reaches `position` is the caller's to check).
+fn feed_group_at(db: &sled::Db, position: u64) -> Result<Option<(sled::IVec, sled::IVec)>, Error> {
+    db.range(keys::FEED.to_vec()..=keys::feed_key(position))
+        .next_back()
+        .transpose()
+        .map_err(backend)
+}
+
 /// The event store on sled. See the module docs.
 pub struct SledStore {
     /// Database and counters, shared with the writer.
@@ -201,7 +210,7 @@ impl SledStore {
         let db = open_sled_db(dir).map_err(backend)?;
         match db.get(keys::META_SCHEMA).map_err(backend)? {
             Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref()).map_or(0, u32::from_be_bytes);
+                let found = keys::schema_of(&v);
                 if found != SCHEMA_VERSION {
                     return Err(Error::Schema {
                         found,
@@ -605,15 +614,9 @@ impl EventStore for SledStore {
             }
             .into()
         };
-        // The group holding the first position wanted is the last one starting at or before it.
         let first = after_position + 1;
-        let start = match self
-            .db()
-            .range(keys::FEED.to_vec()..=keys::feed_key(first))
-            .next_back()
-        {
-            Some(entry) => entry.map_err(backend)?.0,
-            None => return Err(missing(first)),
+        let Some((start, _)) = feed_group_at(self.db(), first)? else {
+            return Err(missing(first));
         };
         let mut next: Option<u64> = None;
         for entry in self.db().range(start.to_vec()..=keys::feed_key(end)) {
@@ -623,8 +626,10 @@ impl EventStore for SledStore {
                 reason: "not a feed group".into(),
             };
             let mut position = keys::parse_feed_key(&k).ok_or_else(damaged)?;
-            if next.is_some_and(|n| n != position) {
-                return Err(missing(next.unwrap_or(position)));
+            if let Some(n) = next
+                && n != position
+            {
+                return Err(missing(n));
             }
             for r in keys::parse_feed_group(&v).ok_or_else(damaged)? {
                 if position + u64::from(r.count) > after_position {
@@ -797,8 +802,9 @@ struct Verification<'a> {
     stream_events: u64,
     /// Streams with a chain break.
     broken_streams: u64,
-    /// The feed group read last (first position, entries), for [`Self::feed_ref_at`].
-    group: Option<(u64, Vec<FeedRef>)>,
+    /// The feed group read last (first position, events covered, entries), for
+    /// [`Self::feed_ref_at`].
+    group: Option<(u64, u64, Vec<FeedRef>)>,
 }
 
 /// A stream being walked by [`Verification`].
@@ -946,26 +952,19 @@ impl<'a> Verification<'a> {
     /// The feed entry whose run starts at `position`, if any. Keeps the last group read, since
     /// a dossier's runs often share groups with their neighbours in key order.
     fn feed_ref_at(&mut self, position: u64) -> Result<Option<FeedRef>, Error> {
-        let covers = |(start, refs): &(u64, Vec<FeedRef>)| {
-            let len: u64 = refs.iter().map(|r| u64::from(r.count)).sum();
-            *start <= position && position < start + len
+        let covers = |&(start, len, _): &(u64, u64, Vec<FeedRef>)| {
+            start <= position && position < start + len
         };
         if !self.group.as_ref().is_some_and(covers) {
             self.group = None;
-            let found = self
-                .db()
-                .range(keys::FEED.to_vec()..=keys::feed_key(position))
-                .next_back()
-                .transpose()
-                .map_err(backend)?;
-            if let Some((k, v)) = found
+            if let Some((k, v)) = feed_group_at(self.db(), position)?
                 && let (Some(start), Some(refs)) =
                     (keys::parse_feed_key(&k), keys::parse_feed_group(&v))
             {
-                self.group = Some((start, refs));
+                self.group = Some((start, keys::refs_len(&refs), refs));
             }
         }
-        let Some((start, refs)) = self.group.as_ref() else {
+        let Some((start, _, refs)) = self.group.as_ref() else {
             return Ok(None);
         };
         let mut at = *start;
