@@ -33,6 +33,17 @@
 //! The event read after a batch to see where its last append ends is kept and starts the next
 //! batch, so no feed event is read twice.
 //!
+//! # Reading ahead
+//!
+//! A catch-up more than two batches behind (a rebuild, a restart after a while) reads the feed on
+//! a second thread, which decodes and hash-checks the next batches while the
+//! calling thread folds and writes the current one; they pass batches through a channel a few
+//! batches deep. The reader cuts the batches exactly where `apply_next` cuts them, and the folds
+//! and writes stay on the calling thread, one batch at a time, so what is written, and when the
+//! checkpoint moves, is what one-batch-at-a-time folding gives. The reader stops at the head it
+//! was given; what came after is folded by `apply_next`. A failed read is reported after the
+//! batches before it are written.
+//!
 //! No fsync: projections are a cache of the store, rebuildable at any time with
 //! [`Projections::rebuild`]. A crash may lose the last batches (the checkpoint goes back with
 //! them, so they are simply applied again); it cannot leave views and checkpoint apart.
@@ -40,9 +51,10 @@
 //! On open, a database of another schema version, or one holding views without a checkpoint (a
 //! rebuild interrupted half-way), is wiped and folded again from position 0.
 
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use lienthong_engine::DossierId;
 use lienthong_engine::store::chain::GENESIS_HASH;
@@ -57,6 +69,12 @@ use crate::record::{Counters, DossierRecord, command_of};
 
 /// Feed events folded per batch (one atomic write each) by [`Projections::catch_up`].
 pub const BATCH_EVENTS_MAX: usize = 1_000;
+
+/// Batches read ahead of the fold, at most, by [`Projections::catch_up`] when it is far behind.
+const READ_AHEAD_BATCHES: usize = 4;
+
+/// How far behind (in batches) a catch-up must be to read ahead on a second thread.
+const READ_AHEAD_MIN_LAG_BATCHES: u64 = 2;
 
 /// Events of recently folded dossiers kept in memory between batches by default, so that a
 /// batch continuing them does not read their streams again (see
@@ -191,10 +209,7 @@ impl Projections {
     /// Sets how many events of recently folded dossiers the fold keeps in memory (0: none, every
     /// touched stream is read from the store), evicting the least recently used beyond it.
     pub fn set_fold_cache_events_max(&self, events_max: usize) -> Result<(), Error> {
-        let mut cache = self
-            .fold_cache
-            .lock()
-            .map_err(|_| Error::Db("fold cache poisoned".into()))?;
+        let mut cache = self.lock_fold_cache()?;
         cache.events_max = events_max;
         cache.evict();
         Ok(())
@@ -255,6 +270,14 @@ impl Projections {
             events: 0,
             batches: 0,
         };
+        // A long way behind (a rebuild, a restart after a while): read ahead on a second thread.
+        let head = self.store.last_position()?;
+        if head.saturating_sub(from) > READ_AHEAD_MIN_LAG_BATCHES * batch_events_max as u64 {
+            let (events, batches) = self.fold_ahead(head, batch_events_max)?;
+            progress.events += events;
+            progress.batches += batches;
+        }
+        // What is left: the end the reader may have stopped short of, and what came meanwhile.
         loop {
             let n = self.apply_next(batch_events_max)?;
             if n == 0 {
@@ -271,10 +294,7 @@ impl Projections {
     /// an incremental fold gives (see the crate docs for why).
     #[tracing::instrument(skip_all)]
     pub fn rebuild(&self) -> Result<Progress, Error> {
-        let mut cache = self
-            .fold_cache
-            .lock()
-            .map_err(|_| Error::Db("fold cache poisoned".into()))?;
+        let mut cache = self.lock_fold_cache()?;
         cache.clear();
         cache.checkpoint = 0;
         // Checkpoint first: from here until the first batch, `open` sees views without a
@@ -317,10 +337,7 @@ impl Projections {
     /// Folds the next batch of at most `events_max` feed events; returns how many (0: caught up).
     #[tracing::instrument(skip_all, fields(checkpoint))]
     pub fn apply_next(&self, events_max: usize) -> Result<u64, Error> {
-        let mut cache = self
-            .fold_cache
-            .lock()
-            .map_err(|_| Error::Db("fold cache poisoned".into()))?;
+        let mut cache = self.lock_fold_cache()?;
         let checkpoint = self.checkpoint()?;
         tracing::Span::current().record("checkpoint", checkpoint);
         let head = self.store.last_position()?;
@@ -333,6 +350,59 @@ impl Projections {
             cache.clear();
         }
         let feed = self.read_batch(&mut cache, checkpoint, events_max)?;
+        self.fold(&mut cache, checkpoint, feed)
+    }
+
+    /// Folds the feed from the checkpoint up to `head` with the reading done ahead on a second
+    /// thread: while one batch is folded, the next ones are read, decoded and hash-checked (see
+    /// [`read_ahead`]). The batches are cut exactly as [`Projections::apply_next`] cuts them.
+    /// Answers the events folded and the batches written.
+    fn fold_ahead(&self, head: u64, events_max: usize) -> Result<(u64, u64), Error> {
+        let mut cache = self.lock_fold_cache()?;
+        let checkpoint = self.checkpoint()?;
+        if checkpoint > head {
+            return Err(Error::AheadOfStore { checkpoint, head });
+        }
+        if cache.checkpoint != checkpoint {
+            cache.clear();
+        }
+        // The reader reads from the checkpoint itself; a kept look-ahead would be read twice.
+        cache.lookahead = None;
+        let store = &*self.store;
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::sync_channel(READ_AHEAD_BATCHES);
+            std::thread::Builder::new()
+                .name("projections-read-ahead".into())
+                .spawn_scoped(s, move || {
+                    read_ahead(store, checkpoint, head, events_max, &tx)
+                })
+                .map_err(|e| Error::Db(format!("cannot start the feed reader: {e}")))?;
+            let (mut events, mut batches) = (0, 0);
+            let mut at = checkpoint;
+            // An error returns here, which drops `rx`: the reader's next send fails and it stops.
+            for feed in rx {
+                events += self.fold(&mut cache, at, feed?)?;
+                batches += 1;
+                at = cache.checkpoint;
+            }
+            Ok((events, batches))
+        })
+    }
+
+    fn lock_fold_cache(&self) -> Result<std::sync::MutexGuard<'_, FoldCache>, Error> {
+        self.fold_cache
+            .lock()
+            .map_err(|_| Error::Db("fold cache poisoned".into()))
+    }
+
+    /// Folds one batch read after `checkpoint` (the database's checkpoint, which `cache` agrees
+    /// with) and writes it with its new checkpoint; answers its events.
+    fn fold(
+        &self,
+        cache: &mut FoldCache,
+        checkpoint: u64,
+        feed: Vec<Recorded>,
+    ) -> Result<u64, Error> {
         if feed.is_empty() {
             return Ok(0);
         }
@@ -574,6 +644,72 @@ impl Projections {
         }
         Ok(())
     }
+}
+
+/// The reading half of [`Projections::fold_ahead`]: reads the feed after `after` up to `head`
+/// in reads of a batch's size and sends it in batches cut as
+/// [`Projections::apply_next`] cuts them (see [`cut`]), each as soon as it can be cut. Stops at
+/// `head`, at the first error (sent after the batches before it), or when the fold stops
+/// listening.
+fn read_ahead(
+    store: &dyn FeedSource,
+    mut after: u64,
+    head: u64,
+    events_max: usize,
+    tx: &mpsc::SyncSender<Result<Vec<Recorded>, Error>>,
+) {
+    let events_max = events_max.clamp(1, FEED_READ_MAX);
+    let mut pending: VecDeque<Recorded> = VecDeque::new();
+    loop {
+        if let Some(n) = cut(&pending, events_max, after >= head) {
+            if tx.send(Ok(pending.drain(..n).collect())).is_err() {
+                return;
+            }
+            continue;
+        }
+        if after >= head {
+            return;
+        }
+        // A batch's worth at a time, so that the fold never waits long for the next one.
+        let want = (events_max + 1).min(usize::try_from(head - after).unwrap_or(usize::MAX));
+        match store.read_feed(after, want) {
+            Ok(read) => match read.last() {
+                Some(last) => {
+                    after = last.position();
+                    pending.extend(read);
+                }
+                // Nothing where the head said there was: the fold's own loop goes on from
+                // wherever this stopped, and reports what it finds.
+                None => after = head,
+            },
+            Err(e) => {
+                let _ = tx.send(Err(e.into()));
+                return;
+            }
+        }
+    }
+}
+
+/// Where the next batch of `pending` ends, as [`Projections::read_batch`] would end it:
+/// `events_max` events, extended by up to [`EVENTS_PER_APPEND_MAX`] while the next event comes
+/// from the same append. `None` while that depends on events not read yet (and `at_head` is
+/// false: nothing more will come), or when nothing is pending.
+fn cut(pending: &VecDeque<Recorded>, events_max: usize, at_head: bool) -> Option<usize> {
+    if pending.is_empty() {
+        return None;
+    }
+    if pending.len() <= events_max {
+        return at_head.then_some(pending.len());
+    }
+    let mut end = events_max;
+    for _ in 0..EVENTS_PER_APPEND_MAX {
+        match pending.get(end) {
+            Some(next) if same_append(&pending[end - 1], next) => end += 1,
+            Some(_) => return Some(end),
+            None => return at_head.then_some(end),
+        }
+    }
+    Some(end)
 }
 
 /// Whether two consecutive feed events were appended by the same command.

@@ -483,6 +483,9 @@ struct CountingFeed {
     unlinked: bool,
     streams_read: AtomicU64,
     feed_events_read: AtomicU64,
+    /// The feed ends here: events past it are not returned, and a read after it fails
+    /// (`u64::MAX`: never).
+    fail_after: u64,
 }
 
 impl FeedSource for CountingFeed {
@@ -491,7 +494,14 @@ impl FeedSource for CountingFeed {
         after_position: u64,
         limit: usize,
     ) -> Result<Vec<lienthong_engine::store::Recorded>, lienthong_engine::store::Error> {
+        if after_position >= self.fail_after {
+            return Err(lienthong_engine::store::Error::Backend(format!(
+                "test: no reads past {}",
+                self.fail_after
+            )));
+        }
         let mut feed = FeedSource::read_feed(&*self.store, after_position, limit)?;
+        feed.retain(|r| r.position() <= self.fail_after);
         self.feed_events_read
             .fetch_add(feed.len() as u64, Ordering::Relaxed);
         if self.unlinked {
@@ -555,6 +565,7 @@ async fn folds_from_the_cache_equal_folds_from_the_streams() {
                     unlinked,
                     streams_read: AtomicU64::new(0),
                     feed_events_read: AtomicU64::new(0),
+                    fail_after: u64::MAX,
                 });
                 let p = Projections::open(
                     &data.path().join(format!("fold-{n}")),
@@ -586,4 +597,57 @@ async fn folds_from_the_cache_equal_folds_from_the_streams() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn reading_ahead_cuts_the_batches_apply_next_cuts_and_stops_at_a_failed_read() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SledStore::open(data.path()).expect("store"));
+    fill(store.clone(), None, 1).await;
+    let head = store.last_position().expect("head");
+    let batch = 3;
+    assert!(
+        head > 10 * batch as u64,
+        "{head} events: too few to read ahead"
+    );
+    let feed: Arc<dyn FeedSource> = store.clone();
+
+    // One batch at a time, read on the folding thread: the reference.
+    let one = Projections::open(&data.path().join("one"), feed.clone(), catalog()).expect("open");
+    let mut batches = 0;
+    while one.apply_next(batch).expect("fold") > 0 {
+        batches += 1;
+    }
+    let expected = one.dump().expect("dump");
+
+    // Far behind: the catch-up reads ahead on a second thread, and cuts the same batches.
+    let ahead =
+        Projections::open(&data.path().join("ahead"), feed.clone(), catalog()).expect("open");
+    let progress = ahead.catch_up_in(batch).expect("catch up");
+    assert_eq!((progress.events, progress.batches), (head, batches));
+    assert_eq!(ahead.dump().expect("dump"), expected);
+
+    // A read that fails half-way: the error comes back, the batches before it are kept whole.
+    let fail_after = head / 2;
+    let failing = Arc::new(CountingFeed {
+        store: store.clone(),
+        unlinked: false,
+        streams_read: AtomicU64::new(0),
+        feed_events_read: AtomicU64::new(0),
+        fail_after,
+    });
+    let dir = data.path().join("failing");
+    let p = Projections::open(&dir, failing, catalog()).expect("open");
+    let err = p.catch_up_in(batch).expect_err("a read fails");
+    assert!(err.to_string().contains("no reads past"), "{err}");
+    let checkpoint = p.checkpoint().expect("checkpoint");
+    assert!(
+        checkpoint > 0 && checkpoint <= fail_after,
+        "checkpoint {checkpoint}, reads fail after {fail_after}"
+    );
+    drop(p);
+    let p = Projections::open(&dir, feed, catalog()).expect("reopen");
+    let progress = p.catch_up_in(batch).expect("catch up the rest");
+    assert_eq!(progress.from, checkpoint);
+    assert_eq!(p.dump().expect("dump"), expected);
 }
