@@ -430,6 +430,9 @@ impl Projections {
             touched.entry(id.0).or_default().push(r);
         }
         let mut overlay = Overlay::new(&self.db);
+        // The batch's changes to the indicator counters, summed over its dossiers and applied
+        // once per counter at the end.
+        let mut deltas: BTreeMap<Vec<u8>, Counters> = BTreeMap::new();
         let mut folded = Vec::with_capacity(touched.len());
         for (id, batch) in touched {
             let seq = batch.iter().map(Recorded::seq).max().unwrap_or(0);
@@ -456,7 +459,8 @@ impl Projections {
                     ),
                 });
             }
-            self.replace(&mut overlay, old.as_ref(), &new)?;
+            replace_entries(&mut overlay, old.as_ref(), &new)?;
+            add_counter_deltas(&mut deltas, old.as_ref(), &new);
             overlay.put(key, encode(&new)?);
             folded.push((
                 id,
@@ -467,6 +471,7 @@ impl Projections {
                 },
             ));
         }
+        apply_counter_deltas(&mut overlay, deltas)?;
         overlay.put(keys::META_CHECKPOINT.to_vec(), last.to_be_bytes().to_vec());
         overlay.commit()?;
         cache.checkpoint = last;
@@ -591,59 +596,73 @@ impl Projections {
         };
         Ok(pinned.or_else(|| catalog_version.cloned()))
     }
+}
 
-    /// Replaces `old`'s index entries and counter contributions with `new`'s.
-    fn replace(
-        &self,
-        overlay: &mut Overlay<'_>,
-        old: Option<&DossierRecord>,
-        new: &DossierRecord,
-    ) -> Result<(), Error> {
-        let json =
-            |e: serde_json::Error| Error::Db(format!("cannot encode a projection record: {e}"));
-        let old_entries = old.map(DossierRecord::entries).transpose().map_err(json)?;
-        let new_entries = new.entries().map_err(json)?;
-        for k in old_entries.into_iter().flat_map(BTreeMap::into_keys) {
-            if !new_entries.contains_key(&k) {
-                overlay.delete(k);
-            }
+/// Replaces `old`'s index entries (`o/`, `a/`, `r/`, `k/`) with `new`'s. Only the keys of the
+/// old entries are needed: their values are not encoded.
+fn replace_entries(
+    overlay: &mut Overlay<'_>,
+    old: Option<&DossierRecord>,
+    new: &DossierRecord,
+) -> Result<(), Error> {
+    let json = |e: serde_json::Error| Error::Db(format!("cannot encode a projection record: {e}"));
+    let new_entries = new.entries().map_err(json)?;
+    for k in old.map(DossierRecord::entry_keys).unwrap_or_default() {
+        if !new_entries.contains_key(&k) {
+            overlay.delete(k);
         }
-        for (k, v) in new_entries {
-            overlay.put(k, v);
-        }
-        let mut deltas: BTreeMap<Vec<u8>, Counters> = BTreeMap::new();
-        if let Some(old) = old {
-            // Exactly what it added when it was built (stored in its `d/` record).
-            for (k, c) in old.counters() {
-                deltas.entry(k).or_default().add(&c, -1);
-            }
-        }
-        for (k, c) in new.counters() {
-            deltas.entry(k).or_default().add(&c, 1);
-        }
-        for (k, delta) in deltas {
-            if delta.is_zero() {
-                continue;
-            }
-            let mut current: Counters = match overlay.get(&k)? {
-                Some(v) => decode(&k, &v)?,
-                None => Counters::default(),
-            };
-            current.add(&delta, 1);
-            if !current.is_valid() {
-                return Err(Error::Corrupt {
-                    key: keys::printable(&k),
-                    reason: "a counter would go below zero".into(),
-                });
-            }
-            if current.is_zero() {
-                overlay.delete(k);
-            } else {
-                overlay.put(k, encode(&current)?);
-            }
-        }
-        Ok(())
     }
+    for (k, v) in new_entries {
+        overlay.put(k, v);
+    }
+    Ok(())
+}
+
+/// Adds to `deltas` what replacing `old` with `new` changes in the indicator counters: minus
+/// exactly what `old` added when it was built (stored in its `d/` record), plus what `new` adds.
+fn add_counter_deltas(
+    deltas: &mut BTreeMap<Vec<u8>, Counters>,
+    old: Option<&DossierRecord>,
+    new: &DossierRecord,
+) {
+    if let Some(old) = old {
+        for (k, c) in old.counters() {
+            deltas.entry(k).or_default().add(&c, -1);
+        }
+    }
+    for (k, c) in new.counters() {
+        deltas.entry(k).or_default().add(&c, 1);
+    }
+}
+
+/// Applies a batch's summed counter changes: one read and one write (or delete, at zero) per
+/// counter that changed.
+fn apply_counter_deltas(
+    overlay: &mut Overlay<'_>,
+    deltas: BTreeMap<Vec<u8>, Counters>,
+) -> Result<(), Error> {
+    for (k, delta) in deltas {
+        if delta.is_zero() {
+            continue;
+        }
+        let mut current: Counters = match overlay.get(&k)? {
+            Some(v) => decode(&k, &v)?,
+            None => Counters::default(),
+        };
+        current.add(&delta, 1);
+        if !current.is_valid() {
+            return Err(Error::Corrupt {
+                key: keys::printable(&k),
+                reason: "a counter would go below zero".into(),
+            });
+        }
+        if current.is_zero() {
+            overlay.delete(k);
+        } else {
+            overlay.put(k, encode(&current)?);
+        }
+    }
+    Ok(())
 }
 
 /// The reading half of [`Projections::fold_ahead`]: reads the feed after `after` up to `head`

@@ -944,6 +944,20 @@ impl DossierRecord {
 
     /// Index entries (`o/`, `a/`, `r/`, `k/`) with their values; the `d/` record is apart.
     pub fn entries(&self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, serde_json::Error> {
+        self.index(true)
+    }
+
+    /// The keys of [`DossierRecord::entries`], without encoding their values.
+    pub fn entry_keys(&self) -> Vec<Vec<u8>> {
+        // Nothing is encoded, so nothing can fail.
+        self.index(false)
+            .map(BTreeMap::into_keys)
+            .map(Iterator::collect)
+            .unwrap_or_default()
+    }
+
+    /// The index entries, with their values encoded when `values` (else empty).
+    fn index(&self, values: bool) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, serde_json::Error> {
         let mut out = BTreeMap::new();
         if self.procedure.is_empty() {
             return Ok(out);
@@ -951,7 +965,7 @@ impl DossierRecord {
         if self.closed.is_none() {
             for h in self.handoffs.iter().filter(|h| h.is_open()) {
                 let Some(due) = h.due else { continue };
-                let entry = OpenStepEntry {
+                let entry = || OpenStepEntry {
                     dossier: self.id,
                     code: self.code.clone(),
                     procedure: self.procedure.clone(),
@@ -966,11 +980,11 @@ impl DossierRecord {
                 };
                 out.insert(
                     keys::open_step_key(&h.receiver, due, &self.id, &h.step),
-                    serde_json::to_vec(&entry)?,
+                    encode_if(values, entry)?,
                 );
             }
             if let Some(appointment) = self.appointment {
-                let entry = OpenDossierEntry {
+                let entry = || OpenDossierEntry {
                     dossier: self.id,
                     code: self.code.clone(),
                     procedure: self.procedure.clone(),
@@ -983,7 +997,7 @@ impl DossierRecord {
                 };
                 out.insert(
                     keys::open_dossier_key(appointment, &self.id),
-                    serde_json::to_vec(&entry)?,
+                    encode_if(values, entry)?,
                 );
             }
         }
@@ -1066,6 +1080,18 @@ impl DossierRecord {
             }
         }
         out
+    }
+}
+
+/// `make()`'s JSON when `values`, else nothing (and `make` is not called).
+fn encode_if<T: Serialize>(
+    values: bool,
+    make: impl FnOnce() -> T,
+) -> Result<Vec<u8>, serde_json::Error> {
+    if values {
+        serde_json::to_vec(&make())
+    } else {
+        Ok(Vec::new())
     }
 }
 
