@@ -42,7 +42,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use lienthong_calendar::Calendar;
 use lienthong_engine::dossier::command::Addressee;
 use lienthong_engine::dossier::{
@@ -138,16 +138,20 @@ pub struct Handoff {
     /// Who received it: the step's agency.
     pub receiver: String,
     /// When it was handed over (the opening's recorded-at).
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub given_at: DateTime<Utc>,
     /// The budget as written in the workflow (`1wd`).
     pub budget: String,
     /// The due it was opened with.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub due_at_open: Option<DateTime<Utc>>,
     /// The due after every deadline move.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub due: Option<DateTime<Utc>>,
     /// Working seconds excluded for this step by deadline moves while it was open.
     pub waits_s: i64,
     /// When it ended; `None` while open.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub ended_at: Option<DateTime<Utc>>,
     /// How it ended; `None` while open.
     pub end: Option<HandoffEnd>,
@@ -187,8 +191,10 @@ pub struct SupplementPeriod {
     /// `citizen` or an agency code.
     pub addressed_to: String,
     /// When asked.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub requested_at: Option<DateTime<Utc>>,
     /// When provided.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub provided_at: Option<DateTime<Utc>>,
     /// Working seconds between the two (`None` while outstanding).
     pub waited_s: Option<i64>,
@@ -202,10 +208,13 @@ pub struct ApologyNote {
     /// The late step, if named.
     pub step: String,
     /// When issued.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub issued_at: Option<DateTime<Utc>>,
     /// The appointment before.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub previous_appointment: Option<DateTime<Utc>>,
     /// The appointment promised instead.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub new_appointment: Option<DateTime<Utc>>,
     /// Issued later than 1 working day before the previous appointment.
     pub late: bool,
@@ -233,14 +242,19 @@ pub struct DossierRecord {
     /// Problems met while measuring (calendar missing, beyond coverage ...); measures are `None`.
     pub problems: Vec<String>,
     /// When received.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub received_at: Option<DateTime<Utc>>,
     /// When the clock started.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub clock_started_at: Option<DateTime<Utc>>,
     /// The receipt's appointment.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub first_appointment: Option<DateTime<Utc>>,
     /// The appointment the rate is judged against (see the module docs).
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub rate_appointment: Option<DateTime<Utc>>,
     /// The appointment in force (after an apology, the new one): what the board shows.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub appointment: Option<DateTime<Utc>>,
     /// The apology, if any.
     pub apology: Option<ApologyNote>,
@@ -259,10 +273,12 @@ pub struct DossierRecord {
     pub awaiting_citizen: bool,
     /// The engine holds the appointment (see [`current_deadlines`]) since this instant: the
     /// citizen's supplement request, or the opening of a payment step that does not count.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub appointment_held_since: Option<DateTime<Utc>>,
     /// When and how it finished.
     pub finished: Option<(FinishKind, DateTime<Utc>)>,
     /// When it was withdrawn.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub withdrawn_at: Option<DateTime<Utc>>,
     /// When it was closed, with the outcome text.
     pub closed: Option<(String, Option<DateTime<Utc>>)>,
@@ -320,12 +336,15 @@ pub struct OpenStepEntry {
     /// The holder.
     pub agency: String,
     /// When it was handed over.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub opened_at: DateTime<Utc>,
     /// Its due.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub due: DateTime<Utc>,
     /// The engine's clock rules hold this due (see [`Handoff::held`]): shown paused, never late.
     pub held: bool,
     /// The dossier waits for the citizen's supplement asked at this instant.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub paused_since: Option<DateTime<Utc>>,
     /// Calendar family.
     pub calendar: String,
@@ -348,11 +367,13 @@ pub struct OpenDossierEntry {
     /// Who holds it: the agencies of its open steps, else the receiving agency.
     pub holders: Vec<String>,
     /// The appointment in force.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub appointment: DateTime<Utc>,
     /// Whether an apology set it.
     pub apologised: bool,
     /// The engine holds the appointment since this instant (the citizen's supplement request,
     /// or the opening of a payment step that does not count): its clock is frozen there.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub paused_since: Option<DateTime<Utc>>,
     /// Calendar family.
     pub calendar: String,
@@ -471,7 +492,25 @@ pub fn local_date(cal: Option<&Calendar>, t: DateTime<Utc>) -> NaiveDate {
 
 /// The local month `YYYY-MM` of `t`.
 pub fn local_month(cal: Option<&Calendar>, t: DateTime<Utc>) -> String {
-    local_date(cal, t).format("%Y-%m").to_string()
+    let date = local_date(cal, t);
+    let (year, month) = (date.year(), date.month());
+    if !(0..=9999).contains(&year) {
+        // `%Y` writes a sign and more digits there.
+        return date.format("%Y-%m").to_string();
+    }
+    let digit = |n: u32| char::from(b'0' + (n % 10) as u8);
+    let year = year.unsigned_abs();
+    [
+        digit(year / 1000),
+        digit(year / 100),
+        digit(year / 10),
+        digit(year),
+        '-',
+        digit(month / 10),
+        digit(month),
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// The verdict of something finished at `end` against `due`, given the working time past the due.
@@ -1137,4 +1176,30 @@ fn state_open_steps(state: &DossierState) -> usize {
         .values()
         .filter(|s| s.status == StepStatus::Open)
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_months_are_what_strftime_writes() {
+        for (secs, nano) in [
+            (0, 0),
+            (-1, 0),
+            (1_796_000_000, 5),
+            (253_402_300_799, 0), // 9999-12-31
+            (253_402_300_800, 0), // 10000-01-01
+            (-62_167_219_200, 0), // 0000-01-01
+            (-62_167_219_201, 0), // -0001-12-31
+            (1_709_164_800, 0),   // 2024-02-29
+        ] {
+            let t = DateTime::from_timestamp(secs, nano).expect("instant");
+            assert_eq!(
+                local_month(None, t),
+                t.date_naive().format("%Y-%m").to_string(),
+                "{t:?}"
+            );
+        }
+    }
 }
