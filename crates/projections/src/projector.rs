@@ -605,8 +605,9 @@ fn replace_entries(
     old: Option<&DossierRecord>,
     new: &DossierRecord,
 ) -> Result<(), Error> {
-    let json = |e: serde_json::Error| Error::Db(format!("cannot encode a projection record: {e}"));
-    let new_entries = new.entries().map_err(json)?;
+    let new_entries = new
+        .entries()
+        .map_err(|e| Error::Db(format!("cannot encode a projection record: {e}")))?;
     for k in old.map(DossierRecord::entry_keys).unwrap_or_default() {
         if !new_entries.contains_key(&k) {
             overlay.delete(k);
@@ -740,14 +741,15 @@ fn same_append(a: &Recorded, b: &Recorded) -> bool {
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(v).map_err(|e| Error::Corrupt {
+    crate::record::from_bytes(v).map_err(|e| Error::Corrupt {
         key: keys::printable(key),
         reason: e.to_string(),
     })
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(v).map_err(|e| Error::Db(format!("cannot encode a projection record: {e}")))
+    crate::record::to_bytes(v)
+        .map_err(|e| Error::Db(format!("cannot encode a projection record: {e}")))
 }
 
 /// The writes of one batch, readable before they are applied.

@@ -118,7 +118,7 @@ impl FinishKind {
 
 /// How a hand-off ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind", content = "detail")]
+#[serde(rename_all = "kebab-case")]
 pub enum HandoffEnd {
     /// Completed with this outcome.
     Completed(String),
@@ -982,7 +982,7 @@ impl DossierRecord {
     }
 
     /// Index entries (`o/`, `a/`, `r/`, `k/`) with their values; the `d/` record is apart.
-    pub fn entries(&self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, serde_json::Error> {
+    pub fn entries(&self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, postcard::Error> {
         self.index(true)
     }
 
@@ -996,7 +996,7 @@ impl DossierRecord {
     }
 
     /// The index entries, with their values encoded when `values` (else empty).
-    fn index(&self, values: bool) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, serde_json::Error> {
+    fn index(&self, values: bool) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, postcard::Error> {
         let mut out = BTreeMap::new();
         if self.procedure.is_empty() {
             return Ok(out);
@@ -1122,13 +1122,24 @@ impl DossierRecord {
     }
 }
 
-/// `make()`'s JSON when `values`, else nothing (and `make` is not called).
+/// A value as the projections database stores it (see [`crate::keys`]): postcard, the fields
+/// in declaration order without their names, instants as RFC 3339 text.
+pub fn to_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(v)
+}
+
+/// A value stored by [`to_bytes`], read back.
+pub fn from_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+/// `make()` encoded when `values`, else nothing (and `make` is not called).
 fn encode_if<T: Serialize>(
     values: bool,
     make: impl FnOnce() -> T,
-) -> Result<Vec<u8>, serde_json::Error> {
+) -> Result<Vec<u8>, postcard::Error> {
     if values {
-        serde_json::to_vec(&make())
+        to_bytes(&make())
     } else {
         Ok(Vec::new())
     }

@@ -2,11 +2,12 @@
 //!
 //! chrono serialises a `DateTime<Utc>` through `Display` (`collect_str`), one `fmt` call per
 //! part; a profile of `bench rebuild` put that at half of the time spent encoding dossier
-//! records. [`serialize`] writes the same bytes (`2026-11-30T08:00:00Z`, with `.mmm`, `.uuuuuu`
+//! records. [`serialize`] writes the same text (`2026-11-30T08:00:00Z`, with `.mmm`, `.uuuuuu`
 //! or `.nnnnnnnnn` when the sub-second part needs them, as chrono's `SecondsFormat::AutoSi`) from
-//! the date's and time's numbers into a stack buffer, so the records, and the byte-for-byte
-//! comparisons of rebuilt and incremental views, are unchanged. Years outside 0..=9999 and leap
-//! seconds, which chrono writes in other forms, go through chrono itself. Reading is chrono's.
+//! the date's and time's numbers into a stack buffer, so a record reads back through chrono's own
+//! `Deserialize`, and the record structs keep chrono's text form wherever else they are
+//! serialised. Years outside 0..=9999 and leap seconds, which chrono writes in other forms, go
+//! through chrono itself.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Serialize, Serializer};

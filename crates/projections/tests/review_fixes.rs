@@ -151,7 +151,7 @@ fn dump(p: &Projections) -> Vec<(String, String)> {
 fn counters_valid(p: &Projections) {
     for (k, v) in p.dump().expect("dump") {
         if k.starts_with(keys::INDICATOR) {
-            let c: Counters = serde_json::from_slice(&v).expect("counters");
+            let c: Counters = lienthong_projections::record::from_bytes(&v).expect("counters");
             assert!(c.is_valid() && !c.is_zero(), "{c:?}");
         }
     }
