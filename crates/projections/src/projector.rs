@@ -350,7 +350,9 @@ impl Projections {
             cache.clear();
         }
         let feed = self.read_batch(&mut cache, checkpoint, events_max)?;
-        self.fold(&mut cache, checkpoint, feed)
+        let folded = self.fold(&mut cache, checkpoint, feed);
+        cache.spent.clear();
+        folded
     }
 
     /// Folds the feed from the checkpoint up to `head` with the reading done ahead on a second
@@ -371,17 +373,21 @@ impl Projections {
         let store = &*self.store;
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::sync_channel(READ_AHEAD_BATCHES);
+            // The events the fold is done with go back to the reader, which frees them.
+            let (spent_tx, spent_rx) = mpsc::channel();
             std::thread::Builder::new()
                 .name("projections-read-ahead".into())
                 .spawn_scoped(s, move || {
-                    read_ahead(store, checkpoint, head, events_max, &tx)
+                    read_ahead(store, checkpoint, head, events_max, &tx, &spent_rx)
                 })
                 .map_err(|e| Error::Db(format!("cannot start the feed reader: {e}")))?;
             let (mut events, mut batches) = (0, 0);
             let mut at = checkpoint;
             // An error returns here, which drops `rx`: the reader's next send fails and it stops.
             for feed in rx {
-                events += self.fold(&mut cache, at, feed?)?;
+                let folded = self.fold(&mut cache, at, feed?);
+                let _ = spent_tx.send(std::mem::take(&mut cache.spent));
+                events += folded?;
                 batches += 1;
                 at = cache.checkpoint;
             }
@@ -670,17 +676,21 @@ fn apply_counter_deltas(
 /// in reads of a batch's size and sends it in batches cut as
 /// [`Projections::apply_next`] cuts them (see [`cut`]), each as soon as it can be cut. Stops at
 /// `head`, at the first error (sent after the batches before it), or when the fold stops
-/// listening.
+/// listening. Between reads it frees the events the fold sends back through `spent`.
 fn read_ahead(
     store: &dyn FeedSource,
     mut after: u64,
     head: u64,
     events_max: usize,
     tx: &mpsc::SyncSender<Result<Vec<Recorded>, Error>>,
+    spent: &mpsc::Receiver<Vec<Vec<Event>>>,
 ) {
     let events_max = events_max.clamp(1, FEED_READ_MAX);
     let mut pending: VecDeque<Recorded> = VecDeque::new();
     loop {
+        while let Ok(events) = spent.try_recv() {
+            drop(events);
+        }
         if let Some(n) = cut(&pending, events_max, after >= head) {
             if tx.send(Ok(pending.drain(..n).collect())).is_err() {
                 return;
@@ -865,6 +875,11 @@ struct FoldCache {
     events_max: usize,
     /// The first event after a position, read past the end of the last batch.
     lookahead: Option<(u64, Recorded)>,
+    /// The events of entries evicted (or too long to keep) since the caller last took them: the
+    /// caller frees them where it likes. The read-ahead's reader decoded them, and frees them
+    /// more cheaply than the folding thread (an allocator frees fastest on the thread that
+    /// allocated).
+    spent: Vec<Vec<Event>>,
 }
 
 impl FoldCache {
@@ -877,6 +892,7 @@ impl FoldCache {
             events: 0,
             events_max,
             lookahead: None,
+            spent: Vec::new(),
         }
     }
 
@@ -900,6 +916,7 @@ impl FoldCache {
     fn put(&mut self, id: Uuid, f: Folded) {
         self.take(&id);
         if f.events.len() > self.events_max {
+            self.spent.push(f.events);
             return;
         }
         self.uses += 1;
@@ -917,6 +934,7 @@ impl FoldCache {
             };
             if let Some((f, _)) = self.entries.remove(&id) {
                 self.events -= f.events.len();
+                self.spent.push(f.events);
             }
         }
     }
