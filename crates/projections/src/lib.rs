@@ -10,7 +10,7 @@
 //! - [`record`]: the per-dossier record, folded with the engine's own `dossier::evolve`, and the
 //!   exact definitions of *finished*, *late*, *early*, processing time and attribution.
 //! - [`keys`]: the database's key layout.
-//! - `rfc3339`: instants written into records as chrono writes them, without `core::fmt`.
+//! - `instant`: how records store instants (numbers when stored, chrono's text in JSON).
 //! - [`views`]: the queries (they take `now`; the projections never read a clock).
 //! - [`report`]: rendering as aligned text, JSON or CSV.
 //!
@@ -28,11 +28,11 @@
 //! [`EventStore::read_feed`]: lienthong_engine::store::EventStore::read_feed
 
 pub mod error;
+mod instant;
 pub mod keys;
 pub mod projector;
 pub mod record;
 pub mod report;
-mod rfc3339;
 pub mod views;
 
 pub use error::Error;

@@ -138,20 +138,20 @@ pub struct Handoff {
     /// Who received it: the step's agency.
     pub receiver: String,
     /// When it was handed over (the opening's recorded-at).
-    #[serde(serialize_with = "crate::rfc3339::serialize")]
+    #[serde(with = "crate::instant")]
     pub given_at: DateTime<Utc>,
     /// The budget as written in the workflow (`1wd`).
     pub budget: String,
     /// The due it was opened with.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub due_at_open: Option<DateTime<Utc>>,
     /// The due after every deadline move.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub due: Option<DateTime<Utc>>,
     /// Working seconds excluded for this step by deadline moves while it was open.
     pub waits_s: i64,
     /// When it ended; `None` while open.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub ended_at: Option<DateTime<Utc>>,
     /// How it ended; `None` while open.
     pub end: Option<HandoffEnd>,
@@ -191,10 +191,10 @@ pub struct SupplementPeriod {
     /// `citizen` or an agency code.
     pub addressed_to: String,
     /// When asked.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub requested_at: Option<DateTime<Utc>>,
     /// When provided.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub provided_at: Option<DateTime<Utc>>,
     /// Working seconds between the two (`None` while outstanding).
     pub waited_s: Option<i64>,
@@ -208,13 +208,13 @@ pub struct ApologyNote {
     /// The late step, if named.
     pub step: String,
     /// When issued.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub issued_at: Option<DateTime<Utc>>,
     /// The appointment before.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub previous_appointment: Option<DateTime<Utc>>,
     /// The appointment promised instead.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub new_appointment: Option<DateTime<Utc>>,
     /// Issued later than 1 working day before the previous appointment.
     pub late: bool,
@@ -242,19 +242,19 @@ pub struct DossierRecord {
     /// Problems met while measuring (calendar missing, beyond coverage ...); measures are `None`.
     pub problems: Vec<String>,
     /// When received.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub received_at: Option<DateTime<Utc>>,
     /// When the clock started.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub clock_started_at: Option<DateTime<Utc>>,
     /// The receipt's appointment.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub first_appointment: Option<DateTime<Utc>>,
     /// The appointment the rate is judged against (see the module docs).
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub rate_appointment: Option<DateTime<Utc>>,
     /// The appointment in force (after an apology, the new one): what the board shows.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub appointment: Option<DateTime<Utc>>,
     /// The apology, if any.
     pub apology: Option<ApologyNote>,
@@ -273,12 +273,12 @@ pub struct DossierRecord {
     pub awaiting_citizen: bool,
     /// The engine holds the appointment (see [`current_deadlines`]) since this instant: the
     /// citizen's supplement request, or the opening of a payment step that does not count.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub appointment_held_since: Option<DateTime<Utc>>,
     /// When and how it finished.
     pub finished: Option<(FinishKind, DateTime<Utc>)>,
     /// When it was withdrawn.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub withdrawn_at: Option<DateTime<Utc>>,
     /// When it was closed, with the outcome text.
     pub closed: Option<(String, Option<DateTime<Utc>>)>,
@@ -336,15 +336,15 @@ pub struct OpenStepEntry {
     /// The holder.
     pub agency: String,
     /// When it was handed over.
-    #[serde(serialize_with = "crate::rfc3339::serialize")]
+    #[serde(with = "crate::instant")]
     pub opened_at: DateTime<Utc>,
     /// Its due.
-    #[serde(serialize_with = "crate::rfc3339::serialize")]
+    #[serde(with = "crate::instant")]
     pub due: DateTime<Utc>,
     /// The engine's clock rules hold this due (see [`Handoff::held`]): shown paused, never late.
     pub held: bool,
     /// The dossier waits for the citizen's supplement asked at this instant.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub paused_since: Option<DateTime<Utc>>,
     /// Calendar family.
     pub calendar: String,
@@ -367,13 +367,13 @@ pub struct OpenDossierEntry {
     /// Who holds it: the agencies of its open steps, else the receiving agency.
     pub holders: Vec<String>,
     /// The appointment in force.
-    #[serde(serialize_with = "crate::rfc3339::serialize")]
+    #[serde(with = "crate::instant")]
     pub appointment: DateTime<Utc>,
     /// Whether an apology set it.
     pub apologised: bool,
     /// The engine holds the appointment since this instant (the citizen's supplement request,
     /// or the opening of a payment step that does not count): its clock is frozen there.
-    #[serde(serialize_with = "crate::rfc3339::option")]
+    #[serde(with = "crate::instant::option")]
     pub paused_since: Option<DateTime<Utc>>,
     /// Calendar family.
     pub calendar: String,
@@ -1123,7 +1123,8 @@ impl DossierRecord {
 }
 
 /// A value as the projections database stores it (see [`crate::keys`]): postcard, the fields
-/// in declaration order without their names, instants as RFC 3339 text.
+/// in declaration order without their names, instants as seconds and nanoseconds
+/// ([`crate::instant`]).
 pub fn to_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_stdvec(v)
 }
