@@ -36,13 +36,14 @@
 //! # Reading ahead
 //!
 //! A catch-up more than two batches behind (a rebuild, a restart after a while) reads the feed on
-//! a second thread, which decodes and hash-checks the next batches while the
-//! calling thread folds and writes the current one; they pass batches through a channel a few
-//! batches deep. The reader cuts the batches exactly where `apply_next` cuts them, and the folds
-//! and writes stay on the calling thread, one batch at a time, so what is written, and when the
-//! checkpoint moves, is what one-batch-at-a-time folding gives. The reader stops at the head it
-//! was given; what came after is folded by `apply_next`. A failed read is reported after the
-//! batches before it are written.
+//! a second thread, which decodes and hash-checks the next batches while the calling thread folds
+//! and writes the current one; they pass batches through a channel a few batches deep. The
+//! reader cuts the batches where `apply_next` cuts them, except that its last batch ends at the
+//! head the catch-up started from (the store's head falls between appends, so no append is
+//! split). The folds and writes stay on the calling thread, one batch at a time, so the views
+//! are those of one-batch-at-a-time folding. What came after the head is folded by
+//! `apply_next`, which also takes over after a failed read: it reads again from the checkpoint
+//! and reports the error where one-batch-at-a-time folding would.
 //!
 //! No fsync: projections are a cache of the store, rebuildable at any time with
 //! [`Projections::rebuild`]. A crash may lose the last batches (the checkpoint goes back with
@@ -212,6 +213,7 @@ impl Projections {
         let mut cache = self.lock_fold_cache()?;
         cache.events_max = events_max;
         cache.evict();
+        cache.spent.clear();
         Ok(())
     }
 
@@ -272,7 +274,8 @@ impl Projections {
         };
         // A long way behind (a rebuild, a restart after a while): read ahead on a second thread.
         let head = self.store.last_position()?;
-        if head.saturating_sub(from) > READ_AHEAD_MIN_LAG_BATCHES * batch_events_max as u64 {
+        let min_lag = READ_AHEAD_MIN_LAG_BATCHES.saturating_mul(batch_events_max as u64);
+        if head.saturating_sub(from) > min_lag {
             let (events, batches) = self.fold_ahead(head, batch_events_max)?;
             progress.events += events;
             progress.batches += batches;
@@ -357,19 +360,25 @@ impl Projections {
 
     /// Folds the feed from the checkpoint up to `head` with the reading done ahead on a second
     /// thread: while one batch is folded, the next ones are read, decoded and hash-checked (see
-    /// [`read_ahead`]). The batches are cut exactly as [`Projections::apply_next`] cuts them.
-    /// Answers the events folded and the batches written.
+    /// [`read_ahead`]). The batches are cut as [`Projections::apply_next`] cuts them, the last
+    /// one at `head`. Answers the events folded and the batches written; nothing when the
+    /// checkpoint is already at `head` or past it (the caller's `apply_next` then says which).
     fn fold_ahead(&self, head: u64, events_max: usize) -> Result<(u64, u64), Error> {
         let mut cache = self.lock_fold_cache()?;
         let checkpoint = self.checkpoint()?;
-        if checkpoint > head {
-            return Err(Error::AheadOfStore { checkpoint, head });
+        if checkpoint >= head {
+            // Another fold got there first (or the store went back: `apply_next` reads the head
+            // again under the lock, and says so).
+            return Ok((0, 0));
         }
         if cache.checkpoint != checkpoint {
             cache.clear();
         }
-        // The reader reads from the checkpoint itself; a kept look-ahead would be read twice.
-        cache.lookahead = None;
+        // The event kept from the last batch starts the reader's, so it is not read again.
+        let first = match cache.lookahead.take() {
+            Some((after, r)) if after == checkpoint => Some(r),
+            _ => None,
+        };
         let store = &*self.store;
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::sync_channel(READ_AHEAD_BATCHES);
@@ -378,14 +387,14 @@ impl Projections {
             std::thread::Builder::new()
                 .name("projections-read-ahead".into())
                 .spawn_scoped(s, move || {
-                    read_ahead(store, checkpoint, head, events_max, &tx, &spent_rx)
+                    read_ahead(store, checkpoint, first, head, events_max, &tx, &spent_rx)
                 })
                 .map_err(|e| Error::Db(format!("cannot start the feed reader: {e}")))?;
             let (mut events, mut batches) = (0, 0);
             let mut at = checkpoint;
             // An error returns here, which drops `rx`: the reader's next send fails and it stops.
             for feed in rx {
-                let folded = self.fold(&mut cache, at, feed?);
+                let folded = self.fold(&mut cache, at, feed);
                 let _ = spent_tx.send(std::mem::take(&mut cache.spent));
                 events += folded?;
                 batches += 1;
@@ -643,7 +652,8 @@ fn add_counter_deltas(
 }
 
 /// Applies a batch's summed counter changes: one read and one write (or delete, at zero) per
-/// counter that changed.
+/// counter that changed. A counter that would go below zero is damage, reported; the check sees
+/// the batch's net change to each counter, so it does not depend on the order of the dossiers.
 fn apply_counter_deltas(
     overlay: &mut Overlay<'_>,
     deltas: BTreeMap<Vec<u8>, Counters>,
@@ -672,27 +682,35 @@ fn apply_counter_deltas(
     Ok(())
 }
 
-/// The reading half of [`Projections::fold_ahead`]: reads the feed after `after` up to `head`
-/// in reads of a batch's size and sends it in batches cut as
-/// [`Projections::apply_next`] cuts them (see [`cut`]), each as soon as it can be cut. Stops at
-/// `head`, at the first error (sent after the batches before it), or when the fold stops
-/// listening. Between reads it frees the events the fold sends back through `spent`.
+/// The reading half of [`Projections::fold_ahead`]: reads the feed after `after` (`first`
+/// being the event there when the last fold kept it) up to `head`, in reads of a batch's size,
+/// and sends it in batches cut as [`Projections::apply_next`] cuts them (see [`cut`]), each as
+/// soon as it can be cut; the last one ends at `head`. Stops at `head`, at the first failed read,
+/// or when the fold stops listening. A failed read is not sent: `apply_next`, which carries on
+/// after the read-ahead, reads from where this stopped and reports the error where
+/// one-batch-at-a-time folding would. Between reads it frees the events the fold sends back
+/// through `spent`.
 fn read_ahead(
     store: &dyn FeedSource,
     mut after: u64,
+    first: Option<Recorded>,
     head: u64,
     events_max: usize,
-    tx: &mpsc::SyncSender<Result<Vec<Recorded>, Error>>,
+    tx: &mpsc::SyncSender<Vec<Recorded>>,
     spent: &mpsc::Receiver<Vec<Vec<Event>>>,
 ) {
     let events_max = events_max.clamp(1, FEED_READ_MAX);
     let mut pending: VecDeque<Recorded> = VecDeque::new();
+    if let Some(r) = first {
+        after = r.position();
+        pending.push_back(r);
+    }
     loop {
         while let Ok(events) = spent.try_recv() {
             drop(events);
         }
         if let Some(n) = cut(&pending, events_max, after >= head) {
-            if tx.send(Ok(pending.drain(..n).collect())).is_err() {
+            if tx.send(pending.drain(..n).collect()).is_err() {
                 return;
             }
             continue;
@@ -702,28 +720,26 @@ fn read_ahead(
         }
         // A batch's worth at a time, so that the fold never waits long for the next one.
         let want = (events_max + 1).min(usize::try_from(head - after).unwrap_or(usize::MAX));
-        match store.read_feed(after, want) {
-            Ok(read) => match read.last() {
-                Some(last) => {
-                    after = last.position();
-                    pending.extend(read);
-                }
-                // Nothing where the head said there was: the fold's own loop goes on from
-                // wherever this stopped, and reports what it finds.
-                None => after = head,
-            },
-            Err(e) => {
-                let _ = tx.send(Err(e.into()));
-                return;
-            }
+        let Ok(mut read) = store.read_feed(after, want) else {
+            return;
+        };
+        // A feed whose positions have gaps (a bus mirror) may answer past `head`.
+        let past_head = read.last().is_some_and(|r| r.position() > head);
+        read.retain(|r| r.position() <= head);
+        match read.last() {
+            Some(last) if !past_head => after = last.position(),
+            // Nothing more up to the head (or nothing where the head said there was: the
+            // fold's own loop goes on from wherever this stopped, and reports what it finds).
+            _ => after = head,
         }
+        pending.extend(read);
     }
 }
 
 /// Where the next batch of `pending` ends, as [`Projections::read_batch`] would end it:
 /// `events_max` events, extended by up to [`EVENTS_PER_APPEND_MAX`] while the next event comes
-/// from the same append. `None` while that depends on events not read yet (and `at_head` is
-/// false: nothing more will come), or when nothing is pending.
+/// from the same append; at `head` (nothing more will come), the batch may end with what is
+/// pending. `None` while the end depends on events not read yet, or when nothing is pending.
 fn cut(pending: &VecDeque<Recorded>, events_max: usize, at_head: bool) -> Option<usize> {
     if pending.is_empty() {
         return None;
@@ -876,9 +892,9 @@ struct FoldCache {
     /// The first event after a position, read past the end of the last batch.
     lookahead: Option<(u64, Recorded)>,
     /// The events of entries evicted (or too long to keep) since the caller last took them: the
-    /// caller frees them where it likes. The read-ahead's reader decoded them, and frees them
-    /// more cheaply than the folding thread (an allocator frees fastest on the thread that
-    /// allocated).
+    /// caller frees them where it likes. In a read-ahead, the reader decoded most of them and
+    /// frees them more cheaply than the folding thread (an allocator frees fastest on the thread
+    /// that allocated).
     spent: Vec<Vec<Event>>,
 }
 
@@ -901,6 +917,7 @@ impl FoldCache {
         self.by_use.clear();
         self.events = 0;
         self.lookahead = None;
+        self.spent.clear();
     }
 
     /// Removes and returns `id`'s entry.

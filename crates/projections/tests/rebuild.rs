@@ -488,6 +488,21 @@ struct CountingFeed {
     /// The feed ends here: events past it are not returned, and a read after it fails
     /// (`u64::MAX`: never).
     fail_after: u64,
+    /// Feed reads made by the catch-up's read-ahead thread.
+    reads_ahead: AtomicU64,
+}
+
+impl CountingFeed {
+    fn new(store: Arc<SledStore>, unlinked: bool, fail_after: u64) -> Self {
+        CountingFeed {
+            store,
+            unlinked,
+            streams_read: AtomicU64::new(0),
+            feed_events_read: AtomicU64::new(0),
+            fail_after,
+            reads_ahead: AtomicU64::new(0),
+        }
+    }
 }
 
 impl FeedSource for CountingFeed {
@@ -496,6 +511,9 @@ impl FeedSource for CountingFeed {
         after_position: u64,
         limit: usize,
     ) -> Result<Vec<lienthong_engine::store::Recorded>, lienthong_engine::store::Error> {
+        if std::thread::current().name() == Some("projections-read-ahead") {
+            self.reads_ahead.fetch_add(1, Ordering::Relaxed);
+        }
         if after_position >= self.fail_after {
             return Err(lienthong_engine::store::Error::Backend(format!(
                 "test: no reads past {}",
@@ -564,13 +582,7 @@ async fn folds_from_the_cache_equal_folds_from_the_streams() {
         for batch in [1, 3, 7] {
             for unlinked in [false, true] {
                 n += 1;
-                let counting = Arc::new(CountingFeed {
-                    store: store.clone(),
-                    unlinked,
-                    streams_read: AtomicU64::new(0),
-                    feed_events_read: AtomicU64::new(0),
-                    fail_after: u64::MAX,
-                });
+                let counting = Arc::new(CountingFeed::new(store.clone(), unlinked, u64::MAX));
                 let p = Projections::open(
                     &data.path().join(format!("fold-{n}")),
                     counting.clone(),
@@ -624,30 +636,56 @@ async fn reading_ahead_cuts_the_batches_apply_next_cuts_and_stops_at_a_failed_re
     }
     let expected = one.dump().expect("dump");
 
-    // Far behind: the catch-up reads ahead on a second thread, and cuts the same batches.
+    // Far behind: the catch-up reads ahead on a second thread, cuts the same batches, and reads
+    // each feed event once.
+    let counting = Arc::new(CountingFeed::new(store.clone(), false, u64::MAX));
     let ahead =
-        Projections::open(&data.path().join("ahead"), feed.clone(), catalog()).expect("open");
+        Projections::open(&data.path().join("ahead"), counting.clone(), catalog()).expect("open");
     let progress = ahead.catch_up_in(batch).expect("catch up");
     assert_eq!((progress.events, progress.batches), (head, batches));
     assert_eq!(ahead.dump().expect("dump"), expected);
+    assert!(
+        counting.reads_ahead.load(Ordering::Relaxed) > 0,
+        "no read ahead"
+    );
+    assert_eq!(counting.feed_events_read.load(Ordering::Relaxed), head);
 
-    // A read that fails half-way: the error comes back, the batches before it are kept whole.
-    let fail_after = head / 2;
-    let failing = Arc::new(CountingFeed {
-        store: store.clone(),
-        unlinked: false,
-        streams_read: AtomicU64::new(0),
-        feed_events_read: AtomicU64::new(0),
-        fail_after,
-    });
+    // A read that fails half-way: the error comes back, and the views stop where one batch at a
+    // time, on the folding thread, stops on the same feed.
+    let fail_after = head / 2 + 1;
+    let one_failing = Projections::open(
+        &data.path().join("one-failing"),
+        Arc::new(CountingFeed::new(store.clone(), false, fail_after)),
+        catalog(),
+    )
+    .expect("open");
+    let err = loop {
+        match one_failing.apply_next(batch) {
+            Ok(0) => panic!("the feed ended without the failing read"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    let reference = (
+        one_failing.checkpoint().expect("checkpoint"),
+        err.to_string(),
+    );
+    assert!(reference.0 > 0, "{reference:?}");
+    let failing = Arc::new(CountingFeed::new(store.clone(), false, fail_after));
     let dir = data.path().join("failing");
-    let p = Projections::open(&dir, failing, catalog()).expect("open");
+    let p = Projections::open(&dir, failing.clone(), catalog()).expect("open");
     let err = p.catch_up_in(batch).expect_err("a read fails");
     assert!(err.to_string().contains("no reads past"), "{err}");
-    let checkpoint = p.checkpoint().expect("checkpoint");
     assert!(
-        checkpoint > 0 && checkpoint <= fail_after,
-        "checkpoint {checkpoint}, reads fail after {fail_after}"
+        failing.reads_ahead.load(Ordering::Relaxed) > 0,
+        "no read ahead"
+    );
+    let checkpoint = p.checkpoint().expect("checkpoint");
+    assert_eq!((checkpoint, err.to_string()), reference);
+    assert_eq!(
+        p.dump().expect("dump"),
+        one_failing.dump().expect("dump"),
+        "views at the failure"
     );
     drop(p);
     let p = Projections::open(&dir, feed, catalog()).expect("reopen");
