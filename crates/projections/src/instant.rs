@@ -5,8 +5,9 @@
 //! human-readable: there an instant is `(seconds, nanoseconds)`, two varints, written and read
 //! without formatting or parsing text. chrono's own form, which formats every part through
 //! `core::fmt`, was two fifths of the time spent encoding a dossier record. A human-readable
-//! serialiser (JSON) still gets chrono's text, so the record types read the same anywhere else.
-//! Used as `#[serde(with = "crate::instant")]`, and [`option`] for optional instants.
+//! serialiser (JSON) still gets chrono's text for each instant. Used as
+//! `#[serde(with = "crate::instant")]`, [`option`] for optional instants, and [`option_pair`],
+//! [`option_pair_option`] for the records' optional pairs that end with one.
 
 use chrono::{DateTime, Utc};
 use serde::de::Error as _;
@@ -31,13 +32,13 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::
         .ok_or_else(|| D::Error::custom(format!("instant {secs}s {nanos}ns is out of range")))
 }
 
+/// An instant as [`serialize`] writes it and [`deserialize`] reads it, inside other types.
+#[derive(Serialize, Deserialize)]
+struct Instant(#[serde(with = "self")] DateTime<Utc>);
+
 /// [`serialize`] and [`deserialize`] for an optional instant.
 pub mod option {
     use super::*;
-
-    /// An instant as [`super::serialize`] writes it and [`super::deserialize`] reads it.
-    #[derive(Serialize, Deserialize)]
-    struct Instant(#[serde(with = "super")] DateTime<Utc>);
 
     /// `None`, or the instant as [`super::serialize`] writes it.
     pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
@@ -47,6 +48,49 @@ pub mod option {
     /// An optional instant written by [`serialize`].
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         Ok(Option::<Instant>::deserialize(d)?.map(|Instant(t)| t))
+    }
+}
+
+/// For `Option<(T, DateTime<Utc>)>`: the instant as [`serialize`] writes it.
+pub mod option_pair {
+    use super::*;
+
+    /// `None`, or `T` and the instant as [`super::serialize`] writes it.
+    pub fn serialize<S: Serializer, T: Serialize>(
+        v: &Option<(T, DateTime<Utc>)>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.as_ref().map(|(x, t)| (x, Instant(*t))).serialize(s)
+    }
+
+    /// A pair written by [`serialize`].
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<(T, DateTime<Utc>)>, D::Error> {
+        Ok(Option::<(T, Instant)>::deserialize(d)?.map(|(x, Instant(t))| (x, t)))
+    }
+}
+
+/// For `Option<(T, Option<DateTime<Utc>>)>`: the instant as [`serialize`] writes it.
+pub mod option_pair_option {
+    use super::*;
+
+    /// The pair: something, and maybe when.
+    type Pair<T> = Option<(T, Option<DateTime<Utc>>)>;
+
+    /// `None`, or `T` and the optional instant as [`super::serialize`] writes it.
+    pub fn serialize<S: Serializer, T: Serialize>(v: &Pair<T>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref().map(|(x, t)| (x, t.map(Instant))).serialize(s)
+    }
+
+    /// A pair written by [`serialize`].
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Pair<T>, D::Error> {
+        Ok(
+            Option::<(T, Option<Instant>)>::deserialize(d)?
+                .map(|(x, t)| (x, t.map(|Instant(t)| t))),
+        )
     }
 }
 
@@ -61,6 +105,10 @@ mod tests {
         at: DateTime<Utc>,
         #[serde(with = "crate::instant::option")]
         maybe: Option<DateTime<Utc>>,
+        #[serde(with = "crate::instant::option_pair")]
+        pair: Option<(String, DateTime<Utc>)>,
+        #[serde(with = "crate::instant::option_pair_option")]
+        pair_option: Option<(String, Option<DateTime<Utc>>)>,
     }
 
     #[test]
@@ -81,13 +129,23 @@ mod tests {
         ];
         for at in cases {
             for maybe in [None, Some(at)] {
-                let r = Record { at, maybe };
+                let r = Record {
+                    at,
+                    maybe,
+                    pair: maybe.map(|t| ("finished".to_string(), t)),
+                    pair_option: Some(("closed".to_string(), maybe)),
+                };
                 let stored = postcard::to_stdvec(&r).expect("encode");
                 assert_eq!(postcard::from_bytes::<Record>(&stored).expect("decode"), r);
                 // Human-readable: chrono's own text, both ways.
                 let json = serde_json::to_value(&r).expect("json");
                 assert_eq!(json["at"], serde_json::to_value(at).expect("chrono"));
                 assert_eq!(json["maybe"], serde_json::to_value(maybe).expect("chrono"));
+                assert_eq!(json["pair"], serde_json::to_value(&r.pair).expect("chrono"));
+                assert_eq!(
+                    json["pair_option"],
+                    serde_json::to_value(&r.pair_option).expect("chrono")
+                );
                 assert_eq!(
                     serde_json::from_value::<Record>(json).expect("json back"),
                     r
@@ -95,7 +153,13 @@ mod tests {
             }
         }
         // Out of range numbers are an error, not a panic.
-        let bad = postcard::to_stdvec(&((i64::MAX, 0u32), None::<(i64, u32)>)).expect("encode");
+        let bad = postcard::to_stdvec(&(
+            (i64::MAX, 0u32),
+            None::<(i64, u32)>,
+            None::<(String, (i64, u32))>,
+            None::<(String, Option<(i64, u32)>)>,
+        ))
+        .expect("encode");
         assert!(postcard::from_bytes::<Record>(&bad).is_err());
     }
 }

@@ -276,11 +276,13 @@ pub struct DossierRecord {
     #[serde(with = "crate::instant::option")]
     pub appointment_held_since: Option<DateTime<Utc>>,
     /// When and how it finished.
+    #[serde(with = "crate::instant::option_pair")]
     pub finished: Option<(FinishKind, DateTime<Utc>)>,
     /// When it was withdrawn.
     #[serde(with = "crate::instant::option")]
     pub withdrawn_at: Option<DateTime<Utc>>,
     /// When it was closed, with the outcome text.
+    #[serde(with = "crate::instant::option_pair_option")]
     pub closed: Option<(String, Option<DateTime<Utc>>)>,
     /// The verdict, once finished.
     pub verdict: Option<Verdict>,
@@ -1123,8 +1125,7 @@ impl DossierRecord {
 }
 
 /// A value as the projections database stores it (see [`crate::keys`]): postcard, the fields
-/// in declaration order without their names, instants as seconds and nanoseconds
-/// ([`crate::instant`]).
+/// in declaration order without their names, instants as seconds and nanoseconds.
 pub fn to_bytes<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_stdvec(v)
 }
