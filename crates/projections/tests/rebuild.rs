@@ -490,6 +490,9 @@ struct CountingFeed {
     fail_after: u64,
     /// Feed reads made by the catch-up's read-ahead thread.
     reads_ahead: AtomicU64,
+    /// The event at this position comes without its dossier id, which the fold refuses
+    /// (`u64::MAX`: none).
+    damaged_at: u64,
 }
 
 impl CountingFeed {
@@ -501,6 +504,7 @@ impl CountingFeed {
             feed_events_read: AtomicU64::new(0),
             fail_after,
             reads_ahead: AtomicU64::new(0),
+            damaged_at: u64::MAX,
         }
     }
 }
@@ -527,6 +531,11 @@ impl FeedSource for CountingFeed {
         if self.unlinked {
             for r in &mut feed {
                 r.sealed.hash.clear();
+            }
+        }
+        for r in feed.iter_mut().filter(|r| r.position() == self.damaged_at) {
+            if let Some(env) = r.event.envelope.as_mut() {
+                env.dossier_id.clear();
             }
         }
         Ok(feed)
@@ -692,4 +701,60 @@ async fn reading_ahead_cuts_the_batches_apply_next_cuts_and_stops_at_a_failed_re
     let progress = p.catch_up_in(batch).expect("catch up the rest");
     assert_eq!(progress.from, checkpoint);
     assert_eq!(p.dump().expect("dump"), expected);
+}
+
+#[tokio::test]
+async fn a_fold_that_fails_while_reading_ahead_stops_where_one_batch_at_a_time_stops() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SledStore::open(data.path()).expect("store"));
+    fill(store.clone(), None, 1).await;
+    let head = store.last_position().expect("head");
+    let batch = 3;
+    let damaged_at = head / 2;
+    let damaged = || {
+        let mut feed = CountingFeed::new(store.clone(), false, u64::MAX);
+        feed.damaged_at = damaged_at;
+        Arc::new(feed)
+    };
+
+    // One batch at a time on the folding thread: where it stops, and what it says.
+    let one = Projections::open(&data.path().join("one"), damaged(), catalog()).expect("open");
+    let err = loop {
+        match one.apply_next(batch) {
+            Ok(0) => panic!("the feed ended without the damaged event"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        err.to_string().contains("without a valid dossier id"),
+        "{err}"
+    );
+    let reference = (one.checkpoint().expect("checkpoint"), err.to_string());
+    assert!(reference.0 > 0 && reference.0 < damaged_at, "{reference:?}");
+
+    // Reading ahead: the reader may be blocked on a full channel when the fold fails; the
+    // catch-up must still return, with the same error and the same views.
+    let feed = damaged();
+    let p = Projections::open(&data.path().join("ahead"), feed.clone(), catalog()).expect("open");
+    let err = p
+        .catch_up_in(batch)
+        .expect_err("the damaged event is refused");
+    assert!(
+        feed.reads_ahead.load(Ordering::Relaxed) > 0,
+        "no read ahead"
+    );
+    assert_eq!(
+        (p.checkpoint().expect("checkpoint"), err.to_string()),
+        reference
+    );
+    assert_eq!(p.dump().expect("dump"), one.dump().expect("dump"));
+    // Reopened over the whole feed, it goes on from that checkpoint to what a rebuild gives.
+    drop(p);
+    let feed: Arc<dyn FeedSource> = store.clone();
+    let p = Projections::open(&data.path().join("ahead"), feed.clone(), catalog()).expect("reopen");
+    p.catch_up_in(batch).expect("catch up the rest");
+    let rebuilt = Projections::open(&data.path().join("rebuilt"), feed, catalog()).expect("open");
+    rebuilt.rebuild().expect("rebuild");
+    assert_eq!(p.dump().expect("dump"), rebuilt.dump().expect("dump"));
 }
