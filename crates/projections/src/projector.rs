@@ -340,20 +340,15 @@ impl Projections {
     /// Folds the next batch of at most `events_max` feed events; returns how many (0: caught up).
     #[tracing::instrument(skip_all, fields(checkpoint))]
     pub fn apply_next(&self, events_max: usize) -> Result<u64, Error> {
-        let mut cache = self.lock_fold_cache()?;
-        let checkpoint = self.checkpoint()?;
+        let mut cache = self.lock_fold_cache_at_checkpoint()?;
+        let checkpoint = cache.checkpoint;
         tracing::Span::current().record("checkpoint", checkpoint);
         let head = self.store.last_position()?;
         if checkpoint > head {
             return Err(Error::AheadOfStore { checkpoint, head });
         }
-        if cache.checkpoint != checkpoint {
-            // The database moved without this handle's folds (or a fold failed half-way): what
-            // the cache holds may not be what is stored.
-            cache.clear();
-        }
         let feed = self.read_batch(&mut cache, checkpoint, events_max)?;
-        let folded = self.fold(&mut cache, checkpoint, feed);
+        let folded = self.fold(&mut cache, feed);
         cache.spent.clear();
         folded
     }
@@ -364,21 +359,15 @@ impl Projections {
     /// one at `head`. Answers the events folded and the batches written; nothing when the
     /// checkpoint is already at `head` or past it (the caller's `apply_next` then says which).
     fn fold_ahead(&self, head: u64, events_max: usize) -> Result<(u64, u64), Error> {
-        let mut cache = self.lock_fold_cache()?;
-        let checkpoint = self.checkpoint()?;
+        let mut cache = self.lock_fold_cache_at_checkpoint()?;
+        let checkpoint = cache.checkpoint;
         if checkpoint >= head {
             // Another fold got there first (or the store went back: `apply_next` reads the head
             // again under the lock, and says so).
             return Ok((0, 0));
         }
-        if cache.checkpoint != checkpoint {
-            cache.clear();
-        }
         // The event kept from the last batch starts the reader's, so it is not read again.
-        let first = match cache.lookahead.take() {
-            Some((after, r)) if after == checkpoint => Some(r),
-            _ => None,
-        };
+        let first = cache.take_lookahead(checkpoint);
         let store = &*self.store;
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::sync_channel(READ_AHEAD_BATCHES);
@@ -391,14 +380,12 @@ impl Projections {
                 })
                 .map_err(|e| Error::Db(format!("cannot start the feed reader: {e}")))?;
             let (mut events, mut batches) = (0, 0);
-            let mut at = checkpoint;
             // An error returns here, which drops `rx`: the reader's next send fails and it stops.
             for feed in rx {
-                let folded = self.fold(&mut cache, at, feed);
+                let folded = self.fold(&mut cache, feed);
                 let _ = spent_tx.send(std::mem::take(&mut cache.spent));
                 events += folded?;
                 batches += 1;
-                at = cache.checkpoint;
             }
             Ok((events, batches))
         })
@@ -410,19 +397,28 @@ impl Projections {
             .map_err(|_| Error::Db("fold cache poisoned".into()))
     }
 
-    /// Folds one batch read after `checkpoint` (the database's checkpoint, which `cache` agrees
-    /// with) and writes it with its new checkpoint; answers its events.
-    fn fold(
-        &self,
-        cache: &mut FoldCache,
-        checkpoint: u64,
-        feed: Vec<Recorded>,
-    ) -> Result<u64, Error> {
+    /// The fold cache, locked, and in step with the database's checkpoint (`checkpoint` holds
+    /// it): emptied when the database moved without this handle's folds (or a fold failed
+    /// half-way), since what it holds may then not be what is stored.
+    fn lock_fold_cache_at_checkpoint(&self) -> Result<std::sync::MutexGuard<'_, FoldCache>, Error> {
+        let mut cache = self.lock_fold_cache()?;
+        let checkpoint = self.checkpoint()?;
+        if cache.checkpoint != checkpoint {
+            cache.clear();
+            cache.checkpoint = checkpoint;
+        }
+        Ok(cache)
+    }
+
+    /// Folds one batch read after the database's checkpoint (`cache.checkpoint`, which
+    /// [`Projections::lock_fold_cache_at_checkpoint`] put in step) and writes it with its new
+    /// checkpoint; answers its events.
+    fn fold(&self, cache: &mut FoldCache, feed: Vec<Recorded>) -> Result<u64, Error> {
         if feed.is_empty() {
             return Ok(0);
         }
         let count = feed.len() as u64;
-        let mut last = checkpoint;
+        let mut last = cache.checkpoint;
         let mut touched: BTreeMap<Uuid, Vec<Recorded>> = BTreeMap::new();
         for r in feed {
             let position = r.position();
@@ -496,11 +492,11 @@ impl Projections {
         Ok(count)
     }
 
-    /// The next batch after `checkpoint`: `events_max` events (at least 1, at most
-    /// [`FEED_READ_MAX`]), extended while the next event comes from the same append, so that a
-    /// batch never splits one append (bounded by the events one append may hold). The event
-    /// read after the batch to see where its append ends is kept in `cache` and starts the next
-    /// batch, instead of being read again.
+    /// The next batch after `checkpoint`, cut by [`cut`]: `events_max` events (at least 1, at
+    /// most [`FEED_READ_MAX`]), extended while the next event comes from the same append, so
+    /// that a batch never splits one append (bounded by the events one append may hold). The
+    /// event read after the batch to see where its append ends is kept in `cache` and starts
+    /// the next batch, instead of being read again.
     fn read_batch(
         &self,
         cache: &mut FoldCache,
@@ -508,37 +504,30 @@ impl Projections {
         events_max: usize,
     ) -> Result<Vec<Recorded>, Error> {
         let events_max = events_max.clamp(1, FEED_READ_MAX);
-        let mut feed = match cache.lookahead.take() {
-            Some((after, r)) if after == checkpoint => vec![r],
-            _ => Vec::new(),
-        };
-        let after = feed.last().map_or(checkpoint, Recorded::position);
-        // One more than the batch, when the store allows it: the look-ahead.
-        let want = (events_max + 1 - feed.len()).min(FEED_READ_MAX);
-        feed.extend(self.store.read_feed(after, want)?);
-        let mut rest = if feed.len() > events_max {
-            feed.split_off(events_max).into_iter()
-        } else {
-            Vec::new().into_iter()
-        };
-        for _ in 0..EVENTS_PER_APPEND_MAX {
-            let Some(last) = feed.last() else {
-                break;
-            };
-            let next = match rest.next() {
-                Some(n) => Some(n),
-                None => self.store.read_feed(last.position(), 1)?.into_iter().next(),
-            };
-            match next {
-                Some(n) if same_append(last, &n) => feed.push(n),
-                Some(n) => {
-                    cache.lookahead = Some((last.position(), n));
-                    break;
-                }
-                None => break,
+        let mut pending: VecDeque<Recorded> =
+            cache.take_lookahead(checkpoint).into_iter().collect();
+        // One more than the batch, when the store allows it (the look-ahead); then one at a time
+        // while the batch's last append may go on. An empty read is the end of the feed.
+        let mut want = events_max + 1 - pending.len();
+        let mut ended = false;
+        let n = loop {
+            if let Some(n) = cut(&pending, events_max, ended) {
+                break n;
             }
+            if ended {
+                break 0;
+            }
+            let after = pending.back().map_or(checkpoint, Recorded::position);
+            let read = self.store.read_feed(after, want)?;
+            ended = read.is_empty();
+            pending.extend(read);
+            want = 1;
+        };
+        let batch: Vec<Recorded> = pending.drain(..n).collect();
+        if let (Some(last), Some(next)) = (batch.last(), pending.pop_front()) {
+            cache.lookahead = Some((last.position(), next));
         }
-        Ok(feed)
+        Ok(batch)
     }
 
     /// `id`'s stream read from the store, cut at `seq` (the last the batch names), with the last
@@ -620,9 +609,7 @@ fn replace_entries(
     old: Option<&DossierRecord>,
     new: &DossierRecord,
 ) -> Result<(), Error> {
-    let new_entries = new
-        .entries()
-        .map_err(|e| Error::Db(format!("cannot encode a projection record: {e}")))?;
+    let new_entries = new.entries().map_err(encode_failed)?;
     for k in old.map(DossierRecord::entry_keys).unwrap_or_default() {
         if !new_entries.contains_key(&k) {
             overlay.delete(k);
@@ -706,9 +693,7 @@ fn read_ahead(
         pending.push_back(r);
     }
     loop {
-        while let Ok(events) = spent.try_recv() {
-            drop(events);
-        }
+        spent.try_iter().for_each(drop);
         if let Some(n) = cut(&pending, events_max, after >= head) {
             if tx.send(pending.drain(..n).collect()).is_err() {
                 return;
@@ -736,8 +721,8 @@ fn read_ahead(
     }
 }
 
-/// Where the next batch of `pending` ends, as [`Projections::read_batch`] would end it:
-/// `events_max` events, extended by up to [`EVENTS_PER_APPEND_MAX`] while the next event comes
+/// Where the next batch of `pending` ends, for [`Projections::read_batch`] and [`read_ahead`]
+/// alike (so both cut the same batches): `events_max` events, extended by up to [`EVENTS_PER_APPEND_MAX`] while the next event comes
 /// from the same append; at `head` (nothing more will come), the batch may end with what is
 /// pending. `None` while the end depends on events not read yet, or when nothing is pending.
 fn cut(pending: &VecDeque<Recorded>, events_max: usize, at_head: bool) -> Option<usize> {
@@ -774,8 +759,11 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &[u8], v: &[u8]) -> Re
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, Error> {
-    crate::record::to_bytes(v)
-        .map_err(|e| Error::Db(format!("cannot encode a projection record: {e}")))
+    crate::record::to_bytes(v).map_err(encode_failed)
+}
+
+fn encode_failed(e: postcard::Error) -> Error {
+    Error::Db(format!("cannot encode a projection record: {e}"))
 }
 
 /// The writes of one batch, readable before they are applied.
@@ -918,6 +906,14 @@ impl FoldCache {
         self.events = 0;
         self.lookahead = None;
         self.spent.clear();
+    }
+
+    /// The kept look-ahead event, when it is the one after `checkpoint`.
+    fn take_lookahead(&mut self, checkpoint: u64) -> Option<Recorded> {
+        match self.lookahead.take() {
+            Some((after, r)) if after == checkpoint => Some(r),
+            _ => None,
+        }
     }
 
     /// Removes and returns `id`'s entry.

@@ -500,19 +500,8 @@ pub fn local_month(cal: Option<&Calendar>, t: DateTime<Utc>) -> String {
         // `%Y` writes a sign and more digits there.
         return date.format("%Y-%m").to_string();
     }
-    let digit = |n: u32| char::from(b'0' + (n % 10) as u8);
-    let year = year.unsigned_abs();
-    [
-        digit(year / 1000),
-        digit(year / 100),
-        digit(year / 10),
-        digit(year),
-        '-',
-        digit(month / 10),
-        digit(month),
-    ]
-    .into_iter()
-    .collect()
+    // Two integers, not a strftime pattern parsed on every call.
+    format!("{year:04}-{month:02}")
 }
 
 /// The verdict of something finished at `end` against `due`, given the working time past the due.
