@@ -662,40 +662,13 @@ async fn reading_ahead_cuts_the_batches_apply_next_cuts_and_stops_at_a_failed_re
     // A read that fails half-way: the error comes back, and the views stop where one batch at a
     // time, on the folding thread, stops on the same feed.
     let fail_after = head / 2 + 1;
-    let one_failing = Projections::open(
-        &data.path().join("one-failing"),
-        Arc::new(CountingFeed::new(store.clone(), false, fail_after)),
-        catalog(),
-    )
-    .expect("open");
-    let err = loop {
-        match one_failing.apply_next(batch) {
-            Ok(0) => panic!("the feed ended without the failing read"),
-            Ok(_) => {}
-            Err(e) => break e,
-        }
-    };
-    let reference = (
-        one_failing.checkpoint().expect("checkpoint"),
-        err.to_string(),
-    );
-    assert!(reference.0 > 0, "{reference:?}");
-    let failing = Arc::new(CountingFeed::new(store.clone(), false, fail_after));
     let dir = data.path().join("failing");
-    let p = Projections::open(&dir, failing.clone(), catalog()).expect("open");
-    let err = p.catch_up_in(batch).expect_err("a read fails");
+    let (p, err) = fail_both_ways(&dir, batch, || {
+        Arc::new(CountingFeed::new(store.clone(), false, fail_after))
+    });
     assert!(err.to_string().contains("no reads past"), "{err}");
-    assert!(
-        failing.reads_ahead.load(Ordering::Relaxed) > 0,
-        "no read ahead"
-    );
     let checkpoint = p.checkpoint().expect("checkpoint");
-    assert_eq!((checkpoint, err.to_string()), reference);
-    assert_eq!(
-        p.dump().expect("dump"),
-        one_failing.dump().expect("dump"),
-        "views at the failure"
-    );
+    assert!(checkpoint > 0, "{checkpoint}");
     drop(p);
     let p = Projections::open(&dir, feed, catalog()).expect("reopen");
     let progress = p.catch_up_in(batch).expect("catch up the rest");
@@ -717,44 +690,58 @@ async fn a_fold_that_fails_while_reading_ahead_stops_where_one_batch_at_a_time_s
         Arc::new(feed)
     };
 
-    // One batch at a time on the folding thread: where it stops, and what it says.
-    let one = Projections::open(&data.path().join("one"), damaged(), catalog()).expect("open");
-    let err = loop {
-        match one.apply_next(batch) {
-            Ok(0) => panic!("the feed ended without the damaged event"),
-            Ok(_) => {}
-            Err(e) => break e,
-        }
-    };
+    // The reader may be blocked on a full channel when the fold fails: the catch-up must still
+    // return, where and as one batch at a time does.
+    let dir = data.path().join("ahead");
+    let (p, err) = fail_both_ways(&dir, batch, damaged);
     assert!(
         err.to_string().contains("without a valid dossier id"),
         "{err}"
     );
-    let reference = (one.checkpoint().expect("checkpoint"), err.to_string());
-    assert!(reference.0 > 0 && reference.0 < damaged_at, "{reference:?}");
+    let checkpoint = p.checkpoint().expect("checkpoint");
+    assert!(checkpoint > 0 && checkpoint < damaged_at, "{checkpoint}");
+    // Reopened over the whole feed, it goes on from that checkpoint to what a rebuild gives.
+    drop(p);
+    let feed: Arc<dyn FeedSource> = store.clone();
+    let p = Projections::open(&dir, feed.clone(), catalog()).expect("reopen");
+    p.catch_up_in(batch).expect("catch up the rest");
+    let rebuilt = Projections::open(&data.path().join("rebuilt"), feed, catalog()).expect("open");
+    rebuilt.rebuild().expect("rebuild");
+    assert_eq!(p.dump().expect("dump"), rebuilt.dump().expect("dump"));
+}
 
-    // Reading ahead: the reader may be blocked on a full channel when the fold fails; the
-    // catch-up must still return, with the same error and the same views.
-    let feed = damaged();
-    let p = Projections::open(&data.path().join("ahead"), feed.clone(), catalog()).expect("open");
-    let err = p
-        .catch_up_in(batch)
-        .expect_err("the damaged event is refused");
+/// Folds a feed that fails (`feed` makes a fresh one) into two fresh databases beside `dir`:
+/// one batch at a time with `apply_next`, and in `dir` with `catch_up_in`, which must read
+/// ahead. Both must fail, at the same checkpoint, with the same error and the same views.
+/// Answers the catch-up's handle and its error.
+fn fail_both_ways(
+    dir: &std::path::Path,
+    batch: usize,
+    feed: impl Fn() -> Arc<CountingFeed>,
+) -> (Projections, lienthong_projections::Error) {
+    let one = Projections::open(&dir.with_extension("one"), feed(), catalog()).expect("open");
+    let reference = loop {
+        match one.apply_next(batch) {
+            Ok(0) => panic!("the feed ended without failing"),
+            Ok(_) => {}
+            Err(e) => break (one.checkpoint().expect("checkpoint"), e.to_string()),
+        }
+    };
+    let ahead = feed();
+    let p = Projections::open(dir, ahead.clone(), catalog()).expect("open");
+    let err = p.catch_up_in(batch).expect_err("the catch-up fails");
     assert!(
-        feed.reads_ahead.load(Ordering::Relaxed) > 0,
+        ahead.reads_ahead.load(Ordering::Relaxed) > 0,
         "no read ahead"
     );
     assert_eq!(
         (p.checkpoint().expect("checkpoint"), err.to_string()),
         reference
     );
-    assert_eq!(p.dump().expect("dump"), one.dump().expect("dump"));
-    // Reopened over the whole feed, it goes on from that checkpoint to what a rebuild gives.
-    drop(p);
-    let feed: Arc<dyn FeedSource> = store.clone();
-    let p = Projections::open(&data.path().join("ahead"), feed.clone(), catalog()).expect("reopen");
-    p.catch_up_in(batch).expect("catch up the rest");
-    let rebuilt = Projections::open(&data.path().join("rebuilt"), feed, catalog()).expect("open");
-    rebuilt.rebuild().expect("rebuild");
-    assert_eq!(p.dump().expect("dump"), rebuilt.dump().expect("dump"));
+    assert_eq!(
+        p.dump().expect("dump"),
+        one.dump().expect("dump"),
+        "views at the failure"
+    );
+    (p, err)
 }
