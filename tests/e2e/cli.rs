@@ -361,9 +361,10 @@ fn bench_rebuild_reports_the_rebuild_beside_the_feed_read() {
     );
 }
 
-/// `bench scale` grows one store through the sizes and runs an engine process on each: one row
-/// per size, in order, with the restart time, the command cost beside the smallest size's, and
-/// the engine process's memory (a smoke run).
+/// `bench scale` grows one store through the sizes and runs an engine process on each, `--runs`
+/// times: one row per size, in order, with the first restart after the store grew and the later
+/// ones, the command cost beside the smallest size's, and the engine process's memory (a smoke
+/// run).
 #[test]
 fn bench_scale_reports_a_row_per_store_size() {
     let dir = tempfile::tempdir().unwrap();
@@ -376,6 +377,8 @@ fn bench_scale_reports_a_row_per_store_size() {
         "20",
         "--concurrency",
         "4",
+        "--runs",
+        "2",
         "--json",
         "--dir",
         dir.path().to_str().unwrap(),
@@ -383,6 +386,7 @@ fn bench_scale_reports_a_row_per_store_size() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["scenario"], "scale", "{v}");
+    assert_eq!(v["runs_per_size"], 2, "{v}");
     let sizes = v["sizes"].as_array().unwrap();
     assert_eq!(sizes.len(), 2, "{v}");
     assert!(sizes[0]["events"].as_u64() >= Some(1000), "{v}");
@@ -394,6 +398,7 @@ fn bench_scale_reports_a_row_per_store_size() {
     for s in sizes {
         for key in [
             "open_ms",
+            "reopen_ms",
             "command_us",
             "dossiers_per_s",
             "peak_rss_bytes",
