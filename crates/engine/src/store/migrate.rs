@@ -143,7 +143,8 @@ pub fn migrate(dir: &Path) -> Result<Migration, Error> {
 fn make_durable(db: sled::Db, dir: &Path) -> Result<(), Error> {
     db.flush().map_err(backend)?;
     drop(db);
-    Syncer::open(dir)?.sync()?;
+    // Opening syncs the data file and every blob file there.
+    Syncer::open(dir)?;
     Ok(())
 }
 

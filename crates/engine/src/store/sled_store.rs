@@ -55,7 +55,7 @@ use tokio::sync::oneshot;
 use super::chain::{self, Break, ChainError, StreamCheck, Verifier};
 use super::keys::{self, FeedRef, HeadValue, IdemValue};
 use super::recent::Recent;
-use super::sync::Syncer;
+use super::sync::{Blobs, Syncer};
 use super::writer::{Pending, Space, Writer, decode_run, printable, read_head};
 use super::{
     AppendRequest, Appended, Corruption, Error, EventStore, FEED_READ_MAX, Head, IdempotencyRecord,
@@ -230,7 +230,8 @@ impl SledStore {
                 db.flush().map_err(backend)?;
             }
         }
-        let syncer = Syncer::open(dir)?;
+        let (syncer, blobs) = Syncer::open(dir)?;
+        let blobs = Blobs::new(dir, blobs);
         let last_position = match db.scan_prefix(keys::FEED).next_back() {
             None => 0,
             Some(entry) => {
@@ -255,7 +256,7 @@ impl SledStore {
             dir: dir.to_path_buf(),
             free_bytes_min: disk_free_bytes_min,
         };
-        let writer = Writer::new(shared.clone(), syncer, last_position, space);
+        let writer = Writer::new(shared.clone(), syncer, blobs, last_position, space);
         let handle = std::thread::Builder::new()
             .name("lienthong-store-writer".into())
             .spawn(move || writer.run(rx))?;

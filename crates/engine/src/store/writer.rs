@@ -1,5 +1,5 @@
-//! The single writer thread of [`SledStore`](super::SledStore): validation, stamping, sealing and
-//! the group commit.
+//! The single writer thread of [`SledStore`](super::SledStore), and the sync thread beside it:
+//! validation, stamping, sealing and the group commit.
 //!
 //! One thread owns every write, so validation (expected seq, idempotency key, code counter) and
 //! position allocation need no locks and cannot race. It blocks for the first queued request,
@@ -15,12 +15,21 @@
 //!    [`chain::check`] before anything is written: the write path asserts the chain it writes.
 //! 3. Each request's events become one run (one `s/` key), and the group's feed one `f/` key at
 //!    its first position naming every run in order (see [`keys`]).
-//!    All staged writes of the group go into ONE `sled::Batch`, applied atomically, then
-//!    `flush()` and the explicit fdatasync ([`Syncer`]). Only then is the durable position
-//!    advanced (making the group visible to readers) and every request answered.
-//! 4. If apply, flush or fsync fails, the whole group fails and the store is poisoned: after a
-//!    failed fsync the state of the page cache is unknown (a retry may "succeed" on pages the
-//!    kernel already dropped), so only a reopen, which recovers from what is on disk, is safe.
+//!    All staged writes of the group go into ONE `sled::Batch`, applied atomically by the writer
+//!    thread, which then hands the group to the **sync thread** and goes on to the next group.
+//! 4. The sync thread, one group at a time and in order, calls `flush()` and the explicit
+//!    fdatasync ([`Syncer`]). Only then is the durable position advanced (making the group
+//!    visible to readers) and every request answered. So the next group is staged and applied
+//!    while this one waits for the disk: the writer's CPU work and the fsync overlap instead of
+//!    taking turns. The hand-over is a rendezvous, so at most one group waits for its fsync
+//!    while another is applied. Nothing changes for readers: every read is bounded by the
+//!    durable position, so an applied group is invisible until its fsync returned, as before.
+//!    A group staged on top of an applied one reads that one's heads and keys from sled, which
+//!    is right: it comes after it in the log, and is answered after it.
+//! 5. If apply, flush or fsync fails, the group fails and the store is poisoned: after a failed
+//!    fsync the state of the page cache is unknown (a retry may "succeed" on pages the kernel
+//!    already dropped), so only a reopen, which recovers from what is on disk, is safe. A group
+//!    already applied on top of the failed one fails with it ("outcome unknown until reopen").
 //!
 //! Before a group is staged, the free space of the data directory's file system is read
 //! ([`Space`]): below the reserve, every request of the group is refused with
@@ -29,11 +38,12 @@
 //! soon as space is back.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::Instant;
 
 use lienthong_proto::v1::SealedEvent;
@@ -44,7 +54,7 @@ use tokio::sync::oneshot;
 use super::chain::{self, GENESIS_HASH, Link};
 use super::keys::{self, HeadValue, IdemValue, TimerValue};
 use super::sled_store::{GROUP_COMMIT_BYTES_MAX, GROUP_COMMIT_MAX_REQUESTS, Shared, backend};
-use super::sync::Syncer;
+use super::sync::{Blobs, Syncer};
 use super::{
     AppendRequest, Appended, CODE_PREFIX_BYTES_MAX, Corruption, DEFINITION_BYTES_MAX,
     DEFINITIONS_PER_APPEND_MAX, EVENT_BYTES_MAX, EVENTS_PER_APPEND_MAX, Error,
@@ -127,12 +137,38 @@ impl Answer {
 pub(crate) struct Writer {
     /// The database and the counters shared with readers.
     shared: Arc<Shared>,
-    /// Makes flushed data durable.
-    syncer: Syncer,
-    /// Position of the last event written (and durable, since a failed group poisons).
+    /// Makes flushed data durable; moved to the sync thread when [`Writer::run`] starts it.
+    syncer: Option<Syncer>,
+    /// The blob files sled created, listed after each apply.
+    blobs: Blobs,
+    /// Position of the last event applied to sled (durable once the sync thread says so; a
+    /// failed group poisons the store, so nothing is applied after one).
     last_position: u64,
     /// The free space kept in reserve.
     space: Space,
+}
+
+/// A group applied to sled (or refused whole), handed to the sync thread, which makes it
+/// durable, publishes it to readers and answers its requests, in the order of the groups.
+struct Applied {
+    /// One answer per request, in order.
+    answers: Vec<Answer>,
+    /// Whether the group wrote anything (otherwise it only carries refusals to answer).
+    wrote: bool,
+    /// The position of the group's last event.
+    position: u64,
+    /// Blob files the apply created, complete by now.
+    blobs: Vec<OsString>,
+    /// Appends and events staged.
+    requests: u64,
+    /// Events staged.
+    events: u64,
+    /// Requests refused while staging.
+    rejected: u64,
+    /// The apply (or the blob listing after it) failed: the group's outcome is unknown.
+    failed: Option<(io::ErrorKind, String)>,
+    /// When the group was staged, for the trace.
+    started: Instant,
 }
 
 /// The free space a store keeps in reserve on its file system.
@@ -200,20 +236,53 @@ impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
         syncer: Syncer,
+        blobs: Blobs,
         last_position: u64,
         space: Space,
     ) -> Writer {
         Writer {
             shared,
-            syncer,
+            syncer: Some(syncer),
+            blobs,
             last_position,
             space,
         }
     }
 
     /// Serves the queue until every sender is gone, then returns (after answering everything
-    /// that was queued).
+    /// that was queued, and joining the sync thread it starts).
     pub(crate) fn run(mut self, queue: Receiver<Pending>) {
+        let syncer = self.syncer.take().expect("a writer runs once");
+        // A rendezvous: the writer hands a group over once the sync thread is done with the one
+        // before, so one group is applied while the previous one is flushed and fsynced.
+        let (to_sync, applied) = mpsc::sync_channel::<Applied>(0);
+        let shared = Arc::clone(&self.shared);
+        let sync_thread = std::thread::Builder::new()
+            .name("lienthong-fsync".into())
+            .spawn(move || sync_groups(&shared, &syncer, applied));
+        let sync_thread = match sync_thread {
+            Ok(handle) => handle,
+            Err(e) => {
+                let reason = format!("cannot start the store's sync thread: {e}");
+                tracing::error!(%reason, "the store refuses appends");
+                self.shared.poison(reason.clone());
+                for p in queue {
+                    p.fail(Error::Poisoned(reason.clone()));
+                }
+                return;
+            }
+        };
+        self.serve(&queue, &to_sync);
+        drop(to_sync);
+        if sync_thread.join().is_err() {
+            tracing::error!("the store's sync thread panicked");
+        }
+        tracing::debug!("store writer stopped: queue closed and drained");
+    }
+
+    /// The writer's loop: takes groups from the queue, stages and applies each, and hands it to
+    /// the sync thread.
+    fn serve(&mut self, queue: &Receiver<Pending>, to_sync: &SyncSender<Applied>) {
         // Requests a full group pushed to the next one.
         let mut carried: VecDeque<Pending> = VecDeque::new();
         loop {
@@ -231,14 +300,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            carried = self.commit(group);
+            carried = self.commit(group, to_sync);
         }
-        tracing::debug!("store writer stopped: queue closed and drained");
     }
 
-    /// Validates, writes and makes durable one group, then answers each request. Returns the
-    /// requests left for the next group once the group reached [`GROUP_COMMIT_BYTES_MAX`].
-    fn commit(&mut self, group: Vec<Pending>) -> VecDeque<Pending> {
+    /// Validates and applies one group, and hands it to the sync thread, which makes it durable
+    /// and answers each request. Returns the requests left for the next group once the group
+    /// reached [`GROUP_COMMIT_BYTES_MAX`].
+    fn commit(&mut self, group: Vec<Pending>, to_sync: &SyncSender<Applied>) -> VecDeque<Pending> {
         let span = tracing::debug_span!("group_commit", requests = group.len());
         let _enter = span.enter();
         if let Some(reason) = self.shared.poison_reason() {
@@ -267,6 +336,7 @@ impl Writer {
             }
             return VecDeque::new();
         }
+        let started = Instant::now();
         let mut overlay = Overlay::default();
         let mut batch = sled::Batch::default();
         let mut position = self.last_position;
@@ -339,83 +409,59 @@ impl Writer {
                 keys::feed_group(&feed),
             );
         }
-        if staged_requests > 0 || staged_clears > 0 {
-            let started = Instant::now();
-            if let Err((kind, reason)) = self.persist(batch) {
-                tracing::error!(
-                    %reason,
-                    "group commit failed; the store refuses appends until it is reopened"
-                );
-                self.shared.poison(reason.clone());
-                let failed = || {
-                    Error::Io(io::Error::new(
-                        kind,
-                        format!("group commit failed, outcome unknown until reopen: {reason}"),
-                    ))
-                };
-                for answer in answers {
-                    answer.send(Some(&failed));
+        let wrote = staged_requests > 0 || staged_clears > 0;
+        let mut failed = None;
+        let mut blobs = Vec::new();
+        if wrote {
+            match self.apply(batch) {
+                Ok(created) => blobs = created,
+                Err((kind, reason)) => {
+                    // Refuse what follows at once; the sync thread logs and answers this group
+                    // after the ones before it.
+                    self.shared.poison(reason.clone());
+                    for p in group.drain(..) {
+                        p.fail(Error::Poisoned(reason.clone()));
+                    }
+                    failed = Some((kind, reason));
                 }
-                for p in group {
-                    p.fail(Error::Poisoned(reason.clone()));
-                }
-                return VecDeque::new();
             }
             self.last_position = position;
-            {
-                let mut recent = self.shared.recent.write();
-                for answer in &answers {
-                    if let Answer::Append(_, Ok(appended)) = answer {
-                        for r in &appended.events {
-                            recent.push(Arc::clone(r));
-                        }
-                    }
-                }
-            }
-            // Readers see the group from here on, and only from here on.
-            self.shared.durable.store(position, Ordering::Release);
-            let stats = &self.shared.stats;
-            stats.groups.fetch_add(1, Ordering::Relaxed);
-            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            stats.appends.fetch_add(staged_requests, Ordering::Relaxed);
-            stats.events.fetch_add(staged_events, Ordering::Relaxed);
-            stats
-                .largest_group
-                .fetch_max(staged_requests, Ordering::Relaxed);
-            tracing::trace!(
-                requests = staged_requests,
-                events = staged_events,
-                micros = started.elapsed().as_micros() as u64,
-                "group committed"
-            );
         }
-        self.shared
-            .stats
-            .rejected
-            .fetch_add(rejected, Ordering::Relaxed);
-        for answer in answers {
-            answer.send(None);
+        let handed = to_sync.send(Applied {
+            answers,
+            wrote,
+            position,
+            blobs,
+            requests: staged_requests,
+            events: staged_events,
+            rejected,
+            failed,
+            started,
+        });
+        if let Err(mpsc::SendError(applied)) = handed {
+            // The sync thread is gone (it panicked): nothing more can be made durable.
+            let reason = "the store's sync thread stopped".to_string();
+            self.shared.poison(reason.clone());
+            let failed = || Error::Poisoned(reason.clone());
+            for answer in applied.answers {
+                answer.send(Some(&failed));
+            }
+            for p in group.drain(..) {
+                p.fail(Error::Poisoned(reason.clone()));
+            }
         }
         group
     }
 
-    /// Applies the batch and makes it durable: apply (atomic), flush, fdatasync.
-    fn persist(&mut self, batch: sled::Batch) -> Result<(), (io::ErrorKind, String)> {
-        let sled_err = |what: &str, e: sled::Error| {
-            let kind = match &e {
-                sled::Error::Io(io) => io.kind(),
-                _ => io::ErrorKind::Other,
-            };
-            (kind, format!("{what}: {e}"))
-        };
+    /// Applies the batch (atomic) and lists the blob files it created.
+    fn apply(&mut self, batch: sled::Batch) -> Result<Vec<OsString>, (io::ErrorKind, String)> {
         self.shared
             .db
             .apply_batch(batch)
-            .map_err(|e| sled_err("apply batch", e))?;
-        self.shared.db.flush().map_err(|e| sled_err("flush", e))?;
-        self.syncer
-            .sync()
-            .map_err(|e| (e.kind(), format!("fdatasync: {e}")))
+            .map_err(|e| sled_failure("apply batch", &e))?;
+        self.blobs
+            .created()
+            .map_err(|e| (e.kind(), format!("list blob files: {e}")))
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
@@ -713,6 +759,99 @@ fn check_timer(t: &Timer) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// The sync thread: for each applied group, in order, flush + fdatasync ([`Syncer`]), then
+/// publish it to readers (the recent feed, the durable position) and answer its requests.
+///
+/// Once a group fails, every later group fails too, with the same "outcome unknown" error: they
+/// were applied on top of it and sled may still write them out (it flushes in the background),
+/// so only a reopen, which recovers what is on disk, can say.
+fn sync_groups(shared: &Shared, syncer: &Syncer, applied: Receiver<Applied>) {
+    let mut broken: Option<(io::ErrorKind, String)> = None;
+    for group in applied {
+        if group.wrote {
+            let outcome = match (&broken, group.failed) {
+                (Some(earlier), _) => Err(earlier.clone()),
+                (None, Some(failed)) => Err(failed),
+                (None, None) => make_durable(shared, syncer, &group.blobs),
+            };
+            if let Err((kind, reason)) = outcome {
+                if broken.is_none() {
+                    tracing::error!(
+                        %reason,
+                        "group commit failed; the store refuses appends until it is reopened"
+                    );
+                    shared.poison(reason.clone());
+                    broken = Some((kind, reason.clone()));
+                }
+                let failed = || {
+                    Error::Io(io::Error::new(
+                        kind,
+                        format!("group commit failed, outcome unknown until reopen: {reason}"),
+                    ))
+                };
+                for answer in group.answers {
+                    answer.send(Some(&failed));
+                }
+                continue;
+            }
+            {
+                let mut recent = shared.recent.write();
+                for answer in &group.answers {
+                    if let Answer::Append(_, Ok(appended)) = answer {
+                        for r in &appended.events {
+                            recent.push(Arc::clone(r));
+                        }
+                    }
+                }
+            }
+            // Readers see the group from here on, and only from here on.
+            shared.durable.store(group.position, Ordering::Release);
+            let stats = &shared.stats;
+            stats.groups.fetch_add(1, Ordering::Relaxed);
+            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            stats.appends.fetch_add(group.requests, Ordering::Relaxed);
+            stats.events.fetch_add(group.events, Ordering::Relaxed);
+            stats
+                .largest_group
+                .fetch_max(group.requests, Ordering::Relaxed);
+            tracing::trace!(
+                requests = group.requests,
+                events = group.events,
+                micros = group.started.elapsed().as_micros() as u64,
+                "group committed"
+            );
+        }
+        shared
+            .stats
+            .rejected
+            .fetch_add(group.rejected, Ordering::Relaxed);
+        for answer in group.answers {
+            answer.send(None);
+        }
+    }
+}
+
+/// Flushes sled and fdatasyncs its files: everything applied so far is durable after it.
+fn make_durable(
+    shared: &Shared,
+    syncer: &Syncer,
+    blobs: &[OsString],
+) -> Result<(), (io::ErrorKind, String)> {
+    shared.db.flush().map_err(|e| sled_failure("flush", &e))?;
+    syncer
+        .sync(blobs)
+        .map_err(|e| (e.kind(), format!("fdatasync: {e}")))
+}
+
+/// A sled error as the kind and text a failed group is answered with.
+fn sled_failure(what: &str, e: &sled::Error) -> (io::ErrorKind, String) {
+    let kind = match e {
+        sled::Error::Io(io) => io.kind(),
+        _ => io::ErrorKind::Other,
+    };
+    (kind, format!("{what}: {e}"))
 }
 
 /// The keys a [`Pending::ClearTimers`] removes.
