@@ -125,9 +125,20 @@ pub struct ChainError {
 ///
 /// The envelope must already carry everything the chain covers (seq, positions, `prev_hash`).
 pub fn seal(event: &Event) -> SealedEvent {
+    seal_linked(event).0
+}
+
+/// [`seal`], also answering the hash as the next event's `prev_hash` will name it.
+pub fn seal_linked(event: &Event) -> (SealedEvent, [u8; HASH_BYTES]) {
     let raw = event.encode_to_vec();
-    let hash = Sha256::digest(&raw).to_vec();
-    SealedEvent { raw, hash }
+    let hash = hash_of(&raw);
+    (
+        SealedEvent {
+            raw,
+            hash: hash.to_vec(),
+        },
+        hash,
+    )
 }
 
 /// SHA-256 of a byte string, as the chain uses it.
@@ -169,6 +180,24 @@ pub fn check(
             reason: e.to_string(),
         })
     })?;
+    check_envelope(prev, dossier, expected_seq, &event)?;
+    Ok(event)
+}
+
+/// The envelope half of [`check`], on an event already decoded (or about to be sealed): the
+/// envelope is there, names `dossier`, has seq `expected_seq` and the `prev_hash` of `prev` (or
+/// [`GENESIS_HASH`]).
+pub fn check_envelope(
+    prev: Option<&Link>,
+    dossier: &DossierId,
+    expected_seq: u64,
+    event: &Event,
+) -> Result<(), ChainError> {
+    let fail = |what: Break| ChainError {
+        dossier: *dossier,
+        seq: expected_seq,
+        what,
+    };
     let Some(envelope) = event.envelope.as_ref() else {
         return Err(fail(Break::Undecodable {
             reason: "event has no envelope".into(),
@@ -191,7 +220,7 @@ pub fn check(
             found: hex::encode(&envelope.prev_hash),
         }));
     }
-    Ok(event)
+    Ok(())
 }
 
 /// What a [`Verifier`] found.

@@ -11,8 +11,10 @@
 //!    before it in the same group (an overlay): two appends to one dossier in one group chain
 //!    onto each other, and the second of two equal idempotency keys is a duplicate. An invalid
 //!    request fails alone; it stages nothing.
-//! 2. The events are stamped (seq, position, `prev_hash`, code), sealed and checked with
-//!    [`chain::check`] before anything is written: the write path asserts the chain it writes.
+//! 2. The events are stamped (seq, position, `prev_hash`, code), sealed, and their envelopes
+//!    checked with [`chain::check_envelope`] before anything is written: the write path asserts
+//!    the links it writes. It does not decode what it has just encoded: every read checks the
+//!    stored bytes whole ([`chain::check`]), hash and decoding included.
 //! 3. Each request's events become one run (one `s/` key), and the group's feed one `f/` key at
 //!    its first position naming every run in order (see [`keys`]).
 //!    All staged writes of the group go into ONE `sled::Batch`, applied atomically by the writer
@@ -352,7 +354,7 @@ impl Writer {
                 group.push_front(pending);
                 break;
             }
-            let (req, reply) = match pending {
+            let (mut req, reply) = match pending {
                 Pending::Append { req, reply } => (req, reply),
                 Pending::ClearTimers { timers, reply } => {
                     match stage_clear(&timers) {
@@ -369,7 +371,7 @@ impl Writer {
                     continue;
                 }
             };
-            match self.stage(&req, &overlay, position) {
+            match self.stage(&mut req, &overlay, position) {
                 Ok(staged) => {
                     position = staged.head.last_position;
                     for k in staged.removes {
@@ -468,10 +470,11 @@ impl Writer {
         self.shared.db.get(key).map_err(backend)
     }
 
-    /// Validates one request against the store and the overlay and builds its writes.
+    /// Validates one request against the store and the overlay and builds its writes. Takes the
+    /// request's events (they become the answer's).
     fn stage(
         &self,
-        req: &AppendRequest,
+        req: &mut AppendRequest,
         overlay: &Overlay,
         position: u64,
     ) -> Result<Staged, Error> {
@@ -627,10 +630,9 @@ impl Writer {
             hash: h.hash,
         });
         let mut events = Vec::with_capacity(n);
-        for (i, event) in req.events.iter().enumerate() {
+        for (i, mut event) in std::mem::take(&mut req.events).into_iter().enumerate() {
             let seq = actual + 1 + i as u64;
             let global_position = position + 1 + i as u64;
-            let mut event = event.clone();
             let Some(envelope) = event.envelope.as_mut() else {
                 return Err(Error::Invalid(format!("event {i} has no envelope")));
             };
@@ -650,19 +652,14 @@ impl Writer {
             envelope.global_position = global_position;
             envelope.prev_hash = prev.map_or(GENESIS_HASH, |l| l.hash).to_vec();
             envelope.dossier_code = code.clone();
-            let sealed = chain::seal(&event);
+            let (sealed, hash) = chain::seal_linked(&event);
             limit("event bytes", EVENT_BYTES_MAX, sealed.raw.len())?;
-            // Assert on the write path: what we are about to write must check as we will read it.
-            let decoded = chain::check(prev.as_ref(), &req.dossier, seq, &sealed)
+            // Assert on the write path that the event links where the chain needs it. (Its bytes
+            // are prost's encoding of this very event, and every read checks them again.)
+            chain::check_envelope(prev.as_ref(), &req.dossier, seq, &event)
                 .map_err(|e| Error::Corrupt(e.into()))?;
-            prev = Some(Link {
-                seq,
-                hash: chain::hash_of(&sealed.raw),
-            });
-            events.push(Arc::new(Recorded {
-                event: decoded,
-                sealed,
-            }));
+            prev = Some(Link { seq, hash });
+            events.push(Arc::new(Recorded { event, sealed }));
         }
         let last = prev.ok_or_else(|| Error::Invalid("no events".into()))?;
         writes.push((
