@@ -302,6 +302,48 @@ fn close_answers_queued_appends_then_refuses() {
     store.close().expect("closing twice is fine");
 }
 
+/// An acknowledged append is visible the moment its answer arrives: the sync thread publishes a
+/// group (the durable position, the recent feed) before it answers, while the writer thread is
+/// already applying the next group. Many writers keep groups back to back, so answers and the
+/// next group's apply overlap all the time.
+#[test]
+fn an_acknowledged_append_is_readable_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledStore::open(dir.path()).expect("open");
+    let prefix = fresh_prefix();
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            let (store, prefix) = (&store, &prefix);
+            s.spawn(move || {
+                let d = DossierId::new();
+                let mut appended =
+                    conformance::append(store, open_request(&d, prefix, 1)).expect("open");
+                for seq in 1..=20 {
+                    let last = appended.events.last().expect("events").position();
+                    assert!(
+                        store.last_position().expect("position") >= last,
+                        "answered before the durable position reached {last}"
+                    );
+                    let feed = store.read_feed(last - 1, 1).expect("feed");
+                    assert_eq!(feed.len(), 1, "position {last} not in the feed yet");
+                    assert_eq!(
+                        feed[0].sealed,
+                        appended.events.last().expect("events").sealed
+                    );
+                    assert_eq!(store.read_stream(&d).expect("stream").len() as u64, seq);
+                    assert_eq!(store.head(&d).expect("head").expect("head").seq, seq);
+                    appended =
+                        conformance::append(store, next_request(&d, seq, 1)).expect("append");
+                }
+            });
+        }
+    });
+    let stats = store.stats();
+    assert_eq!(stats.appends, 16 * 21);
+    assert!(stats.groups < stats.appends, "groups shared: {stats:?}");
+    conformance::verify_is_clean(&store);
+}
+
 /// Readers running while writers append never see damage or a half-written group: `verify`,
 /// the feed and the streams stay consistent at every moment (reads are cut at the durable
 /// position, which moves only after a group's fsync).

@@ -1,5 +1,5 @@
 //! Upgrades a data directory written by an older release to the store's
-//! [`SCHEMA_VERSION`](super::sled_store::SCHEMA_VERSION).
+//! [`SCHEMA_VERSION`].
 //!
 //! Schema 1 kept one `s/` key per event (a bare `SealedEvent`) and one `f/` key per event
 //! (dossier, seq). Schema 2 keeps one `s/` key per append (a run of length-delimited events) and
@@ -7,7 +7,7 @@
 //! schema-1 feed entry is a group of one run, so the upgrade rewrites those two kinds of value
 //! under the same keys and copies every other record as it is.
 //!
-//! The upgrade works in place, in sled batches of [`MIGRATE_BATCH_RECORDS`] records. Each batch
+//! The upgrade works in place, in sled batches of `MIGRATE_BATCH_RECORDS` records. Each batch
 //! rewrites its values *and* records the last key it visited (`m/migrating`), atomically, so a
 //! crash at any point leaves a prefix of the keys upgraded and says where it ends: running the
 //! migration again carries on from there. The first batch sets the schema record to
@@ -35,7 +35,7 @@ const MIGRATE_BATCH_RECORDS: usize = 10_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Migration {
     /// The schema found (the schema now on disk is always
-    /// [`SCHEMA_VERSION`](super::sled_store::SCHEMA_VERSION)).
+    /// [`SCHEMA_VERSION`]).
     pub from: u32,
     /// Events in the upgraded store (0 when nothing was to do).
     pub events: u64,

@@ -1,10 +1,11 @@
-//! The feed's recent tail, kept in memory by the writer for the readers that follow it.
+//! The feed's recent tail, kept in memory by the store for the readers that follow it.
 //!
 //! Task streams, the projections' catch-up and the outbox all read the feed just behind its
 //! head, each on its own: from sled, every event of the tail would be looked up, re-hashed and
-//! decoded once per reader. The writer already holds each event it commits, decoded and sealed,
-//! checked by [`chain::check`](super::chain::check) before it was written. So after a group is
-//! durable and before readers may see it, the writer puts the group's events here, shared
+//! decoded once per reader. The writer already holds each event it commits, stamped, its links
+//! checked by [`chain::check_envelope`](super::chain::check_envelope) and sealed from that very
+//! value before it was written. So after a group is durable and before readers may see it, the
+//! store's sync thread puts the group's events here, shared
 //! (the same `Arc` each appender receives in its `Appended`), and a feed read that falls inside
 //! the window is answered from memory: `read_feed_shared` hands out the `Arc`s themselves,
 //! `read_feed` a copy. A read that reaches further back goes to sled, with every check of the

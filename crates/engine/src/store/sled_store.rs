@@ -14,11 +14,12 @@
 //! # Durability
 //! sled's `flush()` is not enough on Linux (it ends in `sync_file_range`, see `store/sync.rs`),
 //! so every group commit is: apply the batch, `flush()`, fdatasync sled's files, and only then
-//! advance the durable position and answer. See `store/writer.rs` for the group commit and the
-//! poisoning after a failed flush.
+//! advance the durable position and answer. The writer thread applies; a sync thread beside it
+//! flushes, fsyncs and answers, while the writer applies the next group. See `store/writer.rs`
+//! for the group commit and the poisoning after a failed flush.
 //!
 //! # Visibility
-//! Readers never see an event before it is durable: the writer advances `durable` (the last
+//! Readers never see an event before it is durable: the sync thread advances `durable` (the last
 //! durable global position) after the fsync, and every read filters by it (events, feed, heads,
 //! codes and idempotency records carry or lead to a position). A write that sled applied but
 //! that is not yet fsynced (or whose fsync failed) stays invisible.
@@ -30,13 +31,14 @@
 //! is broken (dossier and seq, feed position, or key). A broken invariant is an
 //! [`Error::Corrupt`], never a panic. The feed's last
 //! [`RECENT_FEED_EVENTS`](super::RECENT_FEED_EVENTS) positions written since open are answered
-//! from the writer's memory instead (see `store/recent.rs`): those are the events it checked
-//! with `chain::check` before writing them, not bytes read back.
+//! from the writer's memory instead (see `store/recent.rs`): those are the events it stamped,
+//! checked (`chain::check_envelope`) and sealed before writing them, not bytes read back.
 //!
 //! # Open and close
 //! `open` checks the schema version (a directory of another version is [`Error::Schema`]),
-//! finds the last position from the last `f/` key (no replay of chains), and starts the writer.
-//! `close` (or drop) closes the queue, lets the writer answer everything queued, and joins it.
+//! finds the last position from the last `f/` key (no replay of chains), and starts the writer
+//! (which starts its sync thread). `close` (or drop) closes the queue, lets the writer and its
+//! sync thread answer everything queued, and joins them.
 
 use std::path::Path;
 use std::sync::Arc;
