@@ -90,7 +90,7 @@ async fn concurrent_appends_share_flushes() {
         appends as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(stats.appends, appends);
-    assert_eq!(stats.groups, stats.fsyncs);
+    assert!(stats.fsyncs <= stats.groups, "{stats:?}");
     assert!(
         stats.fsyncs * 4 <= appends,
         "group commit must share flushes: {} fsyncs for {appends} appends",

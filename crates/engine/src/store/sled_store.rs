@@ -89,9 +89,10 @@ pub struct Stats {
     pub rejected: u64,
     /// Events made durable.
     pub events: u64,
-    /// Group commits (each one batch + one flush).
+    /// Group commits (each one sled batch).
     pub groups: u64,
-    /// fdatasync rounds (one per group commit).
+    /// flush + fdatasync rounds: one per group commit, or fewer, since one round covers every
+    /// group applied while the one before it was being synced.
     pub fsyncs: u64,
     /// Most appends made durable by one group.
     pub largest_group: u64,

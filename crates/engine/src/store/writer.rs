@@ -19,15 +19,17 @@
 //!    its first position naming every run in order (see [`keys`]).
 //!    All staged writes of the group go into ONE `sled::Batch`, applied atomically by the writer
 //!    thread, which then hands the group to the **sync thread** and goes on to the next group.
-//! 4. The sync thread, one group at a time and in order, calls `flush()` and the explicit
-//!    fdatasync ([`Syncer`]). Only then is the durable position advanced (making the group
-//!    visible to readers) and every request answered. So the next group is staged and applied
-//!    while this one waits for the disk: the writer's CPU work and the fsync overlap instead of
-//!    taking turns. The hand-over is a rendezvous, so at most one group waits for its fsync
-//!    while another is applied. Nothing changes for readers: every read is bounded by the
-//!    durable position, so an applied group is invisible until its fsync returned, as before.
-//!    A group staged on top of an applied one reads that one's heads and keys from sled, which
-//!    is right: it comes after it in the log, and is answered after it.
+//! 4. The sync thread takes every applied group waiting for it, calls `flush()` and the explicit
+//!    fdatasync ([`Syncer`]) once for all of them, and only then, group by group and in order,
+//!    advances the durable position (making the group visible to readers) and answers every
+//!    request. So the next groups are staged and applied while one waits for the disk: the
+//!    writer's CPU work and the fsync overlap instead of taking turns, and the number of fsyncs
+//!    still adapts to the load (groups applied during one fsync share the next). At most
+//!    `SYNC_QUEUE_GROUPS` applied groups wait; beyond that the writer waits for the disk.
+//!    Nothing changes for readers: every read is bounded by the durable position, so an applied
+//!    group is invisible until its fsync returned, as before. A group staged on top of an
+//!    applied one reads that one's heads and keys from sled, which is right: it comes after it
+//!    in the log, and is answered after it.
 //! 5. If apply, flush or fsync fails, the group fails and the store is poisoned: after a failed
 //!    fsync the state of the page cache is unknown (a retry may "succeed" on pages the kernel
 //!    already dropped), so only a reopen, which recovers from what is on disk, is safe. A group
@@ -64,6 +66,9 @@ use super::{
     TIMERS_PER_APPEND_MAX, Timer, TimerKind, TimerOp,
 };
 use crate::ids::{DossierCode, DossierId};
+
+/// Applied groups that may wait for the sync thread before the writer waits for it.
+const SYNC_QUEUE_GROUPS: usize = 64;
 
 /// One queued write and where to send its answer.
 pub(crate) enum Pending {
@@ -255,9 +260,10 @@ impl Writer {
     /// that was queued, and joining the sync thread it starts).
     pub(crate) fn run(mut self, queue: Receiver<Pending>) {
         let syncer = self.syncer.take().expect("a writer runs once");
-        // A rendezvous: the writer hands a group over once the sync thread is done with the one
-        // before, so one group is applied while the previous one is flushed and fsynced.
-        let (to_sync, applied) = mpsc::sync_channel::<Applied>(0);
+        // The writer hands each applied group over and goes on; the sync thread makes every
+        // group waiting durable with one fsync. Bounded, so that a slow disk holds the writer
+        // back instead of letting applied, unanswered groups pile up.
+        let (to_sync, applied) = mpsc::sync_channel::<Applied>(SYNC_QUEUE_GROUPS);
         let shared = Arc::clone(&self.shared);
         let sync_thread = std::thread::Builder::new()
             .name("lienthong-fsync".into())
@@ -758,75 +764,102 @@ fn check_timer(t: &Timer) -> Result<(), Error> {
     Ok(())
 }
 
-/// The sync thread: for each applied group, in order, flush + fdatasync ([`Syncer`]), then
-/// publish it to readers (the recent feed, the durable position) and answer its requests.
+/// The sync thread: takes every applied group waiting, makes them all durable with one flush +
+/// fdatasync ([`Syncer`]), then publishes each to readers (the recent feed, the durable
+/// position) and answers its requests, in order.
 ///
 /// Once a group fails, every later group fails too, with the same "outcome unknown" error: they
 /// were applied on top of it and sled may still write them out (it flushes in the background),
 /// so only a reopen, which recovers what is on disk, can say.
 fn sync_groups(shared: &Shared, syncer: &Syncer, applied: Receiver<Applied>) {
     let mut broken: Option<(io::ErrorKind, String)> = None;
-    for group in applied {
-        if group.wrote {
-            let outcome = match (&broken, group.failed) {
-                (Some(earlier), _) => Err(earlier.clone()),
-                (None, Some(failed)) => Err(failed),
-                (None, None) => make_durable(shared, syncer, &group.blobs),
-            };
-            if let Err((kind, reason)) = outcome {
-                if broken.is_none() {
-                    tracing::error!(
-                        %reason,
-                        "group commit failed; the store refuses appends until it is reopened"
-                    );
-                    shared.poison(reason.clone());
-                    broken = Some((kind, reason.clone()));
-                }
-                let failed = || {
-                    Error::Io(io::Error::new(
-                        kind,
-                        format!("group commit failed, outcome unknown until reopen: {reason}"),
-                    ))
-                };
-                for answer in group.answers {
-                    answer.send(Some(&failed));
-                }
-                continue;
+    while let Ok(first) = applied.recv() {
+        let mut groups = vec![first];
+        groups.extend(applied.try_iter());
+        let to_sync = groups.iter().any(|g| g.wrote && g.failed.is_none());
+        let synced = if broken.is_none() && to_sync {
+            let blobs: Vec<OsString> = groups.iter().flat_map(|g| g.blobs.clone()).collect();
+            let synced = make_durable(shared, syncer, &blobs);
+            if synced.is_ok() {
+                shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
-            {
-                let mut recent = shared.recent.write();
-                for answer in &group.answers {
-                    if let Answer::Append(_, Ok(appended)) = answer {
-                        for r in &appended.events {
-                            recent.push(Arc::clone(r));
-                        }
+            synced
+        } else {
+            Ok(())
+        };
+        for group in groups {
+            finish(shared, group, &synced, &mut broken);
+        }
+    }
+}
+
+/// Publishes and answers one group after the flush + fdatasync that covered it (`synced`), or
+/// fails it: when that failed, when its own apply failed, or when an earlier group failed.
+fn finish(
+    shared: &Shared,
+    group: Applied,
+    synced: &Result<(), (io::ErrorKind, String)>,
+    broken: &mut Option<(io::ErrorKind, String)>,
+) {
+    if group.wrote {
+        let outcome = match (&*broken, group.failed, synced) {
+            (Some(earlier), _, _) => Err(earlier.clone()),
+            (None, Some(failed), _) => Err(failed),
+            (None, None, Err(failed)) => Err(failed.clone()),
+            (None, None, Ok(())) => Ok(()),
+        };
+        if let Err((kind, reason)) = outcome {
+            if broken.is_none() {
+                tracing::error!(
+                    %reason,
+                    "group commit failed; the store refuses appends until it is reopened"
+                );
+                shared.poison(reason.clone());
+                *broken = Some((kind, reason.clone()));
+            }
+            let failed = || {
+                Error::Io(io::Error::new(
+                    kind,
+                    format!("group commit failed, outcome unknown until reopen: {reason}"),
+                ))
+            };
+            for answer in group.answers {
+                answer.send(Some(&failed));
+            }
+            return;
+        }
+        {
+            let mut recent = shared.recent.write();
+            for answer in &group.answers {
+                if let Answer::Append(_, Ok(appended)) = answer {
+                    for r in &appended.events {
+                        recent.push(Arc::clone(r));
                     }
                 }
             }
-            // Readers see the group from here on, and only from here on.
-            shared.durable.store(group.position, Ordering::Release);
-            let stats = &shared.stats;
-            stats.groups.fetch_add(1, Ordering::Relaxed);
-            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            stats.appends.fetch_add(group.requests, Ordering::Relaxed);
-            stats.events.fetch_add(group.events, Ordering::Relaxed);
-            stats
-                .largest_group
-                .fetch_max(group.requests, Ordering::Relaxed);
-            tracing::trace!(
-                requests = group.requests,
-                events = group.events,
-                micros = group.started.elapsed().as_micros() as u64,
-                "group committed"
-            );
         }
-        shared
-            .stats
-            .rejected
-            .fetch_add(group.rejected, Ordering::Relaxed);
-        for answer in group.answers {
-            answer.send(None);
-        }
+        // Readers see the group from here on, and only from here on.
+        shared.durable.store(group.position, Ordering::Release);
+        let stats = &shared.stats;
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats.appends.fetch_add(group.requests, Ordering::Relaxed);
+        stats.events.fetch_add(group.events, Ordering::Relaxed);
+        stats
+            .largest_group
+            .fetch_max(group.requests, Ordering::Relaxed);
+        tracing::trace!(
+            requests = group.requests,
+            events = group.events,
+            micros = group.started.elapsed().as_micros() as u64,
+            "group committed"
+        );
+    }
+    shared
+        .stats
+        .rejected
+        .fetch_add(group.rejected, Ordering::Relaxed);
+    for answer in group.answers {
+        answer.send(None);
     }
 }
 
