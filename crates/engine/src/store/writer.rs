@@ -345,7 +345,12 @@ impl Writer {
             return VecDeque::new();
         }
         let started = Instant::now();
-        let mut overlay = Overlay::default();
+        // Sized for the group: growing these maps request by request was 4% of the writer.
+        let mut overlay = Overlay {
+            heads: HashMap::with_capacity(group.len()),
+            idempotency: HashMap::with_capacity(group.len()),
+            ..Overlay::default()
+        };
         let mut batch = sled::Batch::default();
         let mut position = self.last_position;
         let mut answers = Vec::with_capacity(group.len());
