@@ -143,8 +143,7 @@ pub fn migrate(dir: &Path) -> Result<Migration, Error> {
 fn make_durable(db: sled::Db, dir: &Path) -> Result<(), Error> {
     db.flush().map_err(backend)?;
     drop(db);
-    // Opening syncs the data file and every blob file there.
-    Syncer::open(dir)?;
+    Syncer::open(dir)?.sync()?;
     Ok(())
 }
 

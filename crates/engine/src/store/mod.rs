@@ -205,10 +205,11 @@ pub struct Appended {
     pub events: Vec<Arc<Recorded>>,
 }
 
-/// An event as stored: the sealed bytes, and the event decoded from them.
+/// An event as stored: the sealed bytes, and the event they encode (decoded from them on a
+/// read; on the write path, the value they were encoded from, which prost decodes back equal).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
-    /// Decoded from `sealed.raw`, for convenience.
+    /// What `sealed.raw` encodes, for convenience.
     pub event: Event,
     /// The stored bytes and their hash.
     pub sealed: SealedEvent,

@@ -31,7 +31,7 @@
 //! is broken (dossier and seq, feed position, or key). A broken invariant is an
 //! [`Error::Corrupt`], never a panic. The feed's last
 //! [`RECENT_FEED_EVENTS`](super::RECENT_FEED_EVENTS) positions written since open are answered
-//! from the writer's memory instead (see `store/recent.rs`): those are the events it stamped,
+//! from the store's memory instead (see `store/recent.rs`): those are the events the writer stamped,
 //! checked (`chain::check_envelope`) and sealed before writing them, not bytes read back.
 //!
 //! # Open and close
@@ -57,7 +57,7 @@ use tokio::sync::oneshot;
 use super::chain::{self, Break, ChainError, StreamCheck, Verifier};
 use super::keys::{self, FeedRef, HeadValue, IdemValue};
 use super::recent::Recent;
-use super::sync::{Blobs, Syncer};
+use super::sync::Syncer;
 use super::writer::{Pending, Space, Writer, decode_run, printable, read_head};
 use super::{
     AppendRequest, Appended, Corruption, Error, EventStore, FEED_READ_MAX, Head, IdempotencyRecord,
@@ -115,11 +115,12 @@ pub(crate) struct Shared {
     pub(crate) db: sled::Db,
     /// Global position of the last durable event: what readers may see.
     pub(crate) durable: AtomicU64,
-    /// Why the store refuses appends, once a flush or fsync failed.
+    /// Why the store refuses appends, once an apply, flush or fsync failed (or the sync thread
+    /// stopped).
     poison: Mutex<Option<String>>,
     /// Writer statistics.
     pub(crate) stats: Counters,
-    /// The feed's most recent durable events, put there by the writer before it advances
+    /// The feed's most recent durable events, put there by the sync thread before it advances
     /// `durable` (see [`super::recent`]).
     pub(crate) recent: RwLock<Recent>,
 }
@@ -233,8 +234,7 @@ impl SledStore {
                 db.flush().map_err(backend)?;
             }
         }
-        let (syncer, blobs) = Syncer::open(dir)?;
-        let blobs = Blobs::new(dir, blobs);
+        let syncer = Syncer::open(dir)?;
         let last_position = match db.scan_prefix(keys::FEED).next_back() {
             None => 0,
             Some(entry) => {
@@ -259,7 +259,7 @@ impl SledStore {
             dir: dir.to_path_buf(),
             free_bytes_min: disk_free_bytes_min,
         };
-        let writer = Writer::new(shared.clone(), syncer, blobs, last_position, space);
+        let writer = Writer::new(shared.clone(), syncer, last_position, space);
         let handle = std::thread::Builder::new()
             .name("lienthong-store-writer".into())
             .spawn(move || writer.run(rx))?;

@@ -11,8 +11,8 @@
 //! - `DIR/blobs/<lsn>`: values sled moves out of the log (larger than a quarter of a 512 KiB
 //!   segment). sled writes each with `create_new` + `write_all` and never syncs it. Blob files
 //!   are write-once, so each new one is synced once, then the `blobs` directory (its entry).
-//!   Which files are new is read by the writer thread after each apply ([`Blobs`]), not by the
-//!   thread that syncs, which runs while the next group is applied.
+//!   They are synced before the data file, so that no durable log record names a blob that is
+//!   not.
 //! - `DIR/conf` and the directories themselves are synced once at open: sled creates them then.
 //!
 //! Snapshots (`DIR/snap.*`) are synced by sled itself and are only a recovery shortcut: the log
@@ -38,12 +38,15 @@ pub(crate) struct Syncer {
     data: File,
     /// `DIR/blobs`.
     blob_dir: PathBuf,
+    /// Blob files already synced (and still present at the last look).
+    synced_blobs: HashSet<OsString>,
+    /// Blob files first synced by the last call, synced once more by the next.
+    resync: Vec<OsString>,
 }
 
 impl Syncer {
-    /// Opens sled's data file in `dir` and syncs what sled created at open, including every
-    /// blob file already there. Answers the blob files it found, for [`Blobs::new`].
-    pub(crate) fn open(dir: &Path) -> io::Result<(Syncer, HashSet<OsString>)> {
+    /// Opens sled's data file in `dir` and syncs what sled created at open.
+    pub(crate) fn open(dir: &Path) -> io::Result<Syncer> {
         let data = File::open(dir.join(DATA_FILE))?;
         match File::open(dir.join(CONF_FILE)) {
             Ok(conf) => conf.sync_all()?,
@@ -52,79 +55,57 @@ impl Syncer {
         }
         let blob_dir = dir.join(BLOB_DIR);
         sync_dir(dir)?;
-        let syncer = Syncer { data, blob_dir };
-        let mut blobs = Blobs {
-            blob_dir: syncer.blob_dir.clone(),
-            seen: HashSet::new(),
+        let mut syncer = Syncer {
+            data,
+            blob_dir,
+            synced_blobs: HashSet::new(),
+            resync: Vec::new(),
         };
-        let present = blobs.created()?;
-        syncer.sync(&present)?;
-        Ok((syncer, present.into_iter().collect()))
+        syncer.sync()?;
+        Ok(syncer)
     }
 
-    /// Makes durable everything sled has written so far, given the blob files created since
-    /// the last call ([`Blobs::created`]). Call after `flush()`.
-    pub(crate) fn sync(&self, new_blobs: &[OsString]) -> io::Result<()> {
-        self.data.sync_data()?;
-        let mut synced_new = false;
-        for name in new_blobs {
+    /// Makes everything sled has written so far durable. Call after `flush()`.
+    ///
+    /// The blob files go first, then the data file: a log record naming a blob must not be
+    /// durable before the blob is (sled's recovery skips a record whose blob is missing or
+    /// damaged, which would break a batch apart). The blob files are listed after the flush, when
+    /// every blob of the batches it covered is complete (sled writes a blob whole before the log
+    /// record that names it). A blob another sled thread was still writing when listed (a page
+    /// rewritten by its background flusher or a split elsewhere) is synced once more by the next
+    /// call, so a new file is never synced only half-written.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        let entries = match std::fs::read_dir(&self.blob_dir) {
+            Ok(entries) => Some(entries),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let mut present = HashSet::with_capacity(self.synced_blobs.len());
+        let mut new = Vec::new();
+        for entry in entries.into_iter().flatten() {
+            let name = entry?.file_name();
+            if !self.synced_blobs.contains(&name) {
+                new.push(name.clone());
+            }
+            present.insert(name);
+        }
+        let mut synced_any = false;
+        for name in new.iter().chain(&self.resync) {
             match File::open(self.blob_dir.join(name)) {
                 Ok(f) => f.sync_data()?,
                 // sled garbage-collected it meanwhile.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
-            synced_new = true;
+            synced_any = true;
         }
-        if synced_new {
+        if synced_any {
             sync_dir(&self.blob_dir)?;
         }
+        self.data.sync_data()?;
+        self.synced_blobs = present;
+        self.resync = new;
         Ok(())
-    }
-}
-
-/// The blob files sled has created, as the writer thread sees them after each apply.
-///
-/// sled writes a blob file whole, during the apply that creates it (`create_new` + `write_all`
-/// on the applying thread), so a file listed after an apply returned is complete. The listing
-/// is taken on the writer thread, between its applies, and handed to the sync thread with the
-/// group: a listing taken on the sync thread could catch the next group's blob half-written,
-/// sync it early and never again.
-#[derive(Debug)]
-pub(crate) struct Blobs {
-    /// `DIR/blobs`.
-    blob_dir: PathBuf,
-    /// Blob files already handed out (and still present at the last look).
-    seen: HashSet<OsString>,
-}
-
-impl Blobs {
-    /// Starts from the blob files [`Syncer::open`] found (and synced).
-    pub(crate) fn new(dir: &Path, seen: HashSet<OsString>) -> Blobs {
-        Blobs {
-            blob_dir: dir.join(BLOB_DIR),
-            seen,
-        }
-    }
-
-    /// The blob files created since the last call.
-    pub(crate) fn created(&mut self) -> io::Result<Vec<OsString>> {
-        let entries = match std::fs::read_dir(&self.blob_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut present = HashSet::with_capacity(self.seen.len());
-        let mut created = Vec::new();
-        for entry in entries {
-            let name = entry?.file_name();
-            if !self.seen.contains(&name) {
-                created.push(name.clone());
-            }
-            present.insert(name);
-        }
-        self.seen = present;
-        Ok(created)
     }
 }
 

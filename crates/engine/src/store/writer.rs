@@ -22,18 +22,23 @@
 //! 4. The sync thread takes every applied group waiting for it, calls `flush()` and the explicit
 //!    fdatasync ([`Syncer`]) once for all of them, and only then, group by group and in order,
 //!    advances the durable position (making the group visible to readers) and answers every
-//!    request. So the next groups are staged and applied while one waits for the disk: the
-//!    writer's CPU work and the fsync overlap instead of taking turns, and the number of fsyncs
-//!    still adapts to the load (groups applied during one fsync share the next). At most
-//!    `SYNC_QUEUE_GROUPS` applied groups wait; beyond that the writer waits for the disk.
-//!    Nothing changes for readers: every read is bounded by the durable position, so an applied
-//!    group is invisible until its fsync returned, as before. A group staged on top of an
+//!    request. So the next groups are staged and applied while one waits for its fdatasync: the
+//!    writer's CPU work and the disk overlap instead of taking turns (sled's `flush()` itself
+//!    still waits for an apply in progress), and the number of fsyncs still adapts to the load
+//!    (groups applied during one fsync share the next). At most `SYNC_QUEUE_GROUPS` applied
+//!    groups wait; beyond that the writer waits for the disk.
+//!    Readers are bounded by the durable position, so an applied group's events, heads, feed,
+//!    codes and idempotency records are invisible until its fsync returned, as before. (Two
+//!    reads are not bounded, as before this thread: a definition, which is content-addressed,
+//!    and a timer that an applied group cleared, which `due_timers` stops listing at once; after
+//!    a crash that loses the group, the timer is listed again and fires.) A group staged on top of an
 //!    applied one reads that one's heads and keys from sled, which is right: it comes after it
 //!    in the log, and is answered after it.
 //! 5. If apply, flush or fsync fails, the group fails and the store is poisoned: after a failed
 //!    fsync the state of the page cache is unknown (a retry may "succeed" on pages the kernel
 //!    already dropped), so only a reopen, which recovers from what is on disk, is safe. A group
-//!    already applied on top of the failed one fails with it ("outcome unknown until reopen").
+//!    already applied on top of the failed one fails with it ("outcome unknown until reopen"),
+//!    refusals included: a conflict or a duplicate key may rest on the failed group.
 //!
 //! Before a group is staged, the free space of the data directory's file system is read
 //! ([`Space`]): below the reserve, every request of the group is refused with
@@ -42,7 +47,6 @@
 //! soon as space is back.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,7 +62,7 @@ use tokio::sync::oneshot;
 use super::chain::{self, GENESIS_HASH, Link};
 use super::keys::{self, HeadValue, IdemValue, TimerValue};
 use super::sled_store::{GROUP_COMMIT_BYTES_MAX, GROUP_COMMIT_MAX_REQUESTS, Shared, backend};
-use super::sync::{Blobs, Syncer};
+use super::sync::Syncer;
 use super::{
     AppendRequest, Appended, CODE_PREFIX_BYTES_MAX, Corruption, DEFINITION_BYTES_MAX,
     DEFINITIONS_PER_APPEND_MAX, EVENT_BYTES_MAX, EVENTS_PER_APPEND_MAX, Error,
@@ -68,7 +72,7 @@ use super::{
 use crate::ids::{DossierCode, DossierId};
 
 /// Applied groups that may wait for the sync thread before the writer waits for it.
-const SYNC_QUEUE_GROUPS: usize = 64;
+const SYNC_QUEUE_GROUPS: usize = 8;
 
 /// One queued write and where to send its answer.
 pub(crate) enum Pending {
@@ -119,25 +123,38 @@ impl Answer {
         }
     }
 
-    /// Sends the answer; a staged request gets `failed` instead when the group did not persist.
-    fn send(self, failed: Option<&dyn Fn() -> Error>) {
+    /// Sends the answer as staged.
+    fn send(self) {
         match self {
             Answer::Append(reply, r) => {
-                let r = match (r, failed) {
-                    (Ok(_), Some(f)) => Err(f()),
-                    (r, _) => r,
-                };
                 let _ = reply.send(r);
             }
             Answer::Clear(reply, r) => {
-                let r = match (r, failed) {
-                    (Ok(()), Some(f)) => Err(f()),
-                    (r, _) => r,
-                };
                 let _ = reply.send(r);
             }
         }
     }
+
+    /// Sends `failed()` instead of the staged answer, whatever it was: the group's outcome is
+    /// unknown.
+    fn fail(self, failed: &dyn Fn() -> Error) {
+        match self {
+            Answer::Append(reply, _) => {
+                let _ = reply.send(Err(failed()));
+            }
+            Answer::Clear(reply, _) => {
+                let _ = reply.send(Err(failed()));
+            }
+        }
+    }
+}
+
+/// The error of a request whose group may or may not have reached the disk.
+fn outcome_unknown(kind: io::ErrorKind, reason: &str) -> Error {
+    Error::Io(io::Error::new(
+        kind,
+        format!("group commit failed, outcome unknown until reopen: {reason}"),
+    ))
 }
 
 /// The writer thread's state.
@@ -146,8 +163,6 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     /// Makes flushed data durable; moved to the sync thread when [`Writer::run`] starts it.
     syncer: Option<Syncer>,
-    /// The blob files sled created, listed after each apply.
-    blobs: Blobs,
     /// Position of the last event applied to sled (durable once the sync thread says so; a
     /// failed group poisons the store, so nothing is applied after one).
     last_position: u64,
@@ -164,9 +179,7 @@ struct Applied {
     wrote: bool,
     /// The position of the group's last event.
     position: u64,
-    /// Blob files the apply created, complete by now.
-    blobs: Vec<OsString>,
-    /// Appends and events staged.
+    /// Appends staged.
     requests: u64,
     /// Events staged.
     events: u64,
@@ -243,14 +256,12 @@ impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
         syncer: Syncer,
-        blobs: Blobs,
         last_position: u64,
         space: Space,
     ) -> Writer {
         Writer {
             shared,
             syncer: Some(syncer),
-            blobs,
             last_position,
             space,
         }
@@ -267,7 +278,7 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let sync_thread = std::thread::Builder::new()
             .name("lienthong-fsync".into())
-            .spawn(move || sync_groups(&shared, &syncer, applied));
+            .spawn(move || sync_groups(&shared, syncer, applied));
         let sync_thread = match sync_thread {
             Ok(handle) => handle,
             Err(e) => {
@@ -424,10 +435,9 @@ impl Writer {
         }
         let wrote = staged_requests > 0 || staged_clears > 0;
         let mut failed = None;
-        let mut blobs = Vec::new();
         if wrote {
             match self.apply(batch) {
-                Ok(created) => blobs = created,
+                Ok(()) => {}
                 Err((kind, reason)) => {
                     // Refuse what follows at once; the sync thread logs and answers this group
                     // after the ones before it.
@@ -444,7 +454,6 @@ impl Writer {
             answers,
             wrote,
             position,
-            blobs,
             requests: staged_requests,
             events: staged_events,
             rejected,
@@ -452,12 +461,13 @@ impl Writer {
             started,
         });
         if let Err(mpsc::SendError(applied)) = handed {
-            // The sync thread is gone (it panicked): nothing more can be made durable.
+            // The sync thread is gone (it panicked): nothing more can be made durable, and
+            // what this group applied may or may not reach the disk.
             let reason = "the store's sync thread stopped".to_string();
             self.shared.poison(reason.clone());
-            let failed = || Error::Poisoned(reason.clone());
+            let failed = || outcome_unknown(io::ErrorKind::Other, &reason);
             for answer in applied.answers {
-                answer.send(Some(&failed));
+                answer.fail(&failed);
             }
             for p in group.drain(..) {
                 p.fail(Error::Poisoned(reason.clone()));
@@ -466,15 +476,12 @@ impl Writer {
         group
     }
 
-    /// Applies the batch (atomic) and lists the blob files it created.
-    fn apply(&mut self, batch: sled::Batch) -> Result<Vec<OsString>, (io::ErrorKind, String)> {
+    /// Applies the batch (atomic).
+    fn apply(&mut self, batch: sled::Batch) -> Result<(), (io::ErrorKind, String)> {
         self.shared
             .db
             .apply_batch(batch)
-            .map_err(|e| sled_failure("apply batch", &e))?;
-        self.blobs
-            .created()
-            .map_err(|e| (e.kind(), format!("list blob files: {e}")))
+            .map_err(|e| sled_failure("apply batch", &e))
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
@@ -776,15 +783,14 @@ fn check_timer(t: &Timer) -> Result<(), Error> {
 /// Once a group fails, every later group fails too, with the same "outcome unknown" error: they
 /// were applied on top of it and sled may still write them out (it flushes in the background),
 /// so only a reopen, which recovers what is on disk, can say.
-fn sync_groups(shared: &Shared, syncer: &Syncer, applied: Receiver<Applied>) {
+fn sync_groups(shared: &Shared, mut syncer: Syncer, applied: Receiver<Applied>) {
     let mut broken: Option<(io::ErrorKind, String)> = None;
     while let Ok(first) = applied.recv() {
         let mut groups = vec![first];
         groups.extend(applied.try_iter());
         let to_sync = groups.iter().any(|g| g.wrote && g.failed.is_none());
         let synced = if broken.is_none() && to_sync {
-            let blobs: Vec<OsString> = groups.iter().flat_map(|g| g.blobs.clone()).collect();
-            let synced = make_durable(shared, syncer, &blobs);
+            let synced = make_durable(shared, &mut syncer);
             if synced.is_ok() {
                 shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
@@ -806,33 +812,30 @@ fn finish(
     synced: &Result<(), (io::ErrorKind, String)>,
     broken: &mut Option<(io::ErrorKind, String)>,
 ) {
-    if group.wrote {
-        let outcome = match (&*broken, group.failed, synced) {
-            (Some(earlier), _, _) => Err(earlier.clone()),
-            (None, Some(failed), _) => Err(failed),
-            (None, None, Err(failed)) => Err(failed.clone()),
-            (None, None, Ok(())) => Ok(()),
-        };
-        if let Err((kind, reason)) = outcome {
-            if broken.is_none() {
-                tracing::error!(
-                    %reason,
-                    "group commit failed; the store refuses appends until it is reopened"
-                );
-                shared.poison(reason.clone());
-                *broken = Some((kind, reason.clone()));
-            }
-            let failed = || {
-                Error::Io(io::Error::new(
-                    kind,
-                    format!("group commit failed, outcome unknown until reopen: {reason}"),
-                ))
-            };
-            for answer in group.answers {
-                answer.send(Some(&failed));
-            }
-            return;
+    let outcome = match (&*broken, group.failed, synced) {
+        (Some(earlier), _, _) => Err(earlier.clone()),
+        (None, Some(failed), _) if group.wrote => Err(failed),
+        (None, None, Err(failed)) if group.wrote => Err(failed.clone()),
+        _ => Ok(()),
+    };
+    if let Err((kind, reason)) = outcome {
+        if broken.is_none() {
+            tracing::error!(
+                %reason,
+                "group commit failed; the store refuses appends until it is reopened"
+            );
+            shared.poison(reason.clone());
+            *broken = Some((kind, reason.clone()));
         }
+        // Every answer, refusals too: a conflict or a duplicate key may rest on a group that
+        // will never be durable.
+        let failed = || outcome_unknown(kind, &reason);
+        for answer in group.answers {
+            answer.fail(&failed);
+        }
+        return;
+    }
+    if group.wrote {
         {
             let mut recent = shared.recent.write();
             for answer in &group.answers {
@@ -864,19 +867,15 @@ fn finish(
         .rejected
         .fetch_add(group.rejected, Ordering::Relaxed);
     for answer in group.answers {
-        answer.send(None);
+        answer.send();
     }
 }
 
 /// Flushes sled and fdatasyncs its files: everything applied so far is durable after it.
-fn make_durable(
-    shared: &Shared,
-    syncer: &Syncer,
-    blobs: &[OsString],
-) -> Result<(), (io::ErrorKind, String)> {
+fn make_durable(shared: &Shared, syncer: &mut Syncer) -> Result<(), (io::ErrorKind, String)> {
     shared.db.flush().map_err(|e| sled_failure("flush", &e))?;
     syncer
-        .sync(blobs)
+        .sync()
         .map_err(|e| (e.kind(), format!("fdatasync: {e}")))
 }
 
