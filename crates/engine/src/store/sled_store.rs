@@ -31,8 +31,9 @@
 //! is broken (dossier and seq, feed position, or key). A broken invariant is an
 //! [`Error::Corrupt`], never a panic. The feed's last
 //! [`RECENT_FEED_EVENTS`](super::RECENT_FEED_EVENTS) positions written since open are answered
-//! from the store's memory instead (see `store/recent.rs`): those are the events the writer stamped,
-//! checked (`chain::check_envelope`) and sealed before writing them, not bytes read back.
+//! from the store's memory instead (see `store/recent.rs`): those are the events the writer
+//! stamped, checked (`chain::check_envelope`) and sealed before writing them, not bytes read
+//! back.
 //!
 //! # Open and close
 //! `open` checks the schema version (a directory of another version is [`Error::Schema`]),
@@ -259,10 +260,10 @@ impl SledStore {
             dir: dir.to_path_buf(),
             free_bytes_min: disk_free_bytes_min,
         };
-        let writer = Writer::new(shared.clone(), syncer, last_position, space);
+        let writer = Writer::new(shared.clone(), last_position, space);
         let handle = std::thread::Builder::new()
             .name("lienthong-store-writer".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || writer.run(rx, syncer))?;
         tracing::info!(last_position, "event store open");
         Ok(SledStore {
             shared,

@@ -31,9 +31,9 @@
 //!    codes and idempotency records are invisible until its fsync returned, as before. (Two
 //!    reads are not bounded, as before this thread: a definition, which is content-addressed,
 //!    and a timer that an applied group cleared, which `due_timers` stops listing at once; after
-//!    a crash that loses the group, the timer is listed again and fires.) A group staged on top of an
-//!    applied one reads that one's heads and keys from sled, which is right: it comes after it
-//!    in the log, and is answered after it.
+//!    a crash that loses the group, the timer is listed again and fires.) A group staged on top
+//!    of an applied one reads that one's heads and keys from sled, which is right: it comes
+//!    after it in the log, and is answered after it.
 //! 5. If apply, flush or fsync fails, the group fails and the store is poisoned: after a failed
 //!    fsync the state of the page cache is unknown (a retry may "succeed" on pages the kernel
 //!    already dropped), so only a reopen, which recovers from what is on disk, is safe. A group
@@ -161,8 +161,6 @@ fn outcome_unknown(kind: io::ErrorKind, reason: &str) -> Error {
 pub(crate) struct Writer {
     /// The database and the counters shared with readers.
     shared: Arc<Shared>,
-    /// Makes flushed data durable; moved to the sync thread when [`Writer::run`] starts it.
-    syncer: Option<Syncer>,
     /// Position of the last event applied to sled (durable once the sync thread says so; a
     /// failed group poisons the store, so nothing is applied after one).
     last_position: u64,
@@ -185,7 +183,7 @@ struct Applied {
     events: u64,
     /// Requests refused while staging.
     rejected: u64,
-    /// The apply (or the blob listing after it) failed: the group's outcome is unknown.
+    /// The apply failed: the group's outcome is unknown.
     failed: Option<(io::ErrorKind, String)>,
     /// When the group was staged, for the trace.
     started: Instant,
@@ -253,24 +251,17 @@ struct Staged {
 }
 
 impl Writer {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        syncer: Syncer,
-        last_position: u64,
-        space: Space,
-    ) -> Writer {
+    pub(crate) fn new(shared: Arc<Shared>, last_position: u64, space: Space) -> Writer {
         Writer {
             shared,
-            syncer: Some(syncer),
             last_position,
             space,
         }
     }
 
     /// Serves the queue until every sender is gone, then returns (after answering everything
-    /// that was queued, and joining the sync thread it starts).
-    pub(crate) fn run(mut self, queue: Receiver<Pending>) {
-        let syncer = self.syncer.take().expect("a writer runs once");
+    /// that was queued, and joining the sync thread it starts with `syncer`).
+    pub(crate) fn run(mut self, queue: Receiver<Pending>, syncer: Syncer) {
         // The writer hands each applied group over and goes on; the sync thread makes every
         // group waiting durable with one fsync. Bounded, so that a slow disk holds the writer
         // back instead of letting applied, unanswered groups pile up.
@@ -814,7 +805,7 @@ fn finish(
 ) {
     let outcome = match (&*broken, group.failed, synced) {
         (Some(earlier), _, _) => Err(earlier.clone()),
-        (None, Some(failed), _) if group.wrote => Err(failed),
+        (None, Some(failed), _) => Err(failed),
         (None, None, Err(failed)) if group.wrote => Err(failed.clone()),
         _ => Ok(()),
     };
