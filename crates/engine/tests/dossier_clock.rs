@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use lienthong_calendar::Duration;
 use lienthong_engine::DossierId;
 use lienthong_engine::dossier::{
-    Timer, TimerKind, TimerOp, TimerPolicy, current_deadlines, needed_timers, timers_for,
-    warning_instant,
+    Timer, TimerKind, TimerOp, TimerPolicy, current_deadlines, needed_timers, next_timer,
+    timers_for, warning_instant,
 };
 use lienthong_proto::v1::event::Body;
 use support::*;
@@ -335,41 +335,51 @@ fn id() -> DossierId {
 }
 
 #[test]
-fn a_receipt_sets_a_warning_and_a_miss_timer_per_deadline() {
+fn a_receipt_needs_a_warning_and_a_miss_per_deadline_and_stores_the_earliest() {
     let d = Dossier::birth().given(&[(DESK, submit(2))]);
-    let ops = timers_for(
-        id(),
-        &Default::default(),
-        &d.state,
-        &policy(&d),
-        monday_morning(),
-    );
     let step_due = local(2026, 3, 3, 9, 0);
     let appointment = local(2026, 3, 5, 9, 0);
+    let step_miss = timer(
+        TimerKind::Missed,
+        Some("register-birth"),
+        step_due,
+        local_s(2026, 3, 3, 9, 0, 1),
+    );
     assert_eq!(
-        ops,
+        needed_timers(id(), &d.state, &policy(&d)),
         [
-            // register-birth's warning would be Monday 09:00, now: not set.
-            TimerOp::Set(timer(
-                TimerKind::Missed,
-                Some("register-birth"),
-                step_due,
-                local_s(2026, 3, 3, 9, 0, 1)
-            )),
-            TimerOp::Set(timer(
+            // register-birth's warning would be Monday 09:00, when it was set: none.
+            step_miss.clone(),
+            timer(
                 TimerKind::Warning,
                 None,
                 appointment,
                 local(2026, 3, 4, 9, 0)
-            )),
-            TimerOp::Set(timer(
+            ),
+            timer(
                 TimerKind::Missed,
                 None,
                 appointment,
                 local_s(2026, 3, 5, 9, 0, 1)
-            )),
+            ),
         ]
     );
+    // Only the earliest is stored: its firing sets the next.
+    assert_eq!(
+        timers_for(id(), &Default::default(), &d.state, &policy(&d)),
+        [TimerOp::Set(step_miss.clone())]
+    );
+    assert_eq!(next_timer(id(), &d.state, &policy(&d)), Some(step_miss));
+    // An append that leaves the earliest timer as it is changes no timer: the appointment's
+    // warning recorded while register-birth's miss is still ahead.
+    let mut d = d;
+    let before = d.state.clone();
+    d.now = local(2026, 3, 4, 9, 0);
+    assert_eq!(
+        d.ok(ENGINE, fire(TimerKind::Warning, None, appointment)),
+        ["warning appointment @ubnd-xa"]
+    );
+    assert_eq!(timers_for(id(), &before, &d.state, &policy(&d)), []);
 }
 
 #[test]
@@ -378,27 +388,27 @@ fn a_supplement_holds_the_timers_and_its_provision_sets_them_again() {
     let before = d.state.clone();
     d.now = local(2026, 3, 2, 10, 0);
     d.ok(TU_PHAP, request(Some("register-birth")));
-    let held = timers_for(id(), &before, &d.state, &policy(&d), d.now);
-    assert!(
-        held.iter().all(|op| matches!(op, TimerOp::Clear(_))) && held.len() == 4,
-        "everything is cleared while the clock is paused: {held:?}"
+    let held = timers_for(id(), &before, &d.state, &policy(&d));
+    let stored = next_timer(id(), &before, &policy(&d)).expect("a timer before");
+    assert_eq!(
+        held,
+        [TimerOp::Clear(stored)],
+        "the stored timer is cleared while the clock is paused"
     );
     assert!(current_deadlines(&d.state, &d.wf).is_empty());
+    assert!(needed_timers(id(), &d.state, &policy(&d)).is_empty());
     let paused = d.state.clone();
     d.now = local(2026, 3, 3, 14, 0);
     d.ok(CITIZEN, provide());
-    let resumed = timers_for(id(), &paused, &d.state, &policy(&d), d.now);
-    let set: Vec<(TimerKind, Option<String>, DateTime<Utc>)> = resumed
-        .iter()
-        .map(|op| match op {
-            TimerOp::Set(t) => (t.kind, t.step.clone(), t.at),
-            TimerOp::Clear(t) => panic!("nothing to clear: {t:?}"),
-        })
-        .collect();
-    // register-birth is now due Wednesday 11:30 (warned Tuesday 11:30, which has passed: the
-    // dossier asks at 14:00), the appointment Friday 11:30 (warned Thursday 11:30).
+    let needed: Vec<(TimerKind, Option<String>, DateTime<Utc>)> =
+        needed_timers(id(), &d.state, &policy(&d))
+            .into_iter()
+            .map(|t| (t.kind, t.step, t.at))
+            .collect();
+    // register-birth is now due Wednesday 11:30 (warned Tuesday 11:30, which had passed when
+    // the provision moved it at 14:00), the appointment Friday 11:30 (warned Thursday 11:30).
     assert_eq!(
-        set,
+        needed,
         [
             (
                 TimerKind::Missed,
@@ -408,6 +418,17 @@ fn a_supplement_holds_the_timers_and_its_provision_sets_them_again() {
             (TimerKind::Warning, None, local(2026, 3, 5, 11, 30)),
             (TimerKind::Missed, None, local_s(2026, 3, 6, 11, 30, 1)),
         ]
+    );
+    let resumed = timers_for(id(), &paused, &d.state, &policy(&d));
+    assert_eq!(
+        resumed,
+        [TimerOp::Set(
+            next_timer(id(), &d.state, &policy(&d)).expect("a timer after")
+        )]
+    );
+    assert!(
+        matches!(&resumed[0], TimerOp::Set(t) if t.kind == TimerKind::Missed
+        && t.at == local_s(2026, 3, 4, 11, 30, 1))
     );
 }
 

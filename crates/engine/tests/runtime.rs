@@ -487,11 +487,11 @@ impl EventStore for HeldSubmission {
     ) -> Result<Vec<lienthong_engine::store::Timer>, lienthong_engine::store::Error> {
         self.inner.due_timers(until, limit)
     }
-    fn clear_timers(
+    fn update_timers(
         &self,
-        timers: Vec<lienthong_engine::store::Timer>,
+        ops: Vec<lienthong_engine::store::TimerOp>,
     ) -> tokio::sync::oneshot::Receiver<Result<(), lienthong_engine::store::Error>> {
-        self.inner.clear_timers(timers)
+        self.inner.update_timers(ops)
     }
 }
 

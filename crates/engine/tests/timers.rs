@@ -104,17 +104,14 @@ async fn warnings_and_misses_fire_at_their_instants_once() {
     let clock = ManualClock::new(local(2026, 3, 2, 9, 0));
     let e = engine(store.clone(), &clock, Duration::WorkingDays(1));
     let d = received(&e).await;
+    // Only the dossier's earliest timer is stored; each firing sets the next.
     assert_eq!(
         timers(&*store, &d),
-        [
-            (
-                TimerKind::Missed,
-                Some("register-birth".to_string()),
-                local_s(2026, 3, 3, 9, 0, 1)
-            ),
-            (TimerKind::Warning, None, local(2026, 3, 4, 9, 0)),
-            (TimerKind::Missed, None, local_s(2026, 3, 5, 9, 0, 1)),
-        ]
+        [(
+            TimerKind::Missed,
+            Some("register-birth".to_string()),
+            local_s(2026, 3, 3, 9, 0, 1)
+        )]
     );
     // The due instant itself is still on time.
     clock.set(local(2026, 3, 3, 9, 0));
@@ -122,6 +119,10 @@ async fn warnings_and_misses_fire_at_their_instants_once() {
     clock.set(local_s(2026, 3, 3, 9, 0, 1));
     assert_eq!(e.fire_due_timers().await.expect("fire"), 1);
     assert_eq!(notices(&*store, &d), ["missed register-birth"]);
+    assert_eq!(
+        timers(&*store, &d),
+        [(TimerKind::Warning, None, local(2026, 3, 4, 9, 0))]
+    );
     clock.set(local_s(2026, 3, 4, 8, 59, 59));
     assert_eq!(e.fire_due_timers().await.expect("fire"), 0);
     clock.set(local(2026, 3, 4, 9, 0));
@@ -155,13 +156,10 @@ async fn a_warning_due_at_the_opening_is_not_set_between_two_seconds() {
         .into_iter()
         .map(|(kind, step, _)| (kind, step))
         .collect();
+    // A warning for register-birth would be the earliest timer, so the one stored.
     assert_eq!(
         kinds,
-        [
-            (TimerKind::Missed, Some("register-birth".to_string())),
-            (TimerKind::Warning, None),
-            (TimerKind::Missed, None),
-        ],
+        [(TimerKind::Missed, Some("register-birth".to_string()))],
         "no warning for register-birth (1wd budget, 1wd lead)"
     );
     assert_eq!(e.fire_due_timers().await.expect("fire"), 0);
@@ -179,23 +177,15 @@ async fn completing_a_step_clears_its_timers_with_the_completion() {
         .await
         .expect("complete");
     // register-birth's miss is gone; the two new steps are due Tuesday 10:00 (their warnings
-    // would be now: not set). Timers firing in the same second sort by step id.
+    // would be now: not set). Of the timers firing in the same second, the first by step id is
+    // the one stored.
     assert_eq!(
         timers(&*store, &d),
-        [
-            (
-                TimerKind::Missed,
-                Some("issue-health-card".to_string()),
-                local_s(2026, 3, 3, 10, 0, 1)
-            ),
-            (
-                TimerKind::Missed,
-                Some("register-residence".to_string()),
-                local_s(2026, 3, 3, 10, 0, 1)
-            ),
-            (TimerKind::Warning, None, local(2026, 3, 4, 9, 0)),
-            (TimerKind::Missed, None, local_s(2026, 3, 5, 9, 0, 1)),
-        ]
+        [(
+            TimerKind::Missed,
+            Some("issue-health-card".to_string()),
+            local_s(2026, 3, 3, 10, 0, 1)
+        )]
     );
     // Every step done (the dossier processed): no appointment timer either.
     for (agency, step) in [
@@ -289,6 +279,73 @@ async fn a_warning_whose_deadline_passed_is_cleared_and_the_miss_recorded() {
     assert_eq!(timers(&*store, &d), []);
 }
 
+/// A store written when every timer of a dossier was stored, not only its earliest, keeps
+/// working: each left-over timer fires once, records its notice if the deadline still needs it
+/// (or nothing, if moot), and is cleared; nothing is noticed twice.
+#[tokio::test]
+async fn timers_left_by_the_every_timer_layout_fire_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("open"));
+    let clock = ManualClock::new(local(2026, 3, 2, 9, 0));
+    let e = engine(store.clone(), &clock, Duration::WorkingDays(1));
+    let d = received(&e).await;
+    let (step_due, appointment) = (local(2026, 3, 3, 9, 0), local(2026, 3, 5, 9, 0));
+    let timer = |at, kind, step: Option<&str>, due| Timer {
+        at,
+        dossier: d,
+        kind,
+        step: step.map(str::to_string),
+        due,
+        lead: (kind == TimerKind::Warning).then_some(Duration::WorkingDays(1)),
+    };
+    let every = vec![
+        timer(
+            local_s(2026, 3, 3, 9, 0, 1),
+            TimerKind::Missed,
+            Some("register-birth"),
+            step_due,
+        ),
+        timer(
+            local(2026, 3, 4, 9, 0),
+            TimerKind::Warning,
+            None,
+            appointment,
+        ),
+        timer(
+            local_s(2026, 3, 5, 9, 0, 1),
+            TimerKind::Missed,
+            None,
+            appointment,
+        ),
+    ];
+    store
+        .update_timers(every.into_iter().map(TimerOp::Set).collect())
+        .await
+        .expect("answer")
+        .expect("set every timer");
+    assert_eq!(timers(&*store, &d).len(), 3);
+    // Wednesday 09:00: the step's miss, then the appointment's warning.
+    clock.set(local(2026, 3, 4, 9, 0));
+    assert_eq!(e.fire_due_timers().await.expect("fire"), 2);
+    assert_eq!(
+        notices(&*store, &d),
+        ["missed register-birth", "warning  1wd"]
+    );
+    assert_eq!(
+        timers(&*store, &d),
+        [(TimerKind::Missed, None, local_s(2026, 3, 5, 9, 0, 1))]
+    );
+    clock.set(local(2026, 3, 6, 9, 0));
+    assert_eq!(e.fire_due_timers().await.expect("fire"), 1);
+    assert_eq!(e.fire_due_timers().await.expect("fire"), 0);
+    assert_eq!(
+        notices(&*store, &d),
+        ["missed register-birth", "warning  1wd", "missed"]
+    );
+    assert_eq!(timers(&*store, &d), []);
+    assert!(store.verify().expect("verify").is_clean());
+}
+
 #[tokio::test]
 async fn timers_survive_closing_and_reopening_the_store() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -353,7 +410,7 @@ impl EventStore for LosesClears {
     fn due_timers(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, store::Error> {
         self.0.due_timers(until, limit)
     }
-    fn clear_timers(&self, _: Vec<Timer>) -> oneshot::Receiver<Result<(), store::Error>> {
+    fn update_timers(&self, _: Vec<TimerOp>) -> oneshot::Receiver<Result<(), store::Error>> {
         let (tx, rx) = oneshot::channel();
         let _ = tx.send(Ok(()));
         rx
@@ -426,7 +483,6 @@ async fn a_clock_stepping_back_neither_reorders_the_stream_nor_moves_deadlines()
     let clock = ManualClock::new(local(2026, 3, 2, 9, 0));
     let e = engine(store.clone(), &clock, Duration::WorkingDays(1));
     let d = received(&e).await;
-    let before = timers(&*store, &d);
     let due = e.state(d).await.expect("state").appointment;
 
     clock.set(local(2026, 2, 28, 9, 0));
@@ -460,11 +516,8 @@ async fn a_clock_stepping_back_neither_reorders_the_stream_nor_moves_deadlines()
     );
     // Nothing fires while the clock is behind; the appointment's miss fires once it is past.
     assert_eq!(e.fire_due_timers().await.expect("fire"), 0);
-    let missed = before
-        .iter()
-        .find(|(k, s, _)| *k == TimerKind::Missed && s.is_none())
-        .map(|(_, _, at)| *at)
-        .expect("the appointment's miss timer");
+    // The appointment's miss: the first whole second after it.
+    let missed = due.expect("an appointment") + chrono::TimeDelta::seconds(1);
     clock.set(missed);
     assert!(e.fire_due_timers().await.expect("fire") >= 1);
     assert!(

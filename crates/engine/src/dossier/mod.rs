@@ -38,6 +38,6 @@ pub use state::{
     StepStatus, StepView, Supplement, evolve, fold, state_at,
 };
 pub use timers::{
-    Deadline, Timer, TimerKind, TimerOp, TimerPolicy, current_deadlines, needed_timers, timers_for,
-    warning_instant,
+    Deadline, Timer, TimerKind, TimerOp, TimerPolicy, current_deadlines, needed_timers, next_timer,
+    rearm, timers_for, warning_instant,
 };

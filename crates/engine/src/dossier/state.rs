@@ -145,6 +145,9 @@ pub struct StepRecord {
     pub opened_at: Option<DateTime<Utc>>,
     /// Its own deadline from the last opening.
     pub due: Option<DateTime<Utc>>,
+    /// When `due` was last set: the last opening, or the last clock rule that moved it. A
+    /// deadline's warning is armed only if its instant was still ahead then.
+    pub due_set_at: Option<DateTime<Utc>>,
     /// When it was last completed.
     pub completed_at: Option<DateTime<Utc>>,
     /// The outcome name of the last completion.
@@ -176,6 +179,7 @@ impl StepRecord {
             budget: String::new(),
             opened_at: None,
             due: None,
+            due_set_at: None,
             completed_at: None,
             outcome: None,
             results: Vec::new(),
@@ -345,6 +349,8 @@ pub struct DossierState {
     pub clock_started_at: Option<DateTime<Utc>>,
     /// The current appointment (after a clock rule or an apology moved it, the new one).
     pub appointment: Option<DateTime<Utc>>,
+    /// When `appointment` was last set: the receipt, a clock rule or the apology that moved it.
+    pub appointment_set_at: Option<DateTime<Utc>>,
     /// Calendar name the deadlines were computed with.
     pub calendar_name: String,
     /// Calendar content hash the dossier is pinned to.
@@ -550,6 +556,7 @@ pub fn evolve(mut state: DossierState, event: &Event) -> DossierState {
             state.received_at = at;
             state.clock_started_at = instant(r.clock_started_at.as_ref());
             state.appointment = instant(r.appointment.as_ref());
+            state.appointment_set_at = at;
             state.calendar_name.clone_from(&r.calendar_name);
             state.calendar_hash.clone_from(&r.calendar_hash);
             state.limit.clone_from(&r.limit);
@@ -561,6 +568,7 @@ pub fn evolve(mut state: DossierState, event: &Event) -> DossierState {
             rec.budget.clone_from(&o.budget);
             rec.opened_at = at;
             rec.due = instant(o.due.as_ref());
+            rec.due_set_at = at;
             rec.completed_at = None;
             rec.outcome = None;
             rec.results.clear();
@@ -671,6 +679,7 @@ pub fn evolve(mut state: DossierState, event: &Event) -> DossierState {
             let previous_appointment = state.appointment;
             if let Some(t) = instant(m.appointment.as_ref()) {
                 state.appointment = Some(t);
+                state.appointment_set_at = at;
             }
             state.deadline_moves.push(DeadlineMove {
                 rule: m.rule.clone(),
@@ -681,7 +690,10 @@ pub fn evolve(mut state: DossierState, event: &Event) -> DossierState {
             });
             for d in &m.steps {
                 match state.steps.get_mut(&d.step_id) {
-                    Some(rec) => rec.due = instant(d.due.as_ref()),
+                    Some(rec) => {
+                        rec.due = instant(d.due.as_ref());
+                        rec.due_set_at = at;
+                    }
                     None => {
                         state.anomaly(format!("deadline moved for unknown step `{}`", d.step_id))
                     }
@@ -721,6 +733,7 @@ pub fn evolve(mut state: DossierState, event: &Event) -> DossierState {
             });
             if new_appointment.is_some() {
                 state.appointment = new_appointment;
+                state.appointment_set_at = at;
             }
         }
         Body::ResultReturned(r) => {

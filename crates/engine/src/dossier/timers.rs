@@ -16,12 +16,21 @@
 //!
 //! # Timers
 //! Each current deadline needs a warning timer at `due - lead` in working time (the first instant
-//! from which at most `lead` of working time is left; skipped if that instant has already come
-//! when the deadline is set, or cannot be computed inside the calendar's coverage) and a miss
+//! from which at most `lead` of working time is left; skipped if that instant had already come
+//! when the deadline was set, or cannot be computed inside the calendar's coverage) and a miss
 //! timer at the first whole second after the due. A deadline that was already warned (or missed)
-//! needs no warning (or miss) timer any more. [`timers_for`] compares what the state before and
-//! after an append needs: new timers are set, timers no longer needed are cleared, both in the
-//! append's batch. [`Command::FireTimer`]: super::Command::FireTimer
+//! needs no warning (or miss) timer any more. Which timers a state needs depends on the state
+//! alone ([`needed_timers`]; when a deadline was set is in the state).
+//!
+//! Only the **earliest** of them is stored ([`next_timer`]): it wakes the dossier, and the append
+//! its firing makes sets the next one. [`timers_for`] compares the earliest timer of the state
+//! before and after an append: if it changed, the old one is cleared and the new one set, in the
+//! append's batch. A birth-group dossier so costs about 8 timer writes instead of 20, and a
+//! deadline added, moved or met among later ones costs none. A timer that records nothing when it
+//! fires (stale, or a warning whose deadline passed meanwhile) is cleared and the next one set
+//! ([`rearm`]). A stored timer that is not the earliest (left by an engine that stored every
+//! timer, or set under another warning lead) is harmless: it fires, and records its notice if
+//! its deadline still needs it, or is cleared as stale.
 //!
 //! [`Command::FireTimer`]: super::Command::FireTimer
 
@@ -99,6 +108,10 @@ pub struct Deadline {
     pub warned: bool,
     /// Whether a miss was recorded for exactly this deadline.
     pub missed: bool,
+    /// When the deadline was set (see [`StepRecord::due_set_at`]).
+    ///
+    /// [`StepRecord::due_set_at`]: super::state::StepRecord::due_set_at
+    pub set_at: Option<DateTime<Utc>>,
 }
 
 /// What the timers of a dossier are computed with.
@@ -159,7 +172,7 @@ pub fn current_deadlines(state: &DossierState, workflow: &Workflow) -> Vec<Deadl
     let view: BTreeMap<String, StepView> = state.step_view(workflow).into_iter().collect();
     let hold = hold(state, workflow, &view);
     let mut out = Vec::new();
-    let mut push = |step: Option<String>, agency: &str, due: DateTime<Utc>| {
+    let mut push = |step: Option<String>, agency: &str, due, set_at| {
         let warned = state.noticed(TimerKind::Warning, step.as_deref(), due);
         let missed = state.noticed(TimerKind::Missed, step.as_deref(), due);
         out.push(Deadline {
@@ -168,6 +181,7 @@ pub fn current_deadlines(state: &DossierState, workflow: &Workflow) -> Vec<Deadl
             due,
             warned,
             missed,
+            set_at,
         });
     };
     if !hold.all_steps {
@@ -181,7 +195,7 @@ pub fn current_deadlines(state: &DossierState, workflow: &Workflow) -> Vec<Deadl
             if let Some(rec) = state.steps.get(&step.id.0)
                 && let Some(due) = rec.due
             {
-                push(Some(step.id.0.clone()), &rec.agency, due);
+                push(Some(step.id.0.clone()), &rec.agency, due, rec.due_set_at);
             }
         }
     }
@@ -189,7 +203,7 @@ pub fn current_deadlines(state: &DossierState, workflow: &Workflow) -> Vec<Deadl
         && !state.processed
         && let Some(due) = state.appointment
     {
-        push(None, &state.receiving_agency, due);
+        push(None, &state.receiving_agency, due, state.appointment_set_at);
     }
     out
 }
@@ -205,11 +219,15 @@ pub fn needed_timers(
         if d.missed {
             continue;
         }
+        // A warning's instant is rounded up to the second: compare it with the setting instant
+        // rounded the same way, or a warning due exactly then (a step whose budget is the lead)
+        // would be set a fraction of a second ahead and fire at once.
         if !d.warned
-            && let Some(at) = warning_instant(policy.calendar, d.due, policy.lead)
+            && let Some(at) = warning_instant(policy.calendar, d.due, policy.lead).map(ceil_second)
+            && d.set_at.is_none_or(|set| at > ceil_second(set))
         {
             out.push(Timer {
-                at: ceil_second(at),
+                at,
                 dossier,
                 kind: TimerKind::Warning,
                 step: d.step.clone(),
@@ -229,34 +247,59 @@ pub fn needed_timers(
     out
 }
 
-/// The timer changes an append makes: timers the state `after` needs and `before` did not are
-/// set (a warning only if its instant is still to come at `now`), timers `before` needed and
-/// `after` does not are cleared.
+/// The order timers fire in, the store's: by instant, then misses before warnings, then by due
+/// and step.
+fn firing_order(t: &Timer) -> (DateTime<Utc>, bool, DateTime<Utc>, Option<&str>) {
+    (t.at, t.kind == TimerKind::Warning, t.due, t.step.as_deref())
+}
+
+/// The one timer stored for the dossier: the earliest it needs (see the module docs).
+pub fn next_timer(
+    dossier: DossierId,
+    state: &DossierState,
+    policy: &TimerPolicy<'_>,
+) -> Option<Timer> {
+    needed_timers(dossier, state, policy)
+        .into_iter()
+        .min_by(|a, b| firing_order(a).cmp(&firing_order(b)))
+}
+
+/// The timer changes an append makes: when the earliest timer the state `after` needs differs
+/// from the one `before` needed, the old one is cleared and the new one set.
 pub fn timers_for(
     dossier: DossierId,
     before: &DossierState,
     after: &DossierState,
     policy: &TimerPolicy<'_>,
+) -> Vec<TimerOp> {
+    let old = next_timer(dossier, before, policy);
+    let new = next_timer(dossier, after, policy);
+    if old == new {
+        return Vec::new();
+    }
+    old.map(TimerOp::Clear)
+        .into_iter()
+        .chain(new.map(TimerOp::Set))
+        .collect()
+}
+
+/// The timer changes when `fired` recorded nothing at `now`: it is cleared, and the earliest
+/// timer the state needs is set, leaving out warnings whose deadline has passed (they would
+/// record nothing either: the miss is what remains). Setting a timer already stored is harmless.
+pub fn rearm(
+    dossier: DossierId,
+    state: &DossierState,
+    policy: &TimerPolicy<'_>,
+    fired: &Timer,
     now: DateTime<Utc>,
 ) -> Vec<TimerOp> {
-    let old = needed_timers(dossier, before, policy);
-    let new = needed_timers(dossier, after, policy);
-    let mut ops: Vec<TimerOp> = old
-        .iter()
-        .filter(|t| !new.contains(t))
-        .cloned()
-        .map(TimerOp::Clear)
-        .collect();
-    ops.extend(
-        new.into_iter()
-            .filter(|t| !old.contains(t))
-            // A warning's instant is rounded up to the second: compare it with `now` rounded
-            // the same way, or a warning due exactly now (a step whose budget is the lead,
-            // opened now) would be set a fraction of a second ahead and fire at once.
-            .filter(|t| t.kind == TimerKind::Missed || t.at > ceil_second(now))
-            .map(TimerOp::Set),
-    );
-    ops
+    let next = needed_timers(dossier, state, policy)
+        .into_iter()
+        .filter(|t| !(t.kind == TimerKind::Warning && now > t.due))
+        .min_by(|a, b| firing_order(a).cmp(&firing_order(b)));
+    std::iter::once(TimerOp::Clear(fired.clone()))
+        .chain(next.map(TimerOp::Set))
+        .collect()
 }
 
 /// The first whole second after `due`: when a deadline has passed.

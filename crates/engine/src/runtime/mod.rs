@@ -409,7 +409,7 @@ impl Engine {
         let local = now.with_timezone(&calendar.timezone());
         let prefix = format!("{receiving}-{}", local.format("%y%m%d"));
         let events = envelopes(id, "", req, now, bodies);
-        let timers = self.timer_ops(id, &state, &events, &workflow, calendar, now, None);
+        let timers = self.timer_ops(id, &state, &events, &workflow, calendar, None);
         // The new dossier's cache slot is locked before its first events become durable and
         // visible in the feed: an agency that sees its task and acts at once waits here for the
         // submission to finish, instead of its later state being overwritten by this one (a
@@ -487,13 +487,16 @@ impl Engine {
                 if let Some(outcome) = self.replay_if_known(req, &fingerprint).await? {
                     return Ok(outcome);
                 }
-                // Only a stale timer decides nothing: clear it, append nothing. The clear happens
-                // under the dossier's lock, so it cannot delete an identical timer that a
-                // concurrent command of this dossier is about to set.
+                // Only a timer that records nothing (stale, or a warning whose deadline passed)
+                // decides nothing: clear it and set the dossier's next timer, append nothing.
+                // This happens under the dossier's lock, so it cannot delete an identical timer
+                // that a concurrent command of this dossier is about to set.
                 if let Some(t) = fired {
+                    let policy = self.timer_policy(&workflow, calendar);
+                    let ops = dossier::rearm(id, &state, &policy, t, now);
                     self.inner
                         .store
-                        .clear_timers(vec![t.clone()])
+                        .update_timers(ops)
                         .await
                         .map_err(|_| store::Error::Closed)??;
                 }
@@ -507,7 +510,7 @@ impl Engine {
                 });
             }
             let events = envelopes(id, &state.code, req, now, bodies);
-            let timers = self.timer_ops(id, &state, &events, &workflow, calendar, now, fired);
+            let timers = self.timer_ops(id, &state, &events, &workflow, calendar, fired);
             let sets_timer = timers.iter().any(|op| matches!(op, TimerOp::Set(_)));
             let result = self
                 .inner
@@ -687,9 +690,18 @@ impl Engine {
         Ok(wf)
     }
 
-    /// The timer changes of an append: what the state after `events` needs compared with the
-    /// state before (see [`dossier::timers_for`]), plus clearing the `fired` timer.
-    #[allow(clippy::too_many_arguments)]
+    /// How the timers of a dossier pinned to `workflow` and `calendar` are computed.
+    fn timer_policy<'a>(&self, workflow: &'a Workflow, calendar: &'a Calendar) -> TimerPolicy<'a> {
+        TimerPolicy {
+            workflow,
+            calendar,
+            lead: self.inner.options.warning_lead,
+        }
+    }
+
+    /// The timer changes of an append: the earliest timer the state after `events` needs
+    /// compared with the state before (see [`dossier::timers_for`]); for a firing, the `fired`
+    /// timer cleared and the next one set.
     fn timer_ops(
         &self,
         id: DossierId,
@@ -697,23 +709,22 @@ impl Engine {
         events: &[Event],
         workflow: &Workflow,
         calendar: &Calendar,
-        now: DateTime<Utc>,
         fired: Option<&Timer>,
     ) -> Vec<TimerOp> {
         // The store stamps seq and position; deadlines do not depend on them.
         let after = events.iter().fold(before.clone(), dossier::evolve);
-        let policy = TimerPolicy {
-            workflow,
-            calendar,
-            lead: self.inner.options.warning_lead,
-        };
-        let mut ops = dossier::timers_for(id, before, &after, &policy, now);
+        let policy = self.timer_policy(workflow, calendar);
+        let mut ops = dossier::timers_for(id, before, &after, &policy);
         if let Some(t) = fired {
-            let clear = TimerOp::Clear(t.clone());
-            let still_needed = ops.contains(&TimerOp::Set(t.clone()));
-            if !still_needed && !ops.contains(&clear) {
-                ops.insert(0, clear);
+            // A firing clears its timer and always sets the dossier's next one, even when the
+            // earliest timer did not change: the timer that fired may not have been that one
+            // (one left by an engine with another warning lead), so the next may be missing.
+            let next = dossier::next_timer(id, &after, &policy);
+            ops.retain(|op| matches!(op, TimerOp::Clear(c) if c != t));
+            if next.as_ref() != Some(t) {
+                ops.insert(0, TimerOp::Clear(t.clone()));
             }
+            ops.extend(next.map(TimerOp::Set));
         }
         ops
     }

@@ -3,8 +3,12 @@
 //! [`Engine::fire_due_timers`] reads the timers due at the clock's `now` from the store and runs
 //! each as a `FireTimer` command on its dossier (under the dossier's lock, like any command):
 //! `decide` records the notice if the deadline is still current, and the append clears the timer
-//! in the same batch; a stale timer (the step was completed, the deadline moved, the dossier
-//! closed) records nothing and is cleared alone.
+//! and sets the dossier's next one in the same batch; a timer that records nothing (stale: the
+//! step was completed, the deadline moved, the dossier closed; or a warning whose deadline passed)
+//! is cleared and the dossier's next timer set, with no event. A dossier stores only its earliest
+//! timer (see [`crate::dossier::timers`]), so one call goes on reading until no timer due at
+//! its `now` is left: a firing may set the next timer, due already (a warning and then the miss
+//! of a deadline that passed while the engine was down).
 //!
 //! A crash between deciding and clearing cannot double a notice: the notice and the clear are
 //! one atomic batch, the command's idempotency key is derived from the timer (a second firing of
@@ -23,7 +27,7 @@ use lienthong_workflow::StepId;
 use sha2::{Digest, Sha256};
 
 use super::{Engine, Error, Request, fingerprint};
-use crate::dossier::{Command, ENGINE, FireTimer, Timer};
+use crate::dossier::{Command, ENGINE, FireTimer, Timer, TimerOp};
 use crate::store;
 
 /// Timers read from the store per round of [`Engine::fire_due_timers`].
@@ -59,8 +63,10 @@ fn timer_key(t: &Timer) -> String {
 }
 
 impl Engine {
-    /// Fires every timer due at the clock's `now`; returns how many notices
-    /// (`DeadlineWarning`, `DeadlineMissed`) were appended. Stale timers are cleared.
+    /// Fires every timer due at the clock's `now`, including those the firings set; returns how
+    /// many notices (`DeadlineWarning`, `DeadlineMissed`) were appended. Stale timers are
+    /// cleared. Stops early when a round reads the same timers as the one before (a timer kept
+    /// because its firing recorded nothing yet, e.g. after the clock stepped back).
     ///
     /// A timer whose dossier is gone, inconsistent or pinned to a definition that no longer
     /// loads is logged and cleared (it would fail forever); a storage fault stops the call.
@@ -68,15 +74,16 @@ impl Engine {
     pub async fn fire_due_timers(&self) -> Result<usize, Error> {
         let now = self.now();
         let mut notices = 0;
+        let mut last: Vec<Timer> = Vec::new();
         for _ in 0..FIRE_ROUNDS_MAX {
             let due = self.store().due_timers(now, TIMERS_PER_ROUND_MAX)?;
-            let full = due.len() >= TIMERS_PER_ROUND_MAX;
-            for timer in due {
-                notices += self.fire(&timer).await?;
-            }
-            if !full {
+            if due.is_empty() || due == last {
                 break;
             }
+            for timer in &due {
+                notices += self.fire(timer).await?;
+            }
+            last = due;
         }
         Ok(notices)
     }
@@ -130,7 +137,7 @@ impl Engine {
 
     async fn clear(&self, timer: &Timer) -> Result<(), Error> {
         self.store()
-            .clear_timers(vec![timer.clone()])
+            .update_timers(vec![TimerOp::Clear(timer.clone())])
             .await
             .map_err(|_| store::Error::Closed)??;
         Ok(())

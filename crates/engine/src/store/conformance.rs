@@ -681,17 +681,22 @@ pub fn timers_of(store: &dyn EventStore, dossier: &DossierId, until_s: i64) -> V
         .collect()
 }
 
-/// Clears timers and waits for the answer.
-pub fn clear(store: &dyn EventStore, timers: Vec<Timer>) -> Result<(), Error> {
+/// Changes timers without events and waits for the answer.
+pub fn update(store: &dyn EventStore, ops: Vec<TimerOp>) -> Result<(), Error> {
     store
-        .clear_timers(timers)
+        .update_timers(ops)
         .blocking_recv()
         .unwrap_or(Err(Error::Closed))
 }
 
+/// Clears timers without events and waits for the answer.
+pub fn clear(store: &dyn EventStore, timers: Vec<Timer>) -> Result<(), Error> {
+    update(store, timers.into_iter().map(TimerOp::Clear).collect())
+}
+
 /// Timers are set and cleared in the same atomic append as the events; `due_timers` lists them
 /// by firing time up to `until` (inclusive), within `limit`; a refused append sets none; a
-/// clear alone removes them.
+/// change alone clears and sets them without an event.
 pub fn timers_are_set_and_cleared_with_the_events(store: &dyn EventStore) {
     let d = DossierId::new();
     let t0 = 1_790_000_000;
@@ -758,11 +763,42 @@ pub fn timers_are_set_and_cleared_with_the_events(store: &dyn EventStore) {
     let position = store.last_position().expect("last_position");
     clear(store, vec![miss.clone(), later.clone()]).expect("clear");
     clear(store, vec![miss.clone()]).expect("clear again");
-    assert_eq!(timers_of(store, &d, t0 + 1_000), [appt]);
+    assert_eq!(
+        timers_of(store, &d, t0 + 1_000),
+        std::slice::from_ref(&appt)
+    );
+    // A change alone clears before it sets: the stale timer goes, the next one comes.
+    update(
+        store,
+        vec![TimerOp::Set(later.clone()), TimerOp::Clear(appt.clone())],
+    )
+    .expect("clear and set");
+    assert_eq!(
+        timers_of(store, &d, t0 + 1_000),
+        std::slice::from_ref(&later)
+    );
+    update(
+        store,
+        vec![TimerOp::Clear(later.clone()), TimerOp::Set(later.clone())],
+    )
+    .expect("clear and set one timer");
+    assert_eq!(
+        timers_of(store, &d, t0 + 1_000),
+        std::slice::from_ref(&later)
+    );
+    // The change is checked like an append's.
+    let mut odd = later.clone();
+    odd.at += chrono::TimeDelta::milliseconds(5);
+    assert!(matches!(
+        update(store, vec![TimerOp::Set(odd)]),
+        Err(Error::Invalid(_))
+    ));
+    clear(store, vec![later]).expect("clear");
+    assert_eq!(timers_of(store, &d, t0 + 1_000), []);
     assert_eq!(
         store.last_position().expect("last_position"),
         position,
-        "a clear appends no event"
+        "a change alone appends no event"
     );
     assert_stream(store, &d, 2);
 }

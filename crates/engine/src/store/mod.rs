@@ -17,7 +17,7 @@
 //!
 //! Timers: the store also keeps the dossiers' durable deadline timers ([`Timer`]), set and cleared
 //! in the same atomic batch as the events that create or settle the deadlines
-//! ([`AppendRequest::timers`]), or cleared alone ([`EventStore::clear_timers`]) when a timer
+//! ([`AppendRequest::timers`]), or changed alone ([`EventStore::update_timers`]) when a timer
 //! turned out stale; [`EventStore::due_timers`] lists them by firing time.
 //!
 //! Visibility: reads only ever return what is durable. An append is visible to readers once its
@@ -63,7 +63,7 @@ pub const IDEMPOTENCY_PART_BYTES_MAX: usize = 256;
 pub const CODE_PREFIX_BYTES_MAX: usize = 64;
 /// Records returned by one [`EventStore::read_feed`] call, whatever `limit` asks for.
 pub const FEED_READ_MAX: usize = 10_000;
-/// Timer operations carried by one append or one [`EventStore::clear_timers`] call (a dossier
+/// Timer operations carried by one append or one [`EventStore::update_timers`] call (a dossier
 /// has two timers per deadline and a deadline per step plus one).
 pub const TIMERS_PER_APPEND_MAX: usize = 256;
 /// Timers returned by one [`EventStore::due_timers`] call, whatever `limit` asks for.
@@ -114,9 +114,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// Up to `limit` (at most [`TIMERS_READ_MAX`]) durable timers firing at or before `until`,
     /// earliest first. A timer is visible once the append that set it is durable.
     fn due_timers(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, Error>;
-    /// Removes timers without appending events (a stale timer: its deadline moved or was met).
-    /// Durable when the receiver yields `Ok`; missing timers are fine.
-    fn clear_timers(&self, timers: Vec<Timer>) -> oneshot::Receiver<Result<(), Error>>;
+    /// Sets and clears timers without appending events: a stale timer (its deadline moved or
+    /// was met) is cleared, and the timer its dossier needs next is set. Clears apply before
+    /// sets; clearing a missing timer is fine. Durable when the receiver yields `Ok`. A timer
+    /// set here may be listed a little before it is durable (once what was appended before it
+    /// is): firing it early is harmless, since a firing decides from the durable events.
+    fn update_timers(&self, ops: Vec<TimerOp>) -> oneshot::Receiver<Result<(), Error>>;
 }
 
 /// One append: events for one stream, and what must be written atomically with them.

@@ -62,7 +62,7 @@ use super::sync::Syncer;
 use super::writer::{Pending, Space, Writer, decode_run, printable, read_head};
 use super::{
     AppendRequest, Appended, Corruption, Error, EventStore, FEED_READ_MAX, Head, IdempotencyRecord,
-    Recorded, TIMERS_READ_MAX, Timer, VerifyReport,
+    Recorded, TIMERS_READ_MAX, Timer, TimerOp, VerifyReport,
 };
 use crate::ids::{DossierCode, DossierId};
 
@@ -783,13 +783,13 @@ impl EventStore for SledStore {
         Ok(out)
     }
 
-    fn clear_timers(&self, timers: Vec<Timer>) -> oneshot::Receiver<Result<(), Error>> {
+    fn update_timers(&self, ops: Vec<TimerOp>) -> oneshot::Receiver<Result<(), Error>> {
         let (reply, rx) = oneshot::channel();
         if let Some(reason) = self.shared.poison_reason() {
             let _ = reply.send(Err(Error::Poisoned(reason)));
             return rx;
         }
-        self.enqueue(Pending::ClearTimers { timers, reply });
+        self.enqueue(Pending::Timers { ops, reply });
         rx
     }
 }

@@ -28,10 +28,12 @@
 //!    (groups applied during one fsync share the next). At most `SYNC_QUEUE_GROUPS` applied
 //!    groups wait; beyond that the writer waits for the disk.
 //!    Readers are bounded by the durable position, so an applied group's events, heads, feed,
-//!    codes and idempotency records are invisible until its fsync returned, as before. (Two
-//!    reads are not bounded, as before this thread: a definition, which is content-addressed,
-//!    and a timer that an applied group cleared, which `due_timers` stops listing at once; after
-//!    a crash that loses the group, the timer is listed again and fires.) A group staged on top
+//!    codes and idempotency records are invisible until its fsync returned, as before. (Three
+//!    reads are not bounded: a definition, which is content-addressed; a timer that an applied
+//!    group cleared, which `due_timers` stops listing at once (after a crash that loses the
+//!    group, the timer is listed again and fires); and a timer set with no event
+//!    ([`Pending::Timers`]), bounded only by the events staged before it, which may so fire
+//!    a little early, harmlessly: a firing decides from durable events.) A group staged on top
 //!    of an applied one reads that one's heads and keys from sled, which is right: it comes
 //!    after it in the log, and is answered after it.
 //! 5. If apply, flush or fsync fails, the group fails and the store is poisoned: after a failed
@@ -83,10 +85,10 @@ pub(crate) enum Pending {
         /// The caller's receiver waits on this.
         reply: oneshot::Sender<Result<Appended, Error>>,
     },
-    /// Stale timers to remove, with no event.
-    ClearTimers {
-        /// The timers.
-        timers: Vec<Timer>,
+    /// Timers to set or clear with no event (a stale timer cleared, the next one set).
+    Timers {
+        /// The operations; clears apply before sets.
+        ops: Vec<TimerOp>,
         /// The caller's receiver waits on this.
         reply: oneshot::Sender<Result<(), Error>>,
     },
@@ -99,7 +101,7 @@ impl Pending {
             Pending::Append { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
-            Pending::ClearTimers { reply, .. } => {
+            Pending::Timers { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
         }
@@ -112,14 +114,14 @@ enum Answer {
         oneshot::Sender<Result<Appended, Error>>,
         Result<Appended, Error>,
     ),
-    Clear(oneshot::Sender<Result<(), Error>>, Result<(), Error>),
+    Timers(oneshot::Sender<Result<(), Error>>, Result<(), Error>),
 }
 
 impl Answer {
     fn is_ok(&self) -> bool {
         match self {
             Answer::Append(_, r) => r.is_ok(),
-            Answer::Clear(_, r) => r.is_ok(),
+            Answer::Timers(_, r) => r.is_ok(),
         }
     }
 
@@ -129,7 +131,7 @@ impl Answer {
             Answer::Append(reply, r) => {
                 let _ = reply.send(r);
             }
-            Answer::Clear(reply, r) => {
+            Answer::Timers(reply, r) => {
                 let _ = reply.send(r);
             }
         }
@@ -142,7 +144,7 @@ impl Answer {
             Answer::Append(reply, _) => {
                 let _ = reply.send(Err(failed()));
             }
-            Answer::Clear(reply, _) => {
+            Answer::Timers(reply, _) => {
                 let _ = reply.send(Err(failed()));
             }
         }
@@ -358,7 +360,7 @@ impl Writer {
         let mut answers = Vec::with_capacity(group.len());
         let mut staged_requests = 0u64;
         let mut staged_events = 0u64;
-        let mut staged_clears = 0u64;
+        let mut staged_timer_changes = 0u64;
         let mut batch_bytes = 0usize;
         let mut feed = Vec::with_capacity(group.len());
         let mut group: VecDeque<Pending> = group.into();
@@ -369,17 +371,21 @@ impl Writer {
             }
             let (mut req, reply) = match pending {
                 Pending::Append { req, reply } => (req, reply),
-                Pending::ClearTimers { timers, reply } => {
-                    match stage_clear(&timers) {
-                        Ok(removes) => {
+                Pending::Timers { ops, reply } => {
+                    match stage_timer_ops(&ops, position) {
+                        Ok((removes, writes)) => {
                             for k in removes {
                                 batch_bytes += k.len();
                                 batch.remove(k);
                             }
-                            staged_clears += 1;
-                            answers.push(Answer::Clear(reply, Ok(())));
+                            for (k, v) in writes {
+                                batch_bytes += k.len() + v.len();
+                                batch.insert(k, v);
+                            }
+                            staged_timer_changes += 1;
+                            answers.push(Answer::Timers(reply, Ok(())));
                         }
-                        Err(e) => answers.push(Answer::Clear(reply, Err(e))),
+                        Err(e) => answers.push(Answer::Timers(reply, Err(e))),
                     }
                     continue;
                 }
@@ -424,7 +430,7 @@ impl Writer {
                 keys::feed_group(&feed),
             );
         }
-        let wrote = staged_requests > 0 || staged_clears > 0;
+        let wrote = staged_requests > 0 || staged_timer_changes > 0;
         let mut failed = None;
         if wrote {
             match self.apply(batch) {
@@ -714,11 +720,7 @@ impl Writer {
             match op {
                 TimerOp::Clear(t) => removes.push(keys::timer_key(t)),
                 TimerOp::Set(t) => {
-                    let value = TimerValue {
-                        position: new_head.last_position,
-                        lead: t.lead.map(|l| l.to_string()).unwrap_or_default(),
-                    };
-                    writes.push((keys::timer_key(t), value.encode()));
+                    writes.push((keys::timer_key(t), timer_value(t, new_head.last_position)))
                 }
             }
         }
@@ -879,13 +881,37 @@ fn sled_failure(what: &str, e: &sled::Error) -> (io::ErrorKind, String) {
     (kind, format!("{what}: {e}"))
 }
 
-/// The keys a [`Pending::ClearTimers`] removes.
-fn stage_clear(timers: &[Timer]) -> Result<Vec<Vec<u8>>, Error> {
-    limit("timers per clear", TIMERS_PER_APPEND_MAX, timers.len())?;
-    timers
-        .iter()
-        .map(|t| check_timer(t).map(|()| keys::timer_key(t)))
-        .collect()
+/// The keys a [`Pending::Timers`] removes, and the ones it writes: a timer set is listed once
+/// the durable position reaches `position`, the last event staged before it.
+#[allow(clippy::type_complexity)]
+fn stage_timer_ops(
+    ops: &[TimerOp],
+    position: u64,
+) -> Result<(Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>), Error> {
+    limit(
+        "timer operations per change",
+        TIMERS_PER_APPEND_MAX,
+        ops.len(),
+    )?;
+    let (mut removes, mut writes) = (Vec::new(), Vec::new());
+    for op in ops {
+        let (TimerOp::Set(t) | TimerOp::Clear(t)) = op;
+        check_timer(t)?;
+        match op {
+            TimerOp::Clear(t) => removes.push(keys::timer_key(t)),
+            TimerOp::Set(t) => writes.push((keys::timer_key(t), timer_value(t, position))),
+        }
+    }
+    Ok((removes, writes))
+}
+
+/// The stored value of a timer set with the events up to `position`.
+fn timer_value(t: &Timer, position: u64) -> Vec<u8> {
+    TimerValue {
+        position,
+        lead: t.lead.map(|l| l.to_string()).unwrap_or_default(),
+    }
+    .encode()
 }
 
 /// Reads and decodes a stored head.
