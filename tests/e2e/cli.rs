@@ -298,6 +298,30 @@ fn bench_e2e_runs_over_every_transport_and_reports() {
         assert!(v["p50_ms"].as_f64() <= v["p99_ms"].as_f64(), "{v}");
         let rss = v["peak_rss_bytes"].as_object().unwrap();
         assert!(rss["bench"].as_u64().unwrap() > 0, "{v}");
+        // CPU time per dossier for the same processes, each split by thread (a run this short
+        // may use less than one clock tick in a thread, so no figure is required above zero).
+        let cpu = v["cpu_us_per_dossier"].as_object().unwrap();
+        assert_eq!(
+            cpu.keys().collect::<Vec<_>>(),
+            rss.keys().collect::<Vec<_>>(),
+            "{v}"
+        );
+        for (process, c) in cpu {
+            assert!(c["total"].as_f64().unwrap() >= 0.0, "{process}: {v}");
+            assert!(
+                !c["threads"].as_object().unwrap().is_empty(),
+                "{process}: {v}"
+            );
+        }
+        if transport == "embedded" {
+            assert!(
+                cpu["bench"]["threads"]
+                    .as_object()
+                    .unwrap()
+                    .contains_key("lienthong-store"),
+                "the store's writer thread is measured: {v}"
+            );
+        }
         if transport == "embedded" {
             assert_eq!(rss.len(), 1, "one process: {v}");
         } else {

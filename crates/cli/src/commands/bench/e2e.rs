@@ -41,6 +41,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 
+use super::cpu::{self, CpuMeter, CpuUse};
 use super::procs::{Proc, own_peak_rss_bytes};
 use crate::commands::agent;
 use crate::sim::{self, FollowUp, Mix};
@@ -127,6 +128,8 @@ struct Figures {
     latencies_us: Vec<u64>,
     events: u64,
     peak_rss: Vec<(String, u64)>,
+    /// CPU time of each process over the measured part (submissions to the last closing).
+    cpu: Vec<CpuUse>,
     raw_fdatasync_per_s: f64,
     agents: Vec<serde_json::Value>,
 }
@@ -201,6 +204,7 @@ fn report(a: &E2eArgs, f: &mut Figures) {
             "p90_ms": round1(pct(90)),
             "p99_ms": round1(pct(99)),
             "peak_rss_bytes": rss,
+            "cpu_us_per_dossier": cpu::to_json(&f.cpu, a.dossiers),
             "raw_fdatasync_per_s": f.raw_fdatasync_per_s.round(),
             "dossiers_per_raw_fdatasync": super::ratio(per_s, f.raw_fdatasync_per_s),
             "open_ms": f.open.map(|o| round1(o.as_secs_f64() * 1000.0)),
@@ -236,6 +240,9 @@ fn report(a: &E2eArgs, f: &mut Figures) {
             .map(|(k, v)| format!("{k} {:.0} MiB", *v as f64 / (1024.0 * 1024.0)))
             .collect();
         println!("  peak RSS: {}", rss.join(", "));
+        for line in cpu::to_text(&f.cpu, a.dossiers) {
+            println!("  CPU per dossier: {line}");
+        }
         if let Some(o) = f.open {
             println!(
                 "  store and engine opened in {:.1} ms",
@@ -565,7 +572,9 @@ async fn embedded(
     let faults = embedded.faults.clone();
     let clock = Arc::new(Clock::default());
     let submitter = Arc::new(Submitter::Embedded(embedded.clone()));
+    let meter = CpuMeter::start(&[("bench".to_string(), None)]);
     let elapsed = drive(a, submitter, clock.clone(), closed_rx, faults).await?;
+    let cpu = meter.stop();
     let events = embedded.events.load(Ordering::Relaxed);
     drop(embedded);
     let appended = store.last_position()? - before;
@@ -595,6 +604,7 @@ async fn embedded(
         latencies_us,
         events,
         peak_rss: Vec::new(),
+        cpu,
         raw_fdatasync_per_s: 0.0,
         agents: Vec::new(),
     })
@@ -756,9 +766,21 @@ async fn grpc(a: &E2eArgs, work: &Path, workflows: &Path) -> Result<Figures> {
     ));
     let clock = Arc::new(Clock::default());
     let faults = Arc::new(Mutex::new(Vec::new()));
+    let meter = meter(&serve, &agents);
     let elapsed = drive(a, submitter, clock.clone(), closed_rx, faults).await;
     desk.abort();
-    finish(a, elapsed, &clock, serve, agents, &data)
+    finish(a, elapsed, meter, &clock, serve, agents, &data)
+}
+
+/// Starts measuring the CPU time of this process (the bench, with the one-stop desk's agent and
+/// the submissions) and of the engine's and agents' processes.
+fn meter(server: &Proc, agents: &[Proc]) -> CpuMeter {
+    let mut processes = vec![
+        ("bench".to_string(), None),
+        (server.name.clone(), Some(server.pid())),
+    ];
+    processes.extend(agents.iter().map(|p| (p.name.clone(), Some(p.pid()))));
+    CpuMeter::start(&processes)
 }
 
 /// Ends a run with processes: reads their peak memory, stops the agents (checking their counts)
@@ -766,11 +788,13 @@ async fn grpc(a: &E2eArgs, work: &Path, workflows: &Path) -> Result<Figures> {
 fn finish(
     a: &E2eArgs,
     elapsed: Result<Duration>,
+    meter: CpuMeter,
     clock: &Clock,
     server: Proc,
     agents: Vec<Proc>,
     data: &Path,
 ) -> Result<Figures> {
+    let cpu = meter.stop();
     let elapsed = elapsed.map_err(|e| with_tails(e, &server, &agents))?;
     let mut peak_rss = vec![(server.name.clone(), server.peak_rss_bytes().unwrap_or(0))];
     for p in &agents {
@@ -787,6 +811,7 @@ fn finish(
         latencies_us,
         events,
         peak_rss,
+        cpu,
         raw_fdatasync_per_s: 0.0,
         agents: summaries,
     })
@@ -844,11 +869,12 @@ async fn nats(a: &E2eArgs, work: &Path, workflows: &Path) -> Result<Figures> {
     )));
     let clock = Arc::new(Clock::default());
     let faults = Arc::new(Mutex::new(Vec::new()));
+    let meter = meter(&engine, &agents);
     let elapsed = drive(a, submitter, clock.clone(), closed_rx, faults).await;
     desk.abort();
     let _ = desk.await;
     drop(bus);
-    let figures = finish(a, elapsed, &clock, engine, agents, &data);
+    let figures = finish(a, elapsed, meter, &clock, engine, agents, &data);
     drop(own_server);
     figures
 }

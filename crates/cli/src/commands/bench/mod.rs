@@ -7,7 +7,8 @@
 //!
 //! - `e2e` ([`e2e`]): the birth-group procedure end to end, embedded, over gRPC or over NATS,
 //!   with the agencies as separate processes for the last two; dossiers/s, events/s, latency
-//!   percentiles from submission to closing, peak RSS of each process.
+//!   percentiles from submission to closing, peak RSS of each process, and
+//!   the CPU time per dossier of each process by thread ([`cpu`]).
 //! - `rebuild` ([`rebuild`]): projections rebuilt from nothing over a store of a given size
 //!   (made quickly by [`corpus`]), against reading the same feed.
 //! - `scale` ([`scale`]): per-command cost, restart time and peak memory of an engine started on
@@ -19,6 +20,7 @@
 //!   Each figure is the median of `--runs` measurements of `--seconds` each.
 
 mod corpus;
+mod cpu;
 mod e2e;
 mod procs;
 mod rebuild;

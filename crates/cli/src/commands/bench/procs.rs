@@ -107,6 +107,11 @@ impl Proc {
             .join("\n")
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its peak resident memory so far, in bytes (`VmHWM`), while it runs.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         peak_rss_of(&format!("/proc/{}/status", self.child.id()))
