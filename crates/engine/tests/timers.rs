@@ -1,13 +1,16 @@
 //! Durable deadline timers through the embedded runtime, on a real sled store, the shipped
 //! birth group and the `vn` calendar, with a [`ManualClock`] that the tests move.
 //!
-//! What they prove: a receipt sets the timers of its deadlines in the same append; a warning
-//! fires exactly at `due - 1wd` and a miss at the first second after the due, each once; a
-//! completed step's timers go in the same append as the completion; a stale timer (its deadline
+//! What they prove: a receipt stores the earliest timer its deadlines need in the same append,
+//! and each firing sets the next; a warning fires exactly at `due - 1wd` and a miss at the first
+//! second after the due, each once; a completed step's timer goes in the same append as the
+//! completion; a stale timer (its deadline
 //! met, or a warning whose deadline already passed) records nothing and is cleared; timers
 //! survive closing and reopening the store; a firing whose clear was lost (a crash between the
 //! notice and the clear) never doubles the notice; the timer loop fires on its own and stops on
-//! shutdown; a wall clock stepping back neither reorders a stream nor moves a deadline.
+//! shutdown; a wall clock stepping back neither reorders a stream nor moves a deadline; timers
+//! left by the layout that stored every timer fire once; a timer whose calendar does not load is
+//! kept for a later start.
 //!
 //! Birth dossier received Monday 2 March 2026 09:00: register-birth due Tuesday 09:00 (its
 //! warning would be Monday 09:00, the receipt itself, so none is set), appointment Thursday
@@ -279,6 +282,60 @@ async fn a_warning_whose_deadline_passed_is_cleared_and_the_miss_recorded() {
     assert_eq!(timers(&*store, &d), []);
 }
 
+/// A catalog like the shipped one but whose calendar family is `xx`, not `vn`: a dossier pinned
+/// to `vn` cannot have its deadlines computed with it.
+fn catalog_without_vn(dir: &Path) -> Arc<Catalog> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows");
+    for sub in ["", "calendars", "procedures"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+        for entry in std::fs::read_dir(src.join(sub)).expect("read workflows") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                let text = text
+                    .replace("name = \"vn-", "name = \"xx-")
+                    .replace("calendar = \"vn\"", "calendar = \"xx\"");
+                let name = path.file_name().expect("name").to_string_lossy();
+                std::fs::write(dir.join(sub).join(name.replace("vn-", "xx-")), text)
+                    .expect("write");
+            }
+        }
+    }
+    Arc::new(Catalog::load(dir).expect("the renamed workflows load"))
+}
+
+/// A timer whose dossier's calendar does not load stays stored and is passed over (clearing it
+/// would leave the dossier with no timer, as only the earliest is stored); once an engine with
+/// the calendar runs again, it fires.
+#[tokio::test]
+async fn a_timer_whose_calendar_does_not_load_is_kept_for_a_later_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("open"));
+    let clock = ManualClock::new(local(2026, 3, 2, 9, 0));
+    let d = received(&engine(store.clone(), &clock, Duration::WorkingDays(1))).await;
+    let stored = timers(&*store, &d);
+    assert_eq!(stored.len(), 1);
+
+    let other = tempfile::tempdir().expect("temp dir");
+    let without = Engine::with_options(
+        store.clone(),
+        catalog_without_vn(other.path()),
+        Arc::new(clock.clone()),
+        Options::default(),
+    );
+    clock.set(local(2026, 3, 3, 10, 0));
+    assert_eq!(without.fire_due_timers().await.expect("fire"), 0);
+    assert_eq!(without.fire_due_timers().await.expect("fire again"), 0);
+    assert_eq!(timers(&*store, &d), stored, "kept");
+    assert_eq!(notices(&*store, &d), Vec::<String>::new());
+    drop(without);
+
+    let e = engine(store.clone(), &clock, Duration::WorkingDays(1));
+    assert_eq!(e.fire_due_timers().await.expect("fire"), 1);
+    assert_eq!(notices(&*store, &d), ["missed register-birth"]);
+    assert!(store.verify().expect("verify").is_clean());
+}
+
 /// A store written when every timer of a dossier was stored, not only its earliest, keeps
 /// working: each left-over timer fires once, records its notice if the deadline still needs it
 /// (or nothing, if moot), and is cleared; nothing is noticed twice.
@@ -410,10 +467,9 @@ impl EventStore for LosesClears {
     fn due_timers(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, store::Error> {
         self.0.due_timers(until, limit)
     }
-    fn update_timers(&self, _: Vec<TimerOp>) -> oneshot::Receiver<Result<(), store::Error>> {
-        let (tx, rx) = oneshot::channel();
-        let _ = tx.send(Ok(()));
-        rx
+    fn update_timers(&self, mut ops: Vec<TimerOp>) -> oneshot::Receiver<Result<(), store::Error>> {
+        ops.retain(|op| matches!(op, TimerOp::Set(_)));
+        self.0.update_timers(ops)
     }
 }
 

@@ -16,16 +16,17 @@
 //! nothing; the same key with a different command is rejected. The fingerprint is the SHA-256 of
 //! the command's canonical JSON together with the target dossier.
 //!
-//! Timers: every append also carries the timer changes its events call for
-//! ([`dossier::timers_for`]: the deadlines it creates, moves or settles), so a deadline and its
-//! timers are durable together. [`Engine::fire_due_timers`] (in [`timers`]) fires what is due at
+//! Timers: every append also carries the timer change its events call for
+//! ([`dossier::timers_for`]: the dossier's earliest timer, cleared and set anew when the deadlines
+//! it creates, moves or settles change it), so a deadline and the timer that watches it are
+//! durable together. [`Engine::fire_due_timers`] (in [`timers`]) fires what is due at
 //! the clock's `now` as `FireTimer` commands; [`Engine::spawn_timer_loop`] does it for a
 //! long-running server. Submodules: [`clock`] (where `now` comes from), [`timers`].
 
 pub mod clock;
 pub mod timers;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -210,6 +211,9 @@ struct Inner {
     options: Options,
     /// Wakes the timer loop when an append set a timer (it may be earlier than its sleep).
     timers_changed: tokio::sync::Notify,
+    /// Timers whose dossier's definition or calendar does not load in this process: kept in the
+    /// store (a restart with the definition back fires them), not fired again here.
+    held_timers: Mutex<HashSet<Timer>>,
     /// The feed position of the last event this engine appended (see [`Engine::appended`]).
     appended: tokio::sync::watch::Sender<u64>,
 }
@@ -242,6 +246,7 @@ impl Engine {
                 definitions: Mutex::new(definitions),
                 options,
                 timers_changed: tokio::sync::Notify::new(),
+                held_timers: Mutex::new(HashSet::new()),
                 appended: tokio::sync::watch::channel(0).0,
             }),
         }

@@ -3,12 +3,16 @@
 //! [`Engine::fire_due_timers`] reads the timers due at the clock's `now` from the store and runs
 //! each as a `FireTimer` command on its dossier (under the dossier's lock, like any command):
 //! `decide` records the notice if the deadline is still current, and the append clears the timer
-//! and sets the dossier's next one in the same batch; a timer that records nothing (stale: the
-//! step was completed, the deadline moved, the dossier closed; or a warning whose deadline passed)
-//! is cleared and the dossier's next timer set, with no event. A dossier stores only its earliest
-//! timer (see [`crate::dossier::timers`]), so one call goes on reading until no timer due at
-//! its `now` is left: a firing may set the next timer, due already (a warning and then the miss
-//! of a deadline that passed while the engine was down).
+//! and sets the dossier's next one in the same batch; a timer that records nothing (stale: the step
+//! was completed, the deadline moved, the dossier closed; or a warning whose deadline passed) is
+//! cleared and the dossier's next timer set, with no event. A timer whose dossier's definition or
+//! calendar does not load in this process stays stored and is passed over until a restart (clearing
+//! it would leave the dossier with no timer); one whose dossier is missing or refuses it is logged
+//! and cleared. A dossier stores only its earliest timer (see [`crate::dossier::timers`]), so one
+//! call goes on reading until no timer due at its `now` is left (at most [`FIRE_ROUNDS_MAX`]
+//! rounds, and it stops when a round reads the same timers as the one before): a firing may set the
+//! next timer, due already (a warning and then the miss of a deadline that passed while the engine
+//! was down).
 //!
 //! A crash between deciding and clearing cannot double a notice: the notice and the clear are
 //! one atomic batch, the command's idempotency key is derived from the timer (a second firing of
@@ -76,7 +80,11 @@ impl Engine {
         let mut notices = 0;
         let mut last: Vec<Timer> = Vec::new();
         for _ in 0..FIRE_ROUNDS_MAX {
-            let due = self.store().due_timers(now, TIMERS_PER_ROUND_MAX)?;
+            let mut due = self.store().due_timers(now, TIMERS_PER_ROUND_MAX)?;
+            {
+                let held = self.inner.held_timers.lock();
+                due.retain(|t| !held.contains(t));
+            }
             if due.is_empty() || due == last {
                 break;
             }
@@ -121,12 +129,17 @@ impl Engine {
                 self.clear(timer).await?;
                 Ok(0)
             }
-            Err(Some(
-                e @ (Error::Rejected(_)
-                | Error::NotFound(_)
-                | Error::Definition { .. }
-                | Error::KeyReused { .. }),
-            )) => {
+            // A definition or calendar that does not load may load again after a restart (a
+            // catalog fixed): the timer stays in the store, since clearing it would leave its
+            // dossier with no timer at all (only the earliest is stored), and this process
+            // passes it over from now on.
+            Err(Some(e @ Error::Definition { .. })) => {
+                if self.inner.held_timers.lock().insert(timer.clone()) {
+                    tracing::warn!(error = %e, "deadline timer cannot fire while its dossier's definition does not load; kept for a later start");
+                }
+                Ok(0)
+            }
+            Err(Some(e @ (Error::Rejected(_) | Error::NotFound(_) | Error::KeyReused { .. }))) => {
                 tracing::warn!(error = %e, "deadline timer cannot fire; clearing it: check the dossier with `lienthong verify` and its history");
                 self.clear(timer).await?;
                 Ok(0)
@@ -143,12 +156,14 @@ impl Engine {
         Ok(())
     }
 
-    /// When the earliest stored timer fires, if any.
+    /// When the earliest stored timer that this process fires is due, if any.
     fn next_timer_at(&self) -> Result<Option<DateTime<Utc>>, Error> {
+        let held = self.inner.held_timers.lock().clone();
         Ok(self
             .store()
-            .due_timers(DateTime::<Utc>::MAX_UTC, 1)?
-            .first()
+            .due_timers(DateTime::<Utc>::MAX_UTC, held.len() + 1)?
+            .into_iter()
+            .find(|t| !held.contains(t))
             .map(|t| t.at))
     }
 

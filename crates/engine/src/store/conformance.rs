@@ -767,6 +767,14 @@ pub fn timers_are_set_and_cleared_with_the_events(store: &dyn EventStore) {
         timers_of(store, &d, t0 + 1_000),
         std::slice::from_ref(&appt)
     );
+    // Another dossier appends after `d`'s last event: a timer set alone for `d` is stamped with
+    // `d`'s own last position, so `verify` still finds it within `d`'s stream.
+    let other = DossierId::new();
+    ok(
+        store,
+        open_request(&other, &fresh_prefix(), 2),
+        "another dossier",
+    );
     // A change alone clears before it sets: the stale timer goes, the next one comes.
     update(
         store,
@@ -786,6 +794,20 @@ pub fn timers_are_set_and_cleared_with_the_events(store: &dyn EventStore) {
         timers_of(store, &d, t0 + 1_000),
         std::slice::from_ref(&later)
     );
+    verify_is_clean(store);
+    // A timer for a dossier that does not exist is refused.
+    assert!(matches!(
+        update(
+            store,
+            vec![TimerOp::Set(timer(
+                &DossierId::new(),
+                t0,
+                TimerKind::Missed,
+                None
+            ))]
+        ),
+        Err(Error::Invalid(_))
+    ));
     // The change is checked like an append's.
     let mut odd = later.clone();
     odd.at += chrono::TimeDelta::milliseconds(5);
@@ -797,8 +819,8 @@ pub fn timers_are_set_and_cleared_with_the_events(store: &dyn EventStore) {
     assert_eq!(timers_of(store, &d, t0 + 1_000), []);
     assert_eq!(
         store.last_position().expect("last_position"),
-        position,
-        "a change alone appends no event"
+        position + 2,
+        "a change alone appends no event (the other dossier appended two)"
     );
     assert_stream(store, &d, 2);
 }

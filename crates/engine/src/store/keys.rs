@@ -230,7 +230,8 @@ pub fn timer_key_after(at_s: i64) -> Vec<u8> {
 /// The stored value of a timer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimerValue {
-    /// Global position of the last event of the append that set it (decides visibility).
+    /// Global position of its dossier's last event when it was set: of the append that set it,
+    /// or, for a timer set alone, of the dossier's last append (decides visibility).
     pub position: u64,
     /// The warning's lead as text (`1wd`); empty for a miss.
     pub lead: String,

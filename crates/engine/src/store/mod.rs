@@ -63,8 +63,8 @@ pub const IDEMPOTENCY_PART_BYTES_MAX: usize = 256;
 pub const CODE_PREFIX_BYTES_MAX: usize = 64;
 /// Records returned by one [`EventStore::read_feed`] call, whatever `limit` asks for.
 pub const FEED_READ_MAX: usize = 10_000;
-/// Timer operations carried by one append or one [`EventStore::update_timers`] call (a dossier
-/// has two timers per deadline and a deadline per step plus one).
+/// Timer operations carried by one append or one [`EventStore::update_timers`] call (the runtime
+/// sends at most three: the fired timer, the earliest before and the earliest after).
 pub const TIMERS_PER_APPEND_MAX: usize = 256;
 /// Timers returned by one [`EventStore::due_timers`] call, whatever `limit` asks for.
 pub const TIMERS_READ_MAX: usize = 10_000;
@@ -112,13 +112,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// definitions and timers agree with the streams. Finds damage; never repairs.
     fn verify(&self) -> Result<VerifyReport, Error>;
     /// Up to `limit` (at most [`TIMERS_READ_MAX`]) durable timers firing at or before `until`,
-    /// earliest first. A timer is visible once the append that set it is durable.
+    /// earliest first. A timer is visible once the append that set it is durable (one set alone,
+    /// by [`EventStore::update_timers`], once its dossier's last append is).
     fn due_timers(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, Error>;
     /// Sets and clears timers without appending events: a stale timer (its deadline moved or
     /// was met) is cleared, and the timer its dossier needs next is set. Clears apply before
-    /// sets; clearing a missing timer is fine. Durable when the receiver yields `Ok`. A timer
-    /// set here may be listed a little before it is durable (once what was appended before it
-    /// is): firing it early is harmless, since a firing decides from the durable events.
+    /// sets; clearing a missing timer is fine; setting one for a dossier that does not exist is
+    /// [`Error::Invalid`]. Durable when the receiver yields `Ok`. A timer set here may be listed
+    /// a little before it is durable (once its dossier's last append is): firing it early is
+    /// harmless, since a firing decides from the durable events.
     fn update_timers(&self, ops: Vec<TimerOp>) -> oneshot::Receiver<Result<(), Error>>;
 }
 

@@ -32,8 +32,8 @@
 //!    reads are not bounded: a definition, which is content-addressed; a timer that an applied
 //!    group cleared, which `due_timers` stops listing at once (after a crash that loses the
 //!    group, the timer is listed again and fires); and a timer set with no event
-//!    ([`Pending::Timers`]), bounded only by the events staged before it, which may so fire
-//!    a little early, harmlessly: a firing decides from durable events.) A group staged on top
+//!    ([`Pending::Timers`]), bounded only by its dossier's last append, which may so fire a
+//!    little early, harmlessly: a firing decides from durable events.) A group staged on top
 //!    of an applied one reads that one's heads and keys from sled, which is right: it comes
 //!    after it in the log, and is answered after it.
 //! 5. If apply, flush or fsync fails, the group fails and the store is poisoned: after a failed
@@ -372,7 +372,7 @@ impl Writer {
             let (mut req, reply) = match pending {
                 Pending::Append { req, reply } => (req, reply),
                 Pending::Timers { ops, reply } => {
-                    match stage_timer_ops(&ops, position) {
+                    match self.stage_timer_ops(&ops, &overlay) {
                         Ok((removes, writes)) => {
                             for k in removes {
                                 batch_bytes += k.len();
@@ -471,6 +471,48 @@ impl Writer {
             }
         }
         group
+    }
+
+    /// The keys a [`Pending::Timers`] removes, and the ones it writes. A timer set is stamped with
+    /// its dossier's last position (staged earlier in the group, or stored), as an append's
+    /// timers are: it is listed once that is durable, and `verify` holds a timer to its dossier's
+    /// stream. A timer set for a dossier that does not exist is refused.
+    #[allow(clippy::type_complexity)]
+    fn stage_timer_ops(
+        &self,
+        ops: &[TimerOp],
+        overlay: &Overlay,
+    ) -> Result<(Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>), Error> {
+        limit(
+            "timer operations per change",
+            TIMERS_PER_APPEND_MAX,
+            ops.len(),
+        )?;
+        let (mut removes, mut writes) = (Vec::new(), Vec::new());
+        for op in ops {
+            let (TimerOp::Set(t) | TimerOp::Clear(t)) = op;
+            check_timer(t)?;
+            match op {
+                TimerOp::Clear(t) => removes.push(keys::timer_key(t)),
+                TimerOp::Set(t) => {
+                    let last_position = match overlay.heads.get(&t.dossier) {
+                        Some(head) => head.last_position,
+                        None => {
+                            read_head(&self.shared.db, &t.dossier)?
+                                .ok_or_else(|| {
+                                    Error::Invalid(format!(
+                                        "a timer for dossier {}, which does not exist",
+                                        t.dossier
+                                    ))
+                                })?
+                                .last_position
+                        }
+                    };
+                    writes.push((keys::timer_key(t), timer_value(t, last_position)));
+                }
+            }
+        }
+        Ok((removes, writes))
     }
 
     /// Applies the batch (atomic).
@@ -881,31 +923,7 @@ fn sled_failure(what: &str, e: &sled::Error) -> (io::ErrorKind, String) {
     (kind, format!("{what}: {e}"))
 }
 
-/// The keys a [`Pending::Timers`] removes, and the ones it writes: a timer set is listed once
-/// the durable position reaches `position`, the last event staged before it.
-#[allow(clippy::type_complexity)]
-fn stage_timer_ops(
-    ops: &[TimerOp],
-    position: u64,
-) -> Result<(Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>), Error> {
-    limit(
-        "timer operations per change",
-        TIMERS_PER_APPEND_MAX,
-        ops.len(),
-    )?;
-    let (mut removes, mut writes) = (Vec::new(), Vec::new());
-    for op in ops {
-        let (TimerOp::Set(t) | TimerOp::Clear(t)) = op;
-        check_timer(t)?;
-        match op {
-            TimerOp::Clear(t) => removes.push(keys::timer_key(t)),
-            TimerOp::Set(t) => writes.push((keys::timer_key(t), timer_value(t, position))),
-        }
-    }
-    Ok((removes, writes))
-}
-
-/// The stored value of a timer set with the events up to `position`.
+/// The stored value of a timer, set when its dossier's stream reached `position`.
 fn timer_value(t: &Timer, position: u64) -> Vec<u8> {
     TimerValue {
         position,
