@@ -95,6 +95,14 @@ pub enum TimerOp {
     Clear(Timer),
 }
 
+impl TimerOp {
+    /// The timer set or cleared.
+    pub fn timer(&self) -> &Timer {
+        let (TimerOp::Set(t) | TimerOp::Clear(t)) = self;
+        t
+    }
+}
+
 /// A deadline of a dossier, as the state says now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deadline {
@@ -253,34 +261,53 @@ fn firing_order(t: &Timer) -> (DateTime<Utc>, bool, DateTime<Utc>, Option<&str>)
     (t.at, t.kind == TimerKind::Warning, t.due, t.step.as_deref())
 }
 
+/// The first of `timers` to fire.
+fn earliest(timers: impl IntoIterator<Item = Timer>) -> Option<Timer> {
+    timers
+        .into_iter()
+        .min_by(|a, b| firing_order(a).cmp(&firing_order(b)))
+}
+
 /// The one timer stored for the dossier: the earliest it needs (see the module docs).
 pub fn next_timer(
     dossier: DossierId,
     state: &DossierState,
     policy: &TimerPolicy<'_>,
 ) -> Option<Timer> {
-    needed_timers(dossier, state, policy)
-        .into_iter()
-        .min_by(|a, b| firing_order(a).cmp(&firing_order(b)))
+    earliest(needed_timers(dossier, state, policy))
 }
 
 /// The timer changes an append makes: when the earliest timer the state `after` needs differs
-/// from the one `before` needed, the old one is cleared and the new one set.
+/// from the one `before` needed, the old one is cleared and the new one set. An append that
+/// `fired` a timer also clears that one and sets the next even when the earliest did not change:
+/// the timer that fired may not have been the earliest (one left by an engine with another
+/// warning lead), so the next may not be stored.
 pub fn timers_for(
     dossier: DossierId,
     before: &DossierState,
     after: &DossierState,
     policy: &TimerPolicy<'_>,
+    fired: Option<&Timer>,
 ) -> Vec<TimerOp> {
     let old = next_timer(dossier, before, policy);
     let new = next_timer(dossier, after, policy);
-    if old == new {
-        return Vec::new();
+    let mut ops = Vec::new();
+    if let Some(t) = fired
+        && new.as_ref() != Some(t)
+    {
+        ops.push(TimerOp::Clear(t.clone()));
     }
-    old.map(TimerOp::Clear)
-        .into_iter()
-        .chain(new.map(TimerOp::Set))
-        .collect()
+    if fired.is_none() && old == new {
+        return ops;
+    }
+    if let Some(o) = old
+        && Some(&o) != new.as_ref()
+        && Some(&o) != fired
+    {
+        ops.push(TimerOp::Clear(o));
+    }
+    ops.extend(new.map(TimerOp::Set));
+    ops
 }
 
 /// The timer changes when `fired` recorded nothing at `now`: it is cleared, and the earliest
@@ -293,10 +320,11 @@ pub fn rearm(
     fired: &Timer,
     now: DateTime<Utc>,
 ) -> Vec<TimerOp> {
-    let next = needed_timers(dossier, state, policy)
-        .into_iter()
-        .filter(|t| !(t.kind == TimerKind::Warning && now > t.due))
-        .min_by(|a, b| firing_order(a).cmp(&firing_order(b)));
+    let next = earliest(
+        needed_timers(dossier, state, policy)
+            .into_iter()
+            .filter(|t| !(t.kind == TimerKind::Warning && now > t.due)),
+    );
     std::iter::once(TimerOp::Clear(fired.clone()))
         .chain(next.map(TimerOp::Set))
         .collect()

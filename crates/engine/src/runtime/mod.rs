@@ -705,8 +705,8 @@ impl Engine {
     }
 
     /// The timer changes of an append: the earliest timer the state after `events` needs
-    /// compared with the state before (see [`dossier::timers_for`]); for a firing, the `fired`
-    /// timer cleared and the next one set.
+    /// compared with the state before, and for a firing the `fired` timer cleared and the next
+    /// one set (see [`dossier::timers_for`]).
     fn timer_ops(
         &self,
         id: DossierId,
@@ -719,19 +719,7 @@ impl Engine {
         // The store stamps seq and position; deadlines do not depend on them.
         let after = events.iter().fold(before.clone(), dossier::evolve);
         let policy = self.timer_policy(workflow, calendar);
-        let mut ops = dossier::timers_for(id, before, &after, &policy);
-        if let Some(t) = fired {
-            // A firing clears its timer and always sets the dossier's next one, even when the
-            // earliest timer did not change: the timer that fired may not have been that one
-            // (one left by an engine with another warning lead), so the next may be missing.
-            let next = dossier::next_timer(id, &after, &policy);
-            ops.retain(|op| matches!(op, TimerOp::Clear(c) if c != t));
-            if next.as_ref() != Some(t) {
-                ops.insert(0, TimerOp::Clear(t.clone()));
-            }
-            ops.extend(next.map(TimerOp::Set));
-        }
-        ops
+        dossier::timers_for(id, before, &after, &policy, fired)
     }
 
     fn calendar_for(&self, wf: &Workflow, dossier: &str) -> Result<&Calendar, Error> {

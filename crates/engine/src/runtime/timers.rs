@@ -72,8 +72,9 @@ impl Engine {
     /// cleared. Stops early when a round reads the same timers as the one before (a timer kept
     /// because its firing recorded nothing yet, e.g. after the clock stepped back).
     ///
-    /// A timer whose dossier is gone, inconsistent or pinned to a definition that no longer
-    /// loads is logged and cleared (it would fail forever); a storage fault stops the call.
+    /// A timer whose dossier is gone or refuses it is logged and cleared (it would fail
+    /// forever); one whose dossier's definition or calendar does not load is logged and kept for
+    /// a later start, and passed over by this process; a storage fault stops the call.
     #[tracing::instrument(skip_all)]
     pub async fn fire_due_timers(&self) -> Result<usize, Error> {
         let now = self.now();

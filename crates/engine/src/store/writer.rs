@@ -477,42 +477,19 @@ impl Writer {
     /// its dossier's last position (staged earlier in the group, or stored), as an append's
     /// timers are: it is listed once that is durable, and `verify` holds a timer to its dossier's
     /// stream. A timer set for a dossier that does not exist is refused.
-    #[allow(clippy::type_complexity)]
-    fn stage_timer_ops(
-        &self,
-        ops: &[TimerOp],
-        overlay: &Overlay,
-    ) -> Result<(Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>), Error> {
-        limit(
-            "timer operations per change",
-            TIMERS_PER_APPEND_MAX,
-            ops.len(),
-        )?;
-        let (mut removes, mut writes) = (Vec::new(), Vec::new());
-        for op in ops {
-            let (TimerOp::Set(t) | TimerOp::Clear(t)) = op;
-            check_timer(t)?;
-            match op {
-                TimerOp::Clear(t) => removes.push(keys::timer_key(t)),
-                TimerOp::Set(t) => {
-                    let last_position = match overlay.heads.get(&t.dossier) {
-                        Some(head) => head.last_position,
-                        None => {
-                            read_head(&self.shared.db, &t.dossier)?
-                                .ok_or_else(|| {
-                                    Error::Invalid(format!(
-                                        "a timer for dossier {}, which does not exist",
-                                        t.dossier
-                                    ))
-                                })?
-                                .last_position
-                        }
-                    };
-                    writes.push((keys::timer_key(t), timer_value(t, last_position)));
-                }
-            }
-        }
-        Ok((removes, writes))
+    fn stage_timer_ops(&self, ops: &[TimerOp], overlay: &Overlay) -> Result<TimerWrites, Error> {
+        check_timer_ops("timer operations per change", ops)?;
+        stage_timers(ops, |t| match overlay.heads.get(&t.dossier) {
+            Some(head) => Ok(head.last_position),
+            None => read_head(&self.shared.db, &t.dossier)?
+                .map(|head| head.last_position)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "a timer for dossier {}, which does not exist",
+                        t.dossier
+                    ))
+                }),
+        })
     }
 
     /// Applies the batch (atomic).
@@ -545,14 +522,8 @@ impl Writer {
             DEFINITIONS_PER_APPEND_MAX,
             req.definitions.len(),
         )?;
-        limit(
-            "timer operations per append",
-            TIMERS_PER_APPEND_MAX,
-            req.timers.len(),
-        )?;
-        for op in &req.timers {
-            let (TimerOp::Set(t) | TimerOp::Clear(t)) = op;
-            check_timer(t)?;
+        check_timer_ops("timer operations per append", &req.timers)?;
+        for t in req.timers.iter().map(TimerOp::timer) {
             if t.dossier != req.dossier {
                 return Err(Error::Invalid(format!(
                     "a timer of dossier {} in an append for {}",
@@ -757,15 +728,8 @@ impl Writer {
             definitions.push(hash.clone());
         }
 
-        let mut removes = Vec::new();
-        for op in &req.timers {
-            match op {
-                TimerOp::Clear(t) => removes.push(keys::timer_key(t)),
-                TimerOp::Set(t) => {
-                    writes.push((keys::timer_key(t), timer_value(t, new_head.last_position)))
-                }
-            }
-        }
+        let (removes, timer_writes) = stage_timers(&req.timers, |_| Ok(new_head.last_position))?;
+        writes.extend(timer_writes);
 
         Ok(Staged {
             writes,
@@ -923,13 +887,35 @@ fn sled_failure(what: &str, e: &sled::Error) -> (io::ErrorKind, String) {
     (kind, format!("{what}: {e}"))
 }
 
-/// The stored value of a timer, set when its dossier's stream reached `position`.
-fn timer_value(t: &Timer, position: u64) -> Vec<u8> {
-    TimerValue {
-        position,
-        lead: t.lead.map(|l| l.to_string()).unwrap_or_default(),
+/// The keys timer operations remove and the key/value pairs they write.
+type TimerWrites = (Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Checks timer operations: how many there are (against `what`'s limit), then each timer.
+fn check_timer_ops(what: &'static str, ops: &[TimerOp]) -> Result<(), Error> {
+    limit(what, TIMERS_PER_APPEND_MAX, ops.len())?;
+    ops.iter().map(TimerOp::timer).try_for_each(check_timer)
+}
+
+/// What checked timer operations write: a cleared timer's key removed, a set timer's key written
+/// with the position `position_of` gives it (its dossier's stream reached it when it was set).
+fn stage_timers(
+    ops: &[TimerOp],
+    mut position_of: impl FnMut(&Timer) -> Result<u64, Error>,
+) -> Result<TimerWrites, Error> {
+    let (mut removes, mut writes) = (Vec::new(), Vec::new());
+    for op in ops {
+        match op {
+            TimerOp::Clear(t) => removes.push(keys::timer_key(t)),
+            TimerOp::Set(t) => {
+                let value = TimerValue {
+                    position: position_of(t)?,
+                    lead: t.lead.map(|l| l.to_string()).unwrap_or_default(),
+                };
+                writes.push((keys::timer_key(t), value.encode()));
+            }
+        }
     }
-    .encode()
+    Ok((removes, writes))
 }
 
 /// Reads and decodes a stored head.
