@@ -39,5 +39,5 @@ pub use state::{
 };
 pub use timers::{
     Deadline, Timer, TimerKind, TimerOp, TimerPolicy, current_deadlines, needed_timers, next_timer,
-    rearm, timers_for, warning_instant,
+    rearm, timer_changes, timers_for, warning_instant,
 };

@@ -289,8 +289,21 @@ pub fn timers_for(
     policy: &TimerPolicy<'_>,
     fired: Option<&Timer>,
 ) -> Vec<TimerOp> {
-    let old = next_timer(dossier, before, policy);
-    let new = next_timer(dossier, after, policy);
+    timer_changes(
+        next_timer(dossier, before, policy),
+        next_timer(dossier, after, policy),
+        fired,
+    )
+}
+
+/// [`timers_for`] from the earliest timers themselves: `old`, what the state before the append
+/// needed, and `new`, what the state after it needs ([`next_timer`] of each). For a caller that
+/// evolves the state in place and so keeps no copy of the state before.
+pub fn timer_changes(
+    old: Option<Timer>,
+    new: Option<Timer>,
+    fired: Option<&Timer>,
+) -> Vec<TimerOp> {
     let mut ops = Vec::new();
     if let Some(t) = fired
         && new.as_ref() != Some(t)

@@ -28,6 +28,7 @@ pub mod timers;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
 use lienthong_calendar::{Calendar, Duration};
@@ -209,8 +210,13 @@ struct Inner {
     definitions: Mutex<HashMap<String, Arc<Workflow>>>,
     /// Warning lead and timer loop bounds.
     options: Options,
-    /// Wakes the timer loop when an append set a timer (it may be earlier than its sleep).
+    /// Wakes the timer loop when an append set a timer earlier than its next look.
     timers_changed: tokio::sync::Notify,
+    /// When the timer loop looks at the store next (milliseconds since the epoch, on the
+    /// engine's clock); `i64::MAX` while it is looking or when no loop runs, so that every
+    /// timer set then wakes it. An append wakes the loop only for a timer due before its next
+    /// look (see [`Engine::timers_set`]).
+    timer_loop_next_look_ms: AtomicI64,
     /// Timers whose dossier's definition or calendar does not load in this process: kept in the
     /// store (a restart with the definition back fires them), not fired again here.
     held_timers: Mutex<HashSet<Timer>>,
@@ -246,6 +252,7 @@ impl Engine {
                 definitions: Mutex::new(definitions),
                 options,
                 timers_changed: tokio::sync::Notify::new(),
+                timer_loop_next_look_ms: AtomicI64::new(i64::MAX),
                 held_timers: Mutex::new(HashSet::new()),
                 appended: tokio::sync::watch::channel(0).0,
             }),
@@ -413,8 +420,12 @@ impl Engine {
         )?;
         let local = now.with_timezone(&calendar.timezone());
         let prefix = format!("{receiving}-{}", local.format("%y%m%d"));
-        let events = envelopes(id, "", req, now, bodies);
-        let timers = self.timer_ops(id, &state, &events, &workflow, calendar, None);
+        let events = envelopes(id, "", 0, req, now, bodies);
+        #[cfg(debug_assertions)]
+        let before = state.clone();
+        let (after, timers) =
+            self.evolve_with_timers(id, state, &events, &workflow, calendar, None);
+        let set_at = earliest_set(&timers);
         // The new dossier's cache slot is locked before its first events become durable and
         // visible in the feed: an agency that sees its task and acts at once waits here for the
         // submission to finish, instead of its later state being overwritten by this one (a
@@ -445,12 +456,13 @@ impl Engine {
             })
             .await
             .map_err(|_| store::Error::Closed)??;
-        self.inner.timers_changed.notify_one();
+        self.timers_set(set_at);
         self.announce(&appended.events);
-        let mut state = state;
-        for r in &appended.events {
-            state = dossier::evolve(state, &r.event);
-        }
+        // The store allocated the code; everything else was stamped as it stamps it.
+        let mut state = after;
+        state.code.clone_from(&appended.code.0);
+        #[cfg(debug_assertions)]
+        check_evolved(before, &appended.events, &state);
         *guard = Some(state.clone());
         drop(guard);
         Ok(Outcome {
@@ -514,15 +526,19 @@ impl Engine {
                     replayed: false,
                 });
             }
-            let events = envelopes(id, &state.code, req, now, bodies);
-            let timers = self.timer_ops(id, &state, &events, &workflow, calendar, fired);
-            let sets_timer = timers.iter().any(|op| matches!(op, TimerOp::Set(_)));
+            let expected_seq = state.seq;
+            let events = envelopes(id, &state.code, expected_seq, req, now, bodies);
+            #[cfg(debug_assertions)]
+            let before = state.clone();
+            let (after, timers) =
+                self.evolve_with_timers(id, state, &events, &workflow, calendar, fired);
+            let set_at = earliest_set(&timers);
             let result = self
                 .inner
                 .store
                 .append(AppendRequest {
                     dossier: id,
-                    expected_seq: state.seq,
+                    expected_seq,
                     events,
                     idempotency: Some(IdempotencyKey {
                         actor: req.actor.agency.clone(),
@@ -537,14 +553,11 @@ impl Engine {
                 .map_err(|_| store::Error::Closed)?;
             match result {
                 Ok(appended) => {
-                    if sets_timer {
-                        self.inner.timers_changed.notify_one();
-                    }
+                    self.timers_set(set_at);
                     self.announce(&appended.events);
-                    let mut state = state;
-                    for r in &appended.events {
-                        state = dossier::evolve(state, &r.event);
-                    }
+                    let state = after;
+                    #[cfg(debug_assertions)]
+                    check_evolved(before, &appended.events, &state);
                     *guard = Some(state.clone());
                     drop(guard);
                     self.trim_cache();
@@ -704,22 +717,36 @@ impl Engine {
         }
     }
 
-    /// The timer changes of an append: the earliest timer the state after `events` needs
-    /// compared with the state before, and for a firing the `fired` timer cleared and the next
-    /// one set (see [`dossier::timers_for`]).
-    fn timer_ops(
+    /// Wakes the timer loop if an append set a timer (`set_at`: the earliest it set) due before
+    /// the loop's next look at the store. Called after the append, once the timer is visible:
+    /// a loop that read the store before it has published its next look by now, or is still
+    /// looking (`i64::MAX`) and is woken, so its next sleep ends at once (see
+    /// [`Engine::spawn_timer_loop`]).
+    fn timers_set(&self, set_at: Option<DateTime<Utc>>) {
+        let Some(at) = set_at else { return };
+        if at.timestamp_millis() < self.inner.timer_loop_next_look_ms.load(Ordering::SeqCst) {
+            self.inner.timers_changed.notify_one();
+        }
+    }
+
+    /// Folds `events` into `state` and answers the state after them with the timer changes
+    /// their append carries ([`dossier::timer_changes`]). The events are stamped as the store
+    /// stamps them (see [`envelopes`]), so once appended this is the dossier's state: it is not
+    /// folded a second time from what the store answers.
+    fn evolve_with_timers(
         &self,
         id: DossierId,
-        before: &DossierState,
+        state: DossierState,
         events: &[Event],
         workflow: &Workflow,
         calendar: &Calendar,
         fired: Option<&Timer>,
-    ) -> Vec<TimerOp> {
-        // The store stamps seq and position; deadlines do not depend on them.
-        let after = events.iter().fold(before.clone(), dossier::evolve);
+    ) -> (DossierState, Vec<TimerOp>) {
         let policy = self.timer_policy(workflow, calendar);
-        dossier::timers_for(id, before, &after, &policy, fired)
+        let old = dossier::next_timer(id, &state, &policy);
+        let after = events.iter().fold(state, dossier::evolve);
+        let new = dossier::next_timer(id, &after, &policy);
+        (after, dossier::timer_changes(old, new, fired))
     }
 
     fn calendar_for(&self, wf: &Workflow, dossier: &str) -> Result<&Calendar, Error> {
@@ -732,6 +759,26 @@ impl Engine {
                 reason: format!("calendar family `{}` is not loaded", wf.calendar),
             })
     }
+}
+
+/// The earliest instant among the timers `ops` set.
+fn earliest_set(ops: &[TimerOp]) -> Option<DateTime<Utc>> {
+    ops.iter()
+        .filter_map(|op| match op {
+            TimerOp::Set(t) => Some(t.at),
+            TimerOp::Clear(_) => None,
+        })
+        .min()
+}
+
+/// Debug builds: the state folded before the append (see [`envelopes`]) is the state folded from
+/// the events as the store recorded them.
+#[cfg(debug_assertions)]
+fn check_evolved(before: DossierState, appended: &[Arc<Recorded>], state: &DossierState) {
+    let folded = appended
+        .iter()
+        .fold(before, |s, r| dossier::evolve(s, &r.event));
+    debug_assert_eq!(&folded, state, "the state folded before the append differs");
 }
 
 fn envelope_seq(e: &Event) -> u64 {
@@ -749,9 +796,14 @@ type Decided<'a> = (
 );
 
 /// Wraps decided bodies into events; the store stamps seq, position, hash link (and a new code).
+/// The events of `bodies` for an append after seq `after_seq`, stamped with the seqs the store
+/// gives them (it stamps them itself, and refuses an append whose expected seq is not the
+/// dossier's): the state folded from them before the append is the state after it. The store
+/// alone stamps positions and hashes, which `evolve` does not read, and a new dossier's code.
 fn envelopes(
     id: DossierId,
     code: &str,
+    after_seq: u64,
     req: &Request,
     now: DateTime<Utc>,
     bodies: Vec<lienthong_proto::v1::event::Body>,
@@ -762,11 +814,12 @@ fn envelopes(
     };
     bodies
         .into_iter()
-        .map(|body| Event {
+        .zip(after_seq + 1..)
+        .map(|(body, seq)| Event {
             envelope: Some(Envelope {
                 dossier_id: id.to_string(),
                 dossier_code: code.to_string(),
-                seq: 0,
+                seq,
                 global_position: 0,
                 recorded_at: Some(recorded_at),
                 actor: Some(req.actor.clone()),

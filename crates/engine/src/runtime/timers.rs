@@ -21,9 +21,12 @@
 //!
 //! [`Engine::spawn_timer_loop`] runs this for a server: fire, then sleep until the next timer
 //! (at most `Options::timer_sleep_ms_max`, at least [`TIMER_SLEEP_MS_MIN`]), waking early when
-//! an append sets a timer, until the shutdown future completes.
+//! an append sets a timer due before the sleep ends, until the shutdown future completes. Most
+//! appends set a timer days ahead and do not wake the loop (a wake read the store twice): the
+//! loop publishes when its sleep ends, and an append compares the timer it set with that.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use lienthong_proto::v1::{Actor, Channel};
@@ -169,7 +172,7 @@ impl Engine {
     }
 
     /// Runs [`Engine::fire_due_timers`] until `shutdown` completes: after each round it sleeps
-    /// until the next timer is due (bounded, see the module docs) or an append sets a timer.
+    /// until the next timer is due (bounded, see the module docs) or an append sets an earlier one.
     /// Errors are logged and retried after the sleep. Must be called inside a tokio runtime.
     pub fn spawn_timer_loop<F>(&self, shutdown: F) -> tokio::task::JoinHandle<()>
     where
@@ -178,17 +181,24 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move {
             tokio::pin!(shutdown);
+            let next_look = &engine.inner.timer_loop_next_look_ms;
             loop {
+                // Looking: every append that sets a timer from here on wakes the next sleep,
+                // until the sleep's end is published below, after the store was read for it.
+                next_look.store(i64::MAX, Ordering::SeqCst);
                 if let Err(e) = engine.fire_due_timers().await {
                     tracing::error!(error = %e, "firing deadline timers failed; retrying after the next sleep");
                 }
                 let sleep_ms = engine.sleep_ms();
+                let until = engine.now() + chrono::Duration::milliseconds(sleep_ms as i64);
+                next_look.store(until.timestamp_millis(), Ordering::SeqCst);
                 tokio::select! {
                     () = &mut shutdown => break,
                     () = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)) => {}
                     () = engine.inner.timers_changed.notified() => {}
                 }
             }
+            next_look.store(i64::MAX, Ordering::SeqCst);
             tracing::debug!("timer loop stopped");
         })
     }
@@ -209,5 +219,71 @@ impl Engine {
             }
         };
         until_next_ms.clamp(TIMER_SLEEP_MS_MIN, max_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{TimeZone, Utc};
+    use lienthong_workflow::Catalog;
+
+    use crate::runtime::{Engine, ManualClock};
+    use crate::store::SledStore;
+
+    /// Whether the timer loop's next `notified()` returns at once (an append woke it).
+    async fn woken(e: &Engine) -> bool {
+        tokio::select! {
+            biased;
+            () = e.inner.timers_changed.notified() => true,
+            () = std::future::ready(()) => false,
+        }
+    }
+
+    /// An append wakes the loop for a timer due before the loop's next look, and for any timer
+    /// while the loop is looking (or none runs); not for a later one, nor when it set none.
+    #[tokio::test]
+    async fn an_append_wakes_the_loop_only_for_a_timer_before_its_next_look() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SledStore::open(dir.path()).expect("open"));
+        let catalog = Arc::new(Catalog {
+            agencies: Default::default(),
+            procedures: Default::default(),
+            calendars: Default::default(),
+        });
+        let now = Utc.with_ymd_and_hms(2026, 3, 2, 2, 0, 0).unwrap();
+        let e = Engine::new(store, catalog, Arc::new(ManualClock::new(now)));
+        let (minute, day) = (chrono::Duration::minutes(1), chrono::Duration::days(1));
+
+        e.timers_set(Some(now + day * 365));
+        assert!(
+            woken(&e).await,
+            "no loop has published a look: every timer wakes"
+        );
+        e.timers_set(None);
+        assert!(
+            !woken(&e).await,
+            "an append that set no timer does not wake"
+        );
+
+        let next_look = now + minute;
+        (e.inner.timer_loop_next_look_ms).store(
+            next_look.timestamp_millis(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        e.timers_set(Some(now + day));
+        assert!(!woken(&e).await, "a timer after the next look waits for it");
+        e.timers_set(Some(next_look));
+        assert!(
+            !woken(&e).await,
+            "a timer due at the next look is found by it"
+        );
+        e.timers_set(Some(next_look - chrono::Duration::milliseconds(1)));
+        assert!(
+            woken(&e).await,
+            "a timer due before the next look wakes the loop"
+        );
+        assert!(!woken(&e).await, "one wake per append");
     }
 }
