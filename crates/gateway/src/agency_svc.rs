@@ -5,7 +5,9 @@
 //! and an event is visible only once durable, in position order, so a client that resumes after
 //! the position of the last message it handled gets every later task: none is lost between
 //! streams. Idle streams wake at once on the gateway's own writes and poll every `feed_poll_ms`
-//! for events written by others (the timer loop).
+//! for events written by others (the timer loop). A caught-up marker tells the client how far
+//! the stream examined the feed: once at the backlog's end, then at most every
+//! [`CAUGHT_UP_EVERY_MS`] while events that are no task for it move the feed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,13 @@ use crate::status::{self, denied};
 
 /// Feed records read per look at the feed.
 pub const FEED_BATCH_RECORDS: usize = 512;
+
+/// Shortest interval between two caught-up markers on one stream, in milliseconds, once the
+/// backlog's end was announced. Under load the feed moves on every append, mostly with events
+/// that are no task for the caller; a marker for each of those moves was one message (a write
+/// here, a wake-up and a decode in the agency's process) per append per stream, for a cursor the
+/// next marker carries anyway.
+pub const CAUGHT_UP_EVERY_MS: u64 = 100;
 
 /// The agency service over the shared gateway state.
 #[derive(Clone)]
@@ -55,6 +64,9 @@ async fn tail(
     // backlog's end was announced: it always is once, then whenever non-task events moved the cursor.
     let mut announced: Option<u64> = None;
     let mut backlog_done = false;
+    let marker_every = Duration::from_millis(CAUGHT_UP_EVERY_MS);
+    // When the last caught-up marker went out.
+    let mut marked = tokio::time::Instant::now();
     loop {
         feed.borrow_and_update();
         let batch = match shared.backend.read_feed_shared(cursor, FEED_BATCH_RECORDS) {
@@ -81,7 +93,8 @@ async fn tail(
         if full {
             continue;
         }
-        if !backlog_done || announced != Some(cursor) {
+        let behind = announced != Some(cursor);
+        if !backlog_done || (behind && marked.elapsed() >= marker_every) {
             let msg = pb::TaskStreamMessage {
                 position: cursor,
                 item: Some(pb::task_stream_message::Item::CaughtUp(pb::CaughtUp {
@@ -93,6 +106,7 @@ async fn tail(
             }
             announced = Some(cursor);
             backlog_done = true;
+            marked = tokio::time::Instant::now();
         }
         if backlog_only {
             return;
@@ -111,9 +125,15 @@ async fn tail(
                 None => std::future::pending().await,
             }
         };
+        // A marker held back goes out at the end of its interval if the feed is quiet by then.
+        let look = if announced == Some(cursor) {
+            poll
+        } else {
+            poll.min((marked + marker_every).saturating_duration_since(tokio::time::Instant::now()))
+        };
         tokio::select! {
             _ = feed.changed() => {}
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep(look) => {}
             _ = tx.closed() => return,
             _ = closing.changed() => {}
             _ = until_deadline => {
