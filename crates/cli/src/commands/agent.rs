@@ -334,7 +334,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread: an agency's adapter waits on the network nearly all the time, and a second
+    // worker only added hand-offs between threads (a wake-up each) to every task and answer.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
