@@ -81,7 +81,7 @@ impl Transport {
 }
 
 /// Arguments of `bench e2e`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct E2eArgs {
     /// How the agencies reach the engine.
     #[arg(long, value_enum, default_value_t = Transport::Embedded)]
@@ -153,10 +153,16 @@ pub fn run(a: &E2eArgs) -> Result<()> {
         .cloned()
         .ok_or_else(|| anyhow!("procedure {PROCEDURE} is not in {}", workflows.display()))?;
     let raw_fdatasync_per_s = super::raw_rate(&work.path().join("raw"), 1, Duration::from_secs(1))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    // Embedded, the engine runs in this process, on every core. Otherwise this process only
+    // drives the load and plays the one-stop desk, waiting on the network like an agent
+    // process: one thread (see `lienthong agent`), which leaves the cores to what is measured.
+    let rt = match a.transport {
+        Transport::Embedded => tokio::runtime::Builder::new_multi_thread(),
+        Transport::Grpc | Transport::Nats => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build()
+    .context("cannot start the async runtime")?;
     let mut f = match a.transport {
         Transport::Embedded => rt.block_on(embedded(a, work.path(), catalog, wf))?,
         Transport::Grpc => rt.block_on(grpc(a, work.path(), &workflows))?,
@@ -769,7 +775,8 @@ async fn grpc(a: &E2eArgs, work: &Path, workflows: &Path) -> Result<Figures> {
     let meter = meter(&serve, &agents);
     let elapsed = drive(a, submitter, clock.clone(), closed_rx, faults).await;
     desk.abort();
-    finish(a, elapsed, meter, &clock, serve, agents, &data)
+    let _ = desk.await;
+    finish_blocking(a, elapsed, meter, clock, serve, agents, data).await
 }
 
 /// Starts measuring the CPU time of this process (the bench, with the one-stop desk's agent and
@@ -781,6 +788,24 @@ fn meter(server: &Proc, agents: &[Proc]) -> CpuMeter {
     ];
     processes.extend(agents.iter().map(|p| (p.name.clone(), Some(p.pid()))));
     CpuMeter::start(&processes)
+}
+
+/// [`finish`] on a blocking thread. It waits for the processes to stop, and the engine's
+/// process waits in turn for its clients' connections to close: this process's runtime (one
+/// thread) must go on driving them meanwhile.
+async fn finish_blocking(
+    a: &E2eArgs,
+    elapsed: Result<Duration>,
+    meter: CpuMeter,
+    clock: Arc<Clock>,
+    server: Proc,
+    agents: Vec<Proc>,
+    data: PathBuf,
+) -> Result<Figures> {
+    let a = a.clone();
+    tokio::task::spawn_blocking(move || finish(&a, elapsed, meter, &clock, server, agents, &data))
+        .await
+        .context("the end of the run failed")?
 }
 
 /// Ends a run with processes: reads their peak memory, stops the agents (checking their counts)
@@ -874,7 +899,7 @@ async fn nats(a: &E2eArgs, work: &Path, workflows: &Path) -> Result<Figures> {
     desk.abort();
     let _ = desk.await;
     drop(bus);
-    let figures = finish(a, elapsed, meter, &clock, engine, agents, &data);
+    let figures = finish_blocking(a, elapsed, meter, clock, engine, agents, data).await;
     drop(own_server);
     figures
 }
