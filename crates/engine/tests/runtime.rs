@@ -298,7 +298,7 @@ async fn everything_acknowledged_is_there_after_a_reopen() {
     for s in acked {
         let id: DossierId = s.id.parse().unwrap();
         let now = engine.state(id).await.unwrap();
-        assert_eq!(now, s);
+        assert_eq!(now, *s);
         assert_eq!(now.status(), Status::Processing);
     }
     assert!(store.verify().unwrap().is_clean());

@@ -455,7 +455,7 @@ impl Shared {
             Ok(pb::CommandResponse {
                 dossier_id: outcome.dossier.to_string(),
                 dossier_code: outcome.code.to_string(),
-                events: outcome.events.iter().map(convert::recorded).collect(),
+                events: outcome.events.iter().map(|r| convert::recorded(r)).collect(),
                 replayed: outcome.replayed,
                 dossier: Some(convert::dossier(&outcome.state, workflow.as_deref())),
             })

@@ -47,9 +47,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 
 /// The caller's own copy of appended events, made on the caller's task rather than on the
 /// store's writer thread; no copy at all for an event the feed's in-memory tail no longer shares.
-fn owned(events: Vec<Arc<Recorded>>) -> Vec<Recorded> {
-    events.into_iter().map(Arc::unwrap_or_clone).collect()
-}
+/// A dossier's cache slot: its state once folded (`None` until then, or after a failed
+/// append, whose outcome the cache does not know). Shared with the last [`Outcome`] on it.
+type Slot = Option<Arc<DossierState>>;
 
 /// Moves a watch of a feed position forward to `position`, waking its receivers, unless it is
 /// there or beyond already (positions only grow; a late, lower one must not move it back).
@@ -182,11 +182,13 @@ pub struct Outcome {
     pub dossier: DossierId,
     /// Its human code.
     pub code: DossierCode,
-    /// The events the command appended (for a replayed retry: the ones it appended the first time).
-    pub events: Vec<Recorded>,
+    /// The events the command appended (for a replayed retry: the ones it appended the first
+    /// time), shared with the store's feed: not copied.
+    pub events: Vec<Arc<Recorded>>,
     /// The dossier's state after the command (for a replayed retry: the current state; for a
-    /// fired timer that was stale: the unchanged state).
-    pub state: DossierState,
+    /// fired timer that was stale: the unchanged state), shared with the engine's cache: the
+    /// next command on the dossier takes it back without a copy once this answer is dropped.
+    pub state: Arc<DossierState>,
     /// True when this answer is the original one returned again for a retried key.
     pub replayed: bool,
 }
@@ -205,7 +207,7 @@ struct Inner {
     /// Source of `now` for every decision.
     clock: Arc<dyn Clock>,
     /// Per-dossier lock and cached state (`None` until first folded).
-    dossiers: Mutex<HashMap<DossierId, Arc<tokio::sync::Mutex<Option<DossierState>>>>>,
+    dossiers: Mutex<HashMap<DossierId, Arc<tokio::sync::Mutex<Slot>>>>,
     /// Parsed definitions by content hash (pinned versions of running dossiers).
     definitions: Mutex<HashMap<String, Arc<Workflow>>>,
     /// Warning lead and timer loop bounds.
@@ -323,7 +325,9 @@ impl Engine {
     pub async fn state(&self, id: DossierId) -> Result<DossierState, Error> {
         let slot = self.slot(id);
         let mut guard = slot.lock().await;
-        self.loaded(id, &mut guard).await.cloned()
+        self.loaded(id, &mut guard)
+            .await
+            .map(|s| s.as_ref().clone())
     }
 
     async fn replay_if_known(
@@ -345,11 +349,11 @@ impl Engine {
             });
         }
         let stream = self.inner.store.read_stream(&record.dossier)?;
-        let events: Vec<Recorded> = stream
+        let events: Vec<Arc<Recorded>> = stream
             .iter()
             .filter(|r| envelope_seq(&r.event) >= record.first_seq)
             .filter(|r| envelope_seq(&r.event) <= record.last_seq)
-            .cloned()
+            .map(|r| Arc::new(r.clone()))
             .collect();
         let state = dossier::fold(
             &stream
@@ -361,7 +365,7 @@ impl Engine {
             dossier: record.dossier,
             code: DossierCode(state.code.clone()),
             events,
-            state,
+            state: Arc::new(state),
             replayed: true,
         }))
     }
@@ -463,12 +467,13 @@ impl Engine {
         state.code.clone_from(&appended.code.0);
         #[cfg(debug_assertions)]
         check_evolved(before, &appended.events, &state);
+        let state = Arc::new(state);
         *guard = Some(state.clone());
         drop(guard);
         Ok(Outcome {
             dossier: id,
             code: appended.code,
-            events: owned(appended.events),
+            events: appended.events,
             state,
             replayed: false,
         })
@@ -500,6 +505,7 @@ impl Engine {
                     Err(e) => return self.replay_or(req, &fingerprint, e).await,
                 };
             if bodies.is_empty() {
+                let state = Arc::new(state);
                 *guard = Some(state.clone());
                 if let Some(outcome) = self.replay_if_known(req, &fingerprint).await? {
                     return Ok(outcome);
@@ -558,13 +564,14 @@ impl Engine {
                     let state = after;
                     #[cfg(debug_assertions)]
                     check_evolved(before, &appended.events, &state);
+                    let state = Arc::new(state);
                     *guard = Some(state.clone());
                     drop(guard);
                     self.trim_cache();
                     return Ok(Outcome {
                         dossier: id,
                         code: appended.code,
-                        events: owned(appended.events),
+                        events: appended.events,
                         state,
                         replayed: false,
                     });
@@ -592,7 +599,7 @@ impl Engine {
     async fn decide_on<'w>(
         &'w self,
         id: DossierId,
-        guard: &mut Option<DossierState>,
+        guard: &mut Slot,
         req: &Request,
     ) -> Result<Decided<'w>, Error> {
         let state = self.loaded(id, guard).await?;
@@ -613,8 +620,11 @@ impl Engine {
                 calendar,
             },
         )?;
+        // The last answer on this dossier has usually been sent and dropped by now, so the
+        // state is taken back whole; a copy only while someone still holds that answer.
         let state = guard
             .take()
+            .map(Arc::unwrap_or_clone)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         Ok((state, workflow, calendar, now, bodies))
     }
@@ -639,20 +649,20 @@ impl Engine {
     async fn loaded<'a>(
         &self,
         id: DossierId,
-        slot: &'a mut Option<DossierState>,
-    ) -> Result<&'a DossierState, Error> {
+        slot: &'a mut Slot,
+    ) -> Result<&'a Arc<DossierState>, Error> {
         if slot.is_none() {
             let stream = self.inner.store.read_stream(&id)?;
             if stream.is_empty() {
                 return Err(Error::NotFound(id.to_string()));
             }
             let events: Vec<Event> = stream.into_iter().map(|r| r.event).collect();
-            *slot = Some(dossier::fold(&events));
+            *slot = Some(Arc::new(dossier::fold(&events)));
         }
         slot.as_ref().ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
-    fn slot(&self, id: DossierId) -> Arc<tokio::sync::Mutex<Option<DossierState>>> {
+    fn slot(&self, id: DossierId) -> Arc<tokio::sync::Mutex<Slot>> {
         self.inner
             .dossiers
             .lock()
