@@ -74,8 +74,11 @@ pub const BATCH_EVENTS_MAX: usize = 1_000;
 /// Batches read ahead of the fold, at most, by [`Projections::catch_up`] when it is far behind.
 const READ_AHEAD_BATCHES: usize = 4;
 
-/// How far behind (in batches) a catch-up must be to read ahead on a second thread.
-const READ_AHEAD_MIN_LAG_BATCHES: u64 = 2;
+/// How far behind (in batches) a catch-up must be to read ahead on a second thread. A serving
+/// engine's periodic catch-up (a quarter second of events) stays below it and folds on its own
+/// thread: a reader started four times a second would only compete with the fold for the same
+/// loaded cores.
+const READ_AHEAD_MIN_LAG_BATCHES: u64 = 8;
 
 /// Events of recently folded dossiers kept in memory between batches by default, so that a
 /// batch continuing them does not read their streams again (see
