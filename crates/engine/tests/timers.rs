@@ -540,6 +540,42 @@ async fn the_timer_loop_fires_on_its_own_and_stops_on_shutdown() {
     );
 }
 
+/// A sleeping loop (the default bound: a minute) is woken by an append that sets a timer due
+/// before it would look again. On this one-thread runtime the loop runs only when the test
+/// waits, so the clock is back at the later instant when the woken loop looks.
+#[tokio::test]
+async fn an_earlier_timer_wakes_the_sleeping_loop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("open"));
+    let later = local(2026, 3, 4, 9, 0);
+    let clock = ManualClock::new(later);
+    let e = engine(store.clone(), &clock, Duration::WorkingDays(1));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = e.spawn_timer_loop(async move {
+        let _ = stopped.await;
+    });
+    // The loop finds no timer and sleeps until a minute after `later`.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // A dossier received two days earlier: its timers fall before the loop's next look.
+    clock.set(local(2026, 3, 2, 9, 0));
+    let d = received(&e).await;
+    clock.set(later);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while notices(&*store, &d).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the append did not wake the loop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    handle.await.expect("the loop task did not panic");
+    assert_eq!(
+        notices(&*store, &d),
+        ["missed register-birth", "warning  1wd"]
+    );
+}
+
 /// The wall clock steps back two days after the receipt (a VM restored from a snapshot, a bad
 /// NTP step): the next command is recorded no earlier than the receipt, so the stream stays in
 /// time order and the state at any instant is a prefix; the deadlines, worked out from recorded

@@ -61,7 +61,8 @@ async fn tail(
     let mut closing = shared.closing.subscribe();
     let poll = Duration::from_millis(shared.limits.feed_poll_ms);
     // The last position the client was told of (a task or a caught-up marker), and whether the
-    // backlog's end was announced: it always is once, then whenever non-task events moved the cursor.
+    // backlog's end was announced: it always is once, then at most every `CAUGHT_UP_EVERY_MS`
+    // while events that are no task for the caller move the cursor.
     let mut announced: Option<u64> = None;
     let mut backlog_done = false;
     let marker_every = Duration::from_millis(CAUGHT_UP_EVERY_MS);
@@ -95,13 +96,7 @@ async fn tail(
         }
         let behind = announced != Some(cursor);
         if !backlog_done || (behind && marked.elapsed() >= marker_every) {
-            let msg = pb::TaskStreamMessage {
-                position: cursor,
-                item: Some(pb::task_stream_message::Item::CaughtUp(pb::CaughtUp {
-                    position: cursor,
-                })),
-            };
-            if tx.send(Ok(msg)).await.is_err() {
+            if tx.send(Ok(caught_up(cursor))).await.is_err() {
                 return;
             }
             announced = Some(cursor);
@@ -112,6 +107,10 @@ async fn tail(
             return;
         }
         if *closing.borrow_and_update() {
+            // A marker held back goes out first: the client resumes from the furthest point.
+            if announced != Some(cursor) {
+                let _ = tx.send(Ok(caught_up(cursor))).await;
+            }
             let _ = tx
                 .send(Err(Status::unavailable(
                     "the server is shutting down; resume from the last position",
@@ -137,10 +136,23 @@ async fn tail(
             _ = tx.closed() => return,
             _ = closing.changed() => {}
             _ = until_deadline => {
+                if announced != Some(cursor) {
+                    let _ = tx.send(Ok(caught_up(cursor))).await;
+                }
                 let _ = tx.send(Err(Status::deadline_exceeded("the client's deadline passed; resume from the last position"))).await;
                 return;
             }
         }
+    }
+}
+
+/// The caught-up marker for `position`.
+fn caught_up(position: u64) -> pb::TaskStreamMessage {
+    pb::TaskStreamMessage {
+        position,
+        item: Some(pb::task_stream_message::Item::CaughtUp(pb::CaughtUp {
+            position,
+        })),
     }
 }
 

@@ -621,3 +621,65 @@ async fn a_supplement_to_an_unknown_agency_is_refused() {
     assert_eq!(now.seq, before, "nothing written");
     server.stop().await;
 }
+
+/// Events that are no task for a stream's agency move its cursor with caught-up markers: after
+/// the backlog's, at most one per `CAUGHT_UP_EVERY_MS` while they keep coming, and the one held
+/// back arrives once the feed is quiet, carrying the feed's head.
+#[tokio::test]
+async fn caught_up_markers_are_spaced_and_the_last_one_carries_the_head() {
+    use lienthong_gateway::agency_svc::CAUGHT_UP_EVERY_MS;
+    const SUBMISSIONS: u64 = 20;
+    let server = TestServer::start().await;
+    let mut c = server.clients().await;
+    let mut police = c
+        .agencies
+        .stream_tasks(req("cong-an", stream_req(0)))
+        .await
+        .expect("stream")
+        .into_inner();
+    assert!(tasks_until_caught_up(&mut police).await.is_empty());
+
+    // Each submission moves the feed; none is a task for the police (justice goes first).
+    let started = std::time::Instant::now();
+    let mut head = 0;
+    for i in 0..SUBMISSIONS {
+        let answer = c
+            .dossiers
+            .submit(req("desk", birth(&format!("burst-{i}"), 2)))
+            .await
+            .expect("submit")
+            .into_inner();
+        for r in &answer.events {
+            let env = r.event.as_ref().and_then(|e| e.envelope.as_ref());
+            head = head.max(env.map_or(0, |e| e.global_position));
+        }
+    }
+    let burst_ms = started.elapsed().as_millis() as u64;
+
+    let mut markers = 0;
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), police.message())
+            .await
+            .expect("the held marker arrives")
+            .expect("stream ok")
+            .expect("stream open");
+        match msg.item {
+            Some(pb::task_stream_message::Item::CaughtUp(m)) => {
+                markers += 1;
+                assert_eq!(m.position, msg.position);
+                if m.position >= head {
+                    assert_eq!(m.position, head, "no further than the feed's head");
+                    break;
+                }
+            }
+            other => panic!("no task for the police before justice completes: {other:?}"),
+        }
+    }
+    // One per interval of the burst, one for its start and one held back for its end.
+    let allowed = burst_ms / CAUGHT_UP_EVERY_MS + 2;
+    assert!(
+        markers <= allowed.min(SUBMISSIONS),
+        "{markers} markers for {SUBMISSIONS} submissions in {burst_ms} ms"
+    );
+    server.stop().await;
+}

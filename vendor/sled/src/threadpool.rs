@@ -72,7 +72,7 @@ impl Queue {
         // cost a context switch per worker per log write, for nothing: the first to take the
         // lock gets the job and the rest go back to sleep. Workers look for more jobs after
         // each one, and the queue is checked under the lock before a worker waits, so no job
-        // is left waiting while a worker sleeps.
+        // is left queued while all workers sleep.
         self.cv.notify_one();
 
         len

@@ -28,7 +28,7 @@ pub mod timers;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering, fence};
 
 use chrono::{DateTime, Utc};
 use lienthong_calendar::{Calendar, Duration};
@@ -45,8 +45,6 @@ use crate::store::{
 
 pub use clock::{Clock, ManualClock, SystemClock};
 
-/// The caller's own copy of appended events, made on the caller's task rather than on the
-/// store's writer thread; no copy at all for an event the feed's in-memory tail no longer shares.
 /// A dossier's cache slot: its state once folded (`None` until then, or after a failed
 /// append, whose outcome the cache does not know). Shared with the last [`Outcome`] on it.
 type Slot = Option<Arc<DossierState>>;
@@ -734,6 +732,9 @@ impl Engine {
     /// [`Engine::spawn_timer_loop`]).
     fn timers_set(&self, set_at: Option<DateTime<Utc>>) {
         let Some(at) = set_at else { return };
+        // Pairs with the loop's fence between publishing `i64::MAX` and reading the store: either
+        // this load sees that (or a later) value, or the loop's read sees the timer.
+        fence(Ordering::SeqCst);
         if at.timestamp_millis() < self.inner.timer_loop_next_look_ms.load(Ordering::SeqCst) {
             self.inner.timers_changed.notify_one();
         }
@@ -805,7 +806,6 @@ type Decided<'a> = (
     Vec<lienthong_proto::v1::event::Body>,
 );
 
-/// Wraps decided bodies into events; the store stamps seq, position, hash link (and a new code).
 /// The events of `bodies` for an append after seq `after_seq`, stamped with the seqs the store
 /// gives them (it stamps them itself, and refuses an append whose expected seq is not the
 /// dossier's): the state folded from them before the append is the state after it. The store

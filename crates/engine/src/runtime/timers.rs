@@ -26,7 +26,7 @@
 //! loop publishes when its sleep ends, and an append compares the timer it set with that.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{Ordering, fence};
 
 use chrono::{DateTime, Utc};
 use lienthong_proto::v1::{Actor, Channel};
@@ -183,12 +183,16 @@ impl Engine {
             tokio::pin!(shutdown);
             let next_look = &engine.inner.timer_loop_next_look_ms;
             loop {
-                // Looking: every append that sets a timer from here on wakes the next sleep,
-                // until the sleep's end is published below, after the store was read for it.
-                next_look.store(i64::MAX, Ordering::SeqCst);
                 if let Err(e) = engine.fire_due_timers().await {
                     tracing::error!(error = %e, "firing deadline timers failed; retrying after the next sleep");
                 }
+                // Looking: every append that sets a timer from here on wakes the next sleep,
+                // until the sleep's end is published below, after the store was read for it.
+                // (Not before the firings: the timers they set themselves would wake it.) The
+                // fence pairs with the one in `timers_set`: an append that set a timer before
+                // this read is seen by it, or sees `i64::MAX` and wakes the sleep.
+                next_look.store(i64::MAX, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
                 let sleep_ms = engine.sleep_ms();
                 let until = engine.now() + chrono::Duration::milliseconds(sleep_ms as i64);
                 next_look.store(until.timestamp_millis(), Ordering::SeqCst);
