@@ -17,7 +17,7 @@
 //! the command's canonical JSON together with the target dossier.
 //!
 //! Timers: every append also carries the timer change its events call for
-//! ([`dossier::timers_for`]: the dossier's earliest timer, cleared and set anew when the deadlines
+//! ([`dossier::timer_changes`]: the dossier's earliest timer, cleared and set anew when the deadlines
 //! it creates, moves or settles change it), so a deadline and the timer that watches it are
 //! durable together. [`Engine::fire_due_timers`] (in [`timers`]) fires what is due at
 //! the clock's `now` as `FireTimer` commands; [`Engine::spawn_timer_loop`] does it for a
@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 use crate::dossier::{self, Command, DecideContext, DossierState, Timer, TimerOp, TimerPolicy};
 use crate::ids::{DossierCode, DossierId};
 use crate::store::{
-    self, AppendRequest, CodeStripe, EventStore, IdempotencyKey, NewDossier, Recorded,
+    self, AppendRequest, Appended, CodeStripe, EventStore, IdempotencyKey, NewDossier, Recorded,
 };
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -458,23 +458,36 @@ impl Engine {
             })
             .await
             .map_err(|_| store::Error::Closed)??;
-        self.timers_set(set_at);
-        self.announce(&appended.events);
         // The store allocated the code; everything else was stamped as it stamps it.
         let mut state = after;
         state.code.clone_from(&appended.code.0);
         #[cfg(debug_assertions)]
         check_evolved(before, &appended.events, &state);
+        Ok(self.settle(&mut guard, id, state, appended, set_at))
+    }
+
+    /// Ends a command whose append succeeded: wakes the timer loop for an earlier timer,
+    /// announces the events, caches `state` (folded before the append, see [`envelopes`]) in
+    /// the dossier's slot and answers with it. The caller still holds the slot's lock.
+    fn settle(
+        &self,
+        slot: &mut Slot,
+        id: DossierId,
+        state: DossierState,
+        appended: Appended,
+        set_at: Option<DateTime<Utc>>,
+    ) -> Outcome {
+        self.timers_set(set_at);
+        self.announce(&appended.events);
         let state = Arc::new(state);
-        *guard = Some(state.clone());
-        drop(guard);
-        Ok(Outcome {
+        *slot = Some(state.clone());
+        Outcome {
             dossier: id,
             code: appended.code,
             events: appended.events,
             state,
             replayed: false,
-        })
+        }
     }
 
     /// Runs a command on an existing dossier. `fired`: the timer this command fires, cleared in
@@ -557,22 +570,12 @@ impl Engine {
                 .map_err(|_| store::Error::Closed)?;
             match result {
                 Ok(appended) => {
-                    self.timers_set(set_at);
-                    self.announce(&appended.events);
-                    let state = after;
                     #[cfg(debug_assertions)]
-                    check_evolved(before, &appended.events, &state);
-                    let state = Arc::new(state);
-                    *guard = Some(state.clone());
+                    check_evolved(before, &appended.events, &after);
+                    let outcome = self.settle(&mut guard, id, after, appended, set_at);
                     drop(guard);
                     self.trim_cache();
-                    return Ok(Outcome {
-                        dossier: id,
-                        code: appended.code,
-                        events: appended.events,
-                        state,
-                        replayed: false,
-                    });
+                    return Ok(outcome);
                 }
                 Err(store::Error::Conflict { .. }) if attempts < CONFLICT_RETRIES_MAX => {
                     attempts += 1;
